@@ -1,0 +1,4 @@
+"""Training: the loop, checkpoints and distributed support."""
+from voxprint.training.trainer import TrainResult, train
+
+__all__ = ["TrainResult", "train"]

@@ -1,0 +1,5 @@
+import sys
+
+from voxprint.cli import main
+
+sys.exit(main())

@@ -1,0 +1,131 @@
+"""Experiment configuration: YAML files merged over :data:`DEFAULTS`.
+
+``${VOXPRINT_DATA}`` in any string is replaced by the shared data root (see :mod:`voxprint.paths`), so
+configs and recipes never hard-code where the speech lives.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from voxprint.errors import ConfigError
+from voxprint.paths import data_root
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "sample_rate": 16000,
+    "features": {
+        "n_mels": 40,
+        "frame_length_ms": 25.0,
+        "frame_shift_ms": 10.0,
+        # "segment": mean over each training crop / inference window; "sliding": centred 3 s window
+        # over the whole input; "none".
+        "normalize": "segment",
+        "sliding_window_frames": 300,
+    },
+    "vad": {"enabled": False, "threshold_db": -40.0},
+    "model": {"name": "lstm_dvector"},
+    "loss": {"name": "ge2e"},
+    "data": {
+        "train": None,
+        "valid_fraction": 0.2,
+        "speakers_per_batch": 16,
+        "utterances_per_speaker": 4,
+        "crop_frames": [140, 180],
+        "batches_per_epoch": None,
+        "valid_batches": 8,
+        "num_workers": 0,
+    },
+    "optim": {
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "clip_grad_norm": 3.0,
+        # The GE2E paper trains w and b with a 0.01 gradient scale.
+        "loss_lr_scale": 0.01,
+        "lr_patience": 2,
+        "lr_factor": 0.5,
+        "min_lr": 1.0e-5,
+        "early_stop_patience": 8,
+        "epochs": 30,
+    },
+    "inference": {"window_frames": 160, "overlap": 0.5, "min_seconds": 0.3},
+}
+
+
+def merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base``; unknown top-level sections are errors."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merge(result[key], value, f"{where}{key}.")
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _expand(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("${VOXPRINT_DATA}", str(data_root()))
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    return value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a YAML config, merge it over the defaults and check it.
+
+    Raises:
+        ConfigError: the file is missing, is not a YAML mapping, or names unknown sections.
+    """
+    user: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        try:
+            user = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(user, dict):
+            raise ConfigError(f"{path} must contain a YAML mapping")
+    unknown = sorted(set(user) - set(DEFAULTS) - {"description", "paper"})
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {unknown}; known: {sorted(DEFAULTS)}")
+    config = merge(DEFAULTS, user)
+    if overrides:
+        config = merge(config, overrides)
+    config = _expand(config)
+    validate(config)
+    return config
+
+
+def validate(config: dict[str, Any]) -> None:
+    """Check values a typo would silently break."""
+    feats = config["features"]
+    if feats["normalize"] not in ("segment", "sliding", "none"):
+        raise ConfigError(f"features.normalize must be segment, sliding or none, not {feats['normalize']!r}")
+    data = config["data"]
+    low, high = data["crop_frames"]
+    if not 0 < low <= high:
+        raise ConfigError(f"data.crop_frames must be [low, high] with 0 < low <= high, got {data['crop_frames']}")
+    if data["utterances_per_speaker"] < 2:
+        raise ConfigError("data.utterances_per_speaker must be at least 2 (GE2E leaves one out of each centroid)")
+    if data["speakers_per_batch"] < 2:
+        raise ConfigError("data.speakers_per_batch must be at least 2")
+    inference = config["inference"]
+    if not 0 <= inference["overlap"] < 1:
+        raise ConfigError(f"inference.overlap must be in [0, 1), got {inference['overlap']}")
+
+
+def save_config(config: dict[str, Any], path: str | os.PathLike) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,72 @@
+"""Waveform crops for training, read from a data folder (optionally cached in memory)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from voxprint.audio import load_audio, remove_silence
+from voxprint.data.folder import DataFolder
+from voxprint.data.sampler import CropRequest
+
+
+class CropDataset(Dataset):
+    """Maps a :class:`CropRequest` to a float32 waveform crop of exactly the requested frames.
+
+    Utterances shorter than the crop are repeated (tiled), as is common in speaker-embedding
+    training, rather than zero-padded, so the crop holds only speech statistics.
+
+    Arguments:
+        folder: the data folder.
+        sample_rate: target rate.
+        samples_for_frames: converts a frame count to the number of samples the front-end needs.
+        cache: keep decoded audio in memory (int16) after the first read.
+        vad_threshold_db: when not None, energy-based silence removal is applied at load time.
+    """
+
+    def __init__(self, folder: DataFolder, sample_rate: int, samples_for_frames: Callable[[int], int],
+                 cache: bool = True, vad_threshold_db: float | None = None):
+        self.folder = folder
+        self.utterances = folder.utterances
+        self.speakers = folder.speakers
+        speaker_index = {spk: i for i, spk in enumerate(self.speakers)}
+        self.labels = [speaker_index[folder.utt2spk[u]] for u in self.utterances]
+        self.sample_rate = sample_rate
+        self.samples_for_frames = samples_for_frames
+        self.vad_threshold_db = vad_threshold_db
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    def speaker_utterances(self) -> list[list[int]]:
+        groups: list[list[int]] = [[] for _ in self.speakers]
+        for index, label in enumerate(self.labels):
+            groups[label].append(index)
+        return groups
+
+    def waveform(self, index: int) -> np.ndarray:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index].astype(np.float32) / 32768.0
+        wave = load_audio(self.folder.wav[self.utterances[index]], target_rate=self.sample_rate)
+        if self.vad_threshold_db is not None:
+            wave = remove_silence(wave, self.sample_rate, threshold_db=self.vad_threshold_db)
+        if self._cache is not None:
+            self._cache[index] = np.round(np.clip(wave, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+        return wave
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, request: CropRequest) -> tuple[torch.Tensor, int]:
+        wave = self.waveform(request.utterance)
+        length = self.samples_for_frames(request.num_frames)
+        if len(wave) < length:
+            wave = np.tile(wave, -(-length // len(wave)))
+        start = int(request.start_fraction * (len(wave) - length))
+        return torch.from_numpy(np.ascontiguousarray(wave[start:start + length])), self.labels[request.utterance]
+
+
+def collate_crops(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    waves = torch.stack([wave for wave, _ in items])
+    labels = torch.tensor([label for _, label in items], dtype=torch.long)
+    return waves, labels
