@@ -35,3 +35,33 @@ def fsdd_dir(data_dir: Path) -> Path:
 def speech_file(train_dir: Path) -> Path:
     """One real 16 kHz utterance (a few seconds)."""
     return train_dir / "SPEAKER0001" / "000010053.flac"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_torch_thread():
+    """Two cores are shared by the test process and its subprocesses: one thread avoids oversubscription."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_subset_folder(source: Path, out: Path, speakers: int, utterances: int | None = None,
+                       with_trials: bool = False) -> Path:
+    """A small Kaldi data folder pointing (absolute paths) at real audio of the first ``speakers`` speakers."""
+    from voxprint.data import read_data_folder
+
+    folder = read_data_folder(source)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen: list[str] = []
+    for spk in folder.speakers[:speakers]:
+        chosen.extend(folder.spk2utt[spk][:utterances])
+    (out / "wav.scp").write_text("".join(f"{u} {folder.wav[u]}\n" for u in chosen))
+    (out / "utt2spk").write_text("".join(f"{u} {folder.utt2spk[u]}\n" for u in chosen))
+    if with_trials:
+        lines = [f"{int(folder.utt2spk[a] == folder.utt2spk[b])} {a} {b}"
+                 for i, a in enumerate(chosen) for b in chosen[i + 1:]]
+        (out / "trials.txt").write_text("\n".join(lines) + "\n")
+    return out

@@ -61,6 +61,7 @@ class TrainResult:
     epochs_run: int
     best_valid_loss: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    model: nn.Module | None = None  # final weights (the best-validation weights are in model.pt)
 
 
 def _loader(dataset: CropDataset, sampler: GE2EBatchSampler, workers: int) -> DataLoader:
@@ -133,6 +134,11 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
         start_epoch = state["epoch"] + 1
         torch.set_rng_state(state["torch_rng"])
 
+    if not history and valid_sampler is not None:
+        # Epoch 0 records the untrained model's validation loss: the chance level training must beat.
+        history.append({"epoch": 0, "train_loss": None, "valid_loss": evaluate_loss(
+            step_module, valid_set, valid_sampler, valid_n, device), "lr": optim_cfg["lr"], "best": False,
+            "seconds": 0.0, "stop": False})
     stopped_early = bool(history and history[-1].get("stop"))
     for epoch in range(start_epoch, optim_cfg["epochs"]):
         if stopped_early:
@@ -182,7 +188,8 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
         if stop:
             break
     ctx.close()
-    return TrainResult(out_dir=out_dir, epochs_run=len(history), best_valid_loss=plateau.best, history=history)
+    return TrainResult(out_dir=out_dir, epochs_run=sum(1 for r in history if r["epoch"] > 0), best_valid_loss=plateau.best, history=history,
+                       model=model)
 
 
 @torch.no_grad()

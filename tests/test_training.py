@@ -1,0 +1,112 @@
+"""Training on ~10 real speakers: the loss falls, resume equals an uninterrupted run, DDP with 2 processes."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from voxprint.config import load_config
+from voxprint.errors import ConfigError
+from voxprint.models import build_embedding_model
+from voxprint.training import train
+from conftest import make_subset_folder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(data: Path, epochs: int = 2, **optim) -> dict:
+    return load_config(None, {
+        "seed": 7,
+        "model": {"name": "lstm_dvector", "hidden_size": 48, "proj_size": 24, "num_layers": 2, "embedding_dim": 16},
+        "data": {"train": str(data), "speakers_per_batch": 5, "utterances_per_speaker": 3,
+                 "batches_per_epoch": 6, "valid_batches": 2, "crop_frames": [60, 80]},
+        "optim": {"epochs": epochs, "lr": 0.05, **optim},
+    })
+
+
+@pytest.fixture(scope="module")
+def ten_speakers(tmp_path_factory, train_dir):
+    return make_subset_folder(train_dir, tmp_path_factory.mktemp("ten"), speakers=10)
+
+
+def test_two_epochs_lower_the_ge2e_loss(ten_speakers, tmp_path):
+    result = train(tiny_config(ten_speakers), tmp_path / "run", progress=False)
+    losses = [r["valid_loss"] for r in result.history]
+    assert [r["epoch"] for r in result.history] == [0, 1, 2]
+    assert min(losses[1:]) < losses[0] - 0.05, losses
+    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    assert saved["trained"]["valid_loss"] == pytest.approx(min(losses[1:]))
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == result.history
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(ten_speakers, tmp_path):
+    config = tiny_config(ten_speakers, epochs=3)
+    straight = train(config, tmp_path / "straight", progress=False)
+
+    def kill_after_first_epoch(epoch, record):
+        if epoch == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(config, tmp_path / "resumed", progress=False, on_epoch_end=kill_after_first_epoch)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(config, tmp_path / "resumed", progress=False)
+    resumed = train(config, tmp_path / "resumed", resume=True, progress=False)
+    assert resumed.history == [dict(r, seconds=r2["seconds"]) for r, r2 in zip(straight.history, resumed.history)]
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["step"]
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_lr_halves_on_plateau_and_early_stopping(ten_speakers, tmp_path):
+    # lr 0 cannot improve the validation loss after epoch 1, so the schedule must react.
+    config = tiny_config(ten_speakers, epochs=10, lr=0.0, lr_patience=1, early_stop_patience=3)
+    config["optim"]["min_lr"] = 0.0
+    result = train(config, tmp_path / "flat", progress=False)
+    epochs = [r for r in result.history if r["epoch"] > 0]
+    assert len(epochs) == 4 and epochs[-1]["stop"]
+
+
+DDP_WORKER = """
+import sys, torch, yaml
+from voxprint.training import train
+config = yaml.safe_load(open(sys.argv[1]))
+result = train(config, sys.argv[2], progress=False)
+import os
+rank = int(os.environ["RANK"])
+torch.save(result.model.state_dict(), f"{sys.argv[3]}{rank}.pt")
+"""
+
+
+def test_ddp_two_processes_gloo(ten_speakers, tmp_path):
+    import yaml
+
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_config(ten_speakers, epochs=1)))
+    worker = tmp_path / "worker.py"
+    worker.write_text(DDP_WORKER)
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
+         str(config_path), str(out), str(tmp_path / "rank")],
+        cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "model.pt").is_file() and (out / "checkpoint.pt").is_file()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    torch.manual_seed(7)
+    untrained = build_embedding_model(tiny_config(ten_speakers)).state_dict()
+    for key in ranks[0]:
+        # DDP averages gradients, so both replicas take identical steps away from the shared init.
+        assert torch.equal(ranks[0][key], ranks[1][key]), f"{key} differs between ranks"
+    assert all(not torch.equal(ranks[0][k], untrained[k]) for k in untrained if "weight" in k)
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [0, 1]
