@@ -1,11 +1,16 @@
 """LSTM d-vector embedder of the GE2E paper: stacked LSTM with projection -> linear -> L2 norm."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from voxprint.registry import MODELS
+
+# PyTorch notes on every call that projected LSTMs bypass oneDNN; it is expected and not actionable.
+warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
 
 
 @MODELS.register("lstm_dvector")
