@@ -88,7 +88,8 @@ class SpeakerModel:
         results: list[np.ndarray | None] = [None] * len(windows)
         for indices in by_length.values():
             stacked = torch.cat([windows[i] for i in indices])
-            embs = self.model.encode(stacked)
+            # Windows are normalised before averaging (GE2E paper, 3.3) whatever the encoder returns.
+            embs = torch.nn.functional.normalize(self.model.encode(stacked), dim=-1)
             offset = 0
             for i in indices:
                 count = windows[i].shape[0]
