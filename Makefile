@@ -33,7 +33,7 @@ test: $(STAMP)
 
 $(BENCH_STAMP):
 	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install -q "setuptools<81" resemblyzer soundfile soxr numpy
+	$(BENCH_VENV)/bin/python -m pip install -q "setuptools<81" torch==2.13.0 resemblyzer soundfile soxr numpy threadpoolctl
 	touch $(BENCH_STAMP)
 
 bench-env: $(BENCH_STAMP)

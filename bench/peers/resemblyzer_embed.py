@@ -49,6 +49,9 @@ speed_audio_seconds    float64 ()  total audio seconds in the speed subset
 speed_ids              <U (M,)     utterance ids of the speed subset
 speed_repeats          int64 ()    timed passes per setting (fastest kept; ``--speed-repeats``)
 blas_threads_limited   bool ()     whether threadpoolctl capped BLAS threads during timing
+speed_busy_cores       float64 ()  CPU cores kept busy by *other* processes during 1 s just before
+                                   timing (from /proc/stat; NaN if unavailable). Well above 0
+                                   means the timings were contended and should be re-run.
 resemblyzer_version    <U ()       package versions (0-d unicode arrays; ``str(z[key])``)
 torch_version          <U ()
 numpy_version          <U ()
@@ -109,6 +112,22 @@ def version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def other_busy_cores(interval: float = 1.0) -> float:
+    """Cores' worth of CPU used by other processes while this one sleeps ``interval`` s."""
+    def snap():
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)  # total, idle+iowait
+    try:
+        t0, i0 = snap()
+        time.sleep(interval)
+        t1, i1 = snap()
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    total = t1 - t0
+    return float("nan") if total <= 0 else (1.0 - (i1 - i0) / total) * (os.cpu_count() or 1)
 
 
 def pick_speed_subset(ids: list[str], seconds: dict[str, float], target: float) -> list[str]:
@@ -193,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         waves = [decode(paths[u]) for u in speed_ids]
         audio_s = float(sum(len(w) / sr for w, sr in waves))
         n_all = os.cpu_count() or 1
+        busy = other_busy_cores()
         wall_1, limited = time_extraction(encoder, waves, 1, args.speed_repeats)
         wall_all, _ = time_extraction(encoder, waves, n_all, args.speed_repeats)
         out.update(
@@ -205,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             speed_ids=np.array(speed_ids, dtype=str),
             speed_repeats=np.int64(max(1, args.speed_repeats)),
             blas_threads_limited=np.bool_(limited),
+            speed_busy_cores=np.float64(busy),
         )
         print(f"speed over {len(waves)} utts / {audio_s:.1f} s audio: "
               f"1 thread {audio_s / wall_1:.1f} s/s, {n_all} threads {audio_s / wall_all:.1f} s/s",
