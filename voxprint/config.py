@@ -40,13 +40,21 @@ DEFAULTS: dict[str, Any] = {
         "valid_batches": 8,
         "num_workers": 0,
     },
+    # On-the-fly waveform augmentation (voxprint.data.augment.AugmentConfig); empty: off.
+    "augment": {},
+    # SpecAugment options (voxprint.features.specaugment.SpecAugment); empty: off.
+    "specaugment": {},
     "optim": {
+        "name": "sgd",
         "lr": 0.01,
         "momentum": 0.9,
         "weight_decay": 0.0,
         "clip_grad_norm": 3.0,
         # The GE2E paper trains w and b with a 0.01 gradient scale.
         "loss_lr_scale": 0.01,
+        # "plateau": multiply by lr_factor when validation stalls (GE2E paper); "cosine": warm-up + cosine.
+        "schedule": "plateau",
+        "warmup_epochs": 0,
         "lr_patience": 2,
         "lr_factor": 0.5,
         "min_lr": 1.0e-5,
@@ -119,6 +127,8 @@ def validate(config: dict[str, Any]) -> None:
         raise ConfigError("data.utterances_per_speaker must be at least 2 (GE2E leaves one out of each centroid)")
     if data["speakers_per_batch"] < 2:
         raise ConfigError("data.speakers_per_batch must be at least 2")
+    if config["optim"]["schedule"] not in ("plateau", "cosine"):
+        raise ConfigError(f"optim.schedule must be plateau or cosine, not {config['optim']['schedule']!r}")
     inference = config["inference"]
     if not 0 <= inference["overlap"] < 1:
         raise ConfigError(f"inference.overlap must be in [0, 1), got {inference['overlap']}")

@@ -1,7 +1,7 @@
 """Waveform crops for training, read from a data folder (optionally cached in memory)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,21 +22,35 @@ class CropDataset(Dataset):
         folder: the data folder.
         sample_rate: target rate.
         samples_for_frames: converts a frame count to the number of samples the front-end needs.
+        speakers: the speaker list that defines class indices (default: the folder's), so a
+            validation folder labels speakers as the training folder does.
         cache: keep decoded audio in memory (int16) after the first read.
         vad_threshold_db: when not None, energy-based silence removal is applied at load time.
+        augment: options of :class:`voxprint.data.augment.AugmentConfig`; empty: no augmentation.
+            Each crop's random effects are seeded by its request, so epochs replay exactly.
     """
 
     def __init__(self, folder: DataFolder, sample_rate: int, samples_for_frames: Callable[[int], int],
-                 cache: bool = True, vad_threshold_db: float | None = None):
+                 speakers: list[str] | None = None, cache: bool = True, vad_threshold_db: float | None = None,
+                 augment: dict[str, Any] | None = None):
         self.folder = folder
         self.utterances = folder.utterances
-        self.speakers = folder.speakers
+        self.speakers = list(speakers) if speakers is not None else folder.speakers
         speaker_index = {spk: i for i, spk in enumerate(self.speakers)}
         self.labels = [speaker_index[folder.utt2spk[u]] for u in self.utterances]
         self.sample_rate = sample_rate
         self.samples_for_frames = samples_for_frames
         self.vad_threshold_db = vad_threshold_db
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
+        self.augmenter = None
+        if augment:
+            from voxprint.data.augment import AugmentConfig, Augmenter
+
+            self.augmenter = Augmenter(AugmentConfig.from_dict(augment), sample_rate, self._babble_utterance)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.speakers)
 
     def speaker_utterances(self) -> list[list[int]]:
         groups: list[list[int]] = [[] for _ in self.speakers]
@@ -54,6 +68,9 @@ class CropDataset(Dataset):
             self._cache[index] = np.round(np.clip(wave, -1.0, 32767 / 32768) * 32768).astype(np.int16)
         return wave
 
+    def _babble_utterance(self, rng: np.random.Generator) -> np.ndarray:
+        return self.waveform(int(rng.integers(len(self.utterances))))
+
     def __len__(self) -> int:
         return len(self.utterances)
 
@@ -63,7 +80,10 @@ class CropDataset(Dataset):
         if len(wave) < length:
             wave = np.tile(wave, -(-length // len(wave)))
         start = int(request.start_fraction * (len(wave) - length))
-        return torch.from_numpy(np.ascontiguousarray(wave[start:start + length])), self.labels[request.utterance]
+        crop = np.ascontiguousarray(wave[start:start + length])
+        if self.augmenter is not None:
+            crop = self.augmenter(crop, np.random.default_rng(request.seed))
+        return torch.from_numpy(crop), self.labels[request.utterance]
 
 
 def collate_crops(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:

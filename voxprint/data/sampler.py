@@ -14,11 +14,13 @@ from voxprint.errors import DataError
 
 @dataclass(frozen=True)
 class CropRequest:
-    """One utterance crop: which utterance, where the crop starts (fraction of the slack), how long."""
+    """One utterance crop: which utterance, where the crop starts (fraction of the slack), how long,
+    and the seed of its augmentation."""
 
     utterance: int
     start_fraction: float
     num_frames: int
+    seed: int = 0
 
 
 class GE2EBatchSampler:
@@ -48,11 +50,11 @@ class GE2EBatchSampler:
                 f"a GE2E batch needs {speakers_per_batch} speakers but the data has {len(self.speakers)}; "
                 "lower data.speakers_per_batch"
             )
-        self.n = speakers_per_batch
+        self.n_speakers = speakers_per_batch
         self.m = utterances_per_speaker
         self.crop_frames = (int(crop_frames[0]), int(crop_frames[1]))
         total = sum(len(u) for u in self.speakers)
-        per_batch = self.n * self.m
+        per_batch = self.n_speakers * self.m
         self.batches_per_epoch = batches_per_epoch or max(1, -(-total // per_batch))
         self.seed = seed
         self.rank = rank
@@ -68,13 +70,14 @@ class GE2EBatchSampler:
         batches = []
         for _ in range(self.batches_per_epoch):
             frames = int(rng.integers(self.crop_frames[0], self.crop_frames[1] + 1))
-            speakers = rng.choice(len(self.speakers), size=self.n, replace=False)
+            speakers = rng.choice(len(self.speakers), size=self.n_speakers, replace=False)
             batch = []
             for spk in speakers:
                 utts = self.speakers[spk]
                 picks = rng.choice(utts, size=self.m, replace=len(utts) < self.m)
                 starts = rng.random(self.m)
-                batch.extend(CropRequest(int(u), float(s), frames) for u, s in zip(picks, starts))
+                seeds = rng.integers(0, 2**31, size=self.m)
+                batch.extend(CropRequest(int(u), float(s), frames, int(k)) for u, s, k in zip(picks, starts, seeds))
             batches.append(batch)
         return batches
 

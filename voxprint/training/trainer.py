@@ -1,5 +1,6 @@
-"""The training loop: GE2E-style batches, SGD, gradient clipping, LR halving on plateau, early stopping,
-an atomic checkpoint every epoch and exact resume. Runs unchanged under ``torchrun`` (DDP)."""
+"""The training loop: N x M speaker batches, SGD/Adam, gradient clipping, LR halving on plateau or
+warm-up + cosine decay, early stopping, an atomic checkpoint every epoch and exact resume.
+Runs unchanged under ``torchrun`` (DDP)."""
 from __future__ import annotations
 
 import json
@@ -16,30 +17,35 @@ from tqdm import tqdm
 
 import voxprint.losses  # noqa: F401  (registers losses)
 from voxprint.config import save_config
-from voxprint.data import GE2EBatchSampler, read_data_folder
+from voxprint.data import DataFolder, GE2EBatchSampler, read_data_folder
 from voxprint.data.dataset import CropDataset, collate_crops
 from voxprint.errors import ConfigError
-from voxprint.models import build_embedding_model
+from voxprint.models import EmbeddingModel, build_embedding_model
 from voxprint.registry import LOSSES
 from voxprint.training.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, MODEL_NAME, atomic_save, load_file
 from voxprint.training.distributed import DistributedContext
 
 
 class TrainingStep(nn.Module):
-    """Model + loss in one module, so DDP synchronises the loss's own parameters (GE2E's w, b) too."""
+    """Model + loss (+ optional SpecAugment) in one module, so DDP synchronises the loss's own
+    parameters (GE2E's w and b, a classifier's weights) along with the model's."""
 
-    def __init__(self, model: nn.Module, loss: nn.Module):
+    def __init__(self, model: EmbeddingModel, loss: nn.Module, spec_augment: nn.Module | None = None):
         super().__init__()
         self.model = model
         self.loss = loss
+        self.spec_augment = spec_augment
 
     def forward(self, waves: torch.Tensor, labels: torch.Tensor, n_speakers: int) -> torch.Tensor:
-        return self.loss(self.model(waves), n_speakers=n_speakers, labels=labels)
+        feats = self.model.features(waves)
+        if self.spec_augment is not None:
+            feats = self.spec_augment(feats)
+        return self.loss(self.model.encode(feats), n_speakers=n_speakers, labels=labels)
 
 
 @dataclass
 class PlateauState:
-    """LR halving and early stopping on the validation loss."""
+    """Validation-loss bookkeeping for LR halving and early stopping."""
 
     best: float = math.inf
     bad_epochs: int = 0
@@ -64,9 +70,73 @@ class TrainResult:
     model: nn.Module | None = None  # final weights (the best-validation weights are in model.pt)
 
 
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda groups, cfg: torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"],
+                                               weight_decay=cfg["weight_decay"]),
+    "adam": lambda groups, cfg: torch.optim.Adam(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                                                 amsgrad=cfg.get("amsgrad", False)),
+    "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                                                   amsgrad=cfg.get("amsgrad", False)),
+}
+
+
+def build_optimizer(cfg: dict[str, Any], model: nn.Module, loss_fn: nn.Module) -> torch.optim.Optimizer:
+    if cfg["name"] not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {cfg['name']!r}; known: {sorted(OPTIMIZERS)}")
+    groups = [{"params": list(model.parameters()), "lr_scale": 1.0},
+              {"params": list(loss_fn.parameters()), "lr_scale": cfg["loss_lr_scale"]}]
+    optimizer = OPTIMIZERS[cfg["name"]]([g for g in groups if g["params"]], cfg)
+    set_lr(optimizer, cfg["lr"])
+    return optimizer
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+
+
+def scheduled_lr(cfg: dict[str, Any], progress: float) -> float:
+    """Learning rate of the "cosine" schedule at ``progress`` epochs: linear warm-up, cosine decay."""
+    warmup, total = cfg["warmup_epochs"], cfg["epochs"]
+    if progress < warmup:
+        return cfg["lr"] * (progress + 1e-3) / warmup
+    span = max(total - warmup, 1e-9)
+    return cfg["min_lr"] + 0.5 * (cfg["lr"] - cfg["min_lr"]) * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / span)))
+
+
+def build_loss(config: dict[str, Any], embedding_dim: int, num_classes: int) -> nn.Module:
+    options = {k: v for k, v in config["loss"].items() if k != "name"}
+    loss_class = LOSSES.get(config["loss"]["name"])
+    if getattr(loss_class, "needs_labels", False):
+        options.update(embedding_dim=embedding_dim, num_classes=num_classes)
+    return LOSSES.build(config["loss"]["name"], **options)
+
+
+def build_datasets(config: dict[str, Any], model: EmbeddingModel) -> tuple[CropDataset, CropDataset]:
+    data_cfg = config["data"]
+    folder: DataFolder = read_data_folder(data_cfg["train"])
+    train_folder, valid_folder = folder.split_validation(data_cfg["valid_fraction"], seed=config["seed"])
+    common = dict(sample_rate=config["sample_rate"], samples_for_frames=model.frontend.num_samples,
+                  speakers=train_folder.speakers,
+                  vad_threshold_db=config["vad"]["threshold_db"] if config["vad"]["enabled"] else None)
+    train_set = CropDataset(train_folder, augment=config["augment"], **common)
+    return train_set, CropDataset(valid_folder, **common)
+
+
+def validation_sampler(config: dict[str, Any], valid_set: CropDataset) -> GE2EBatchSampler | None:
+    """Fixed validation batches (same crops every epoch), or None when too few utterances are held out."""
+    data_cfg = config["data"]
+    groups = [g for g in valid_set.speaker_utterances() if g]
+    n = min(data_cfg["speakers_per_batch"], len(groups))
+    m = min(data_cfg["utterances_per_speaker"], min((len(g) for g in groups), default=0))
+    if n < 2 or m < 2:
+        return None
+    middle = sum(data_cfg["crop_frames"]) // 2
+    return GE2EBatchSampler(groups, n, m, (middle, middle), data_cfg["valid_batches"], seed=config["seed"] + 10_000)
+
+
 def _loader(dataset: CropDataset, sampler: GE2EBatchSampler, workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_crops, num_workers=workers,
-                      persistent_workers=False)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_crops, num_workers=workers)
 
 
 def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, progress: bool = True,
@@ -92,82 +162,60 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
     torch.manual_seed(config["seed"])
     device = ctx.device()
     model = build_embedding_model(config)
-    loss_options = {k: v for k, v in config["loss"].items() if k != "name"}
-    loss_fn = LOSSES.build(config["loss"]["name"], **loss_options)
-    step_module = TrainingStep(model, loss_fn).to(device)
-    optimizer = torch.optim.SGD(
-        [{"params": model.parameters(), "lr_scale": 1.0},
-         {"params": loss_fn.parameters(), "lr_scale": optim_cfg["loss_lr_scale"]}],
-        lr=optim_cfg["lr"], momentum=optim_cfg["momentum"], weight_decay=optim_cfg["weight_decay"])
-    for group in optimizer.param_groups:
-        group["lr"] = optim_cfg["lr"] * group["lr_scale"]
+    train_set, valid_set = build_datasets(config, model)
+    loss_fn = build_loss(config, model.encoder.embedding_dim, train_set.num_classes)
+    spec_augment = build_spec_augment(config["specaugment"])
+    step_module = TrainingStep(model, loss_fn, spec_augment).to(device)
+    optimizer = build_optimizer(optim_cfg, model, loss_fn)
     runner = nn.parallel.DistributedDataParallel(step_module) if ctx.enabled else step_module
+    n = data_cfg["speakers_per_batch"]
+    sampler = GE2EBatchSampler(train_set.speaker_utterances(), n, data_cfg["utterances_per_speaker"],
+                               data_cfg["crop_frames"], data_cfg["batches_per_epoch"], seed=config["seed"],
+                               rank=ctx.rank, world_size=ctx.world_size)
+    valid_sampler = validation_sampler(config, valid_set)
 
-    folder = read_data_folder(data_cfg["train"])
-    train_folder, valid_folder = folder.split_validation(data_cfg["valid_fraction"], seed=config["seed"])
-    samples_for = model.frontend.num_samples
-    vad = config["vad"]["threshold_db"] if config["vad"]["enabled"] else None
-    train_set = CropDataset(train_folder, config["sample_rate"], samples_for, vad_threshold_db=vad)
-    valid_set = CropDataset(valid_folder, config["sample_rate"], samples_for, vad_threshold_db=vad)
-    n, m = data_cfg["speakers_per_batch"], data_cfg["utterances_per_speaker"]
-    sampler = GE2EBatchSampler(train_set.speaker_utterances(), n, m, data_cfg["crop_frames"],
-                               data_cfg["batches_per_epoch"], seed=config["seed"], rank=ctx.rank,
-                               world_size=ctx.world_size)
-    valid_groups = [g for g in valid_set.speaker_utterances() if g]
-    valid_n = min(n, len(valid_groups))
-    valid_m = min(m, min(len(g) for g in valid_groups)) if valid_groups else 0
-    valid_sampler = None
-    if valid_n >= 2 and valid_m >= 2:
-        middle = sum(data_cfg["crop_frames"]) // 2
-        valid_sampler = GE2EBatchSampler(valid_groups, valid_n, valid_m, (middle, middle),
-                                         data_cfg["valid_batches"], seed=config["seed"] + 10_000)
-
-    plateau = PlateauState()
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
+    plateau, history, start_epoch, lr = PlateauState(), [], 0, optim_cfg["lr"]
     if resume and checkpoint_path.exists():
         state = load_file(checkpoint_path)
         step_module.load_state_dict(state["step"])
         optimizer.load_state_dict(state["optimizer"])
-        plateau = PlateauState(**state["plateau"])
-        history = state["history"]
-        start_epoch = state["epoch"] + 1
+        plateau, history = PlateauState(**state["plateau"]), state["history"]
+        start_epoch, lr = state["epoch"] + 1, history[-1]["lr"]
         torch.set_rng_state(state["torch_rng"])
-
     if not history and valid_sampler is not None:
         # Epoch 0 records the untrained model's validation loss: the chance level training must beat.
         history.append({"epoch": 0, "train_loss": None, "valid_loss": evaluate_loss(
-            step_module, valid_set, valid_sampler, valid_n, device), "lr": optim_cfg["lr"], "best": False,
-            "seconds": 0.0, "stop": False})
-    stopped_early = bool(history and history[-1].get("stop"))
+            step_module, valid_set, valid_sampler, device), "lr": lr, "best": False, "seconds": 0.0, "stop": False})
+
     for epoch in range(start_epoch, optim_cfg["epochs"]):
-        if stopped_early:
+        if history and history[-1]["stop"]:
             break
         started = time.time()
         sampler.set_epoch(epoch)
+        if hasattr(loss_fn, "set_epoch"):
+            loss_fn.set_epoch(epoch)
         step_module.train()
         total, count = 0.0, 0
         bar = tqdm(_loader(train_set, sampler, data_cfg["num_workers"]), total=len(sampler),
-                   desc=f"epoch {epoch + 1}/{optim_cfg['epochs']}", disable=not (progress and ctx.is_main),
-                   leave=False)
+                   desc=f"epoch {epoch + 1}/{optim_cfg['epochs']}", disable=not (progress and ctx.is_main), leave=False)
         for waves, labels in bar:
+            if optim_cfg["schedule"] == "cosine":
+                lr = scheduled_lr(optim_cfg, epoch + count / len(sampler))
+                set_lr(optimizer, lr)
             loss = runner(waves.to(device), labels.to(device), n)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(step_module.parameters(), optim_cfg["clip_grad_norm"])
             optimizer.step()
-            total += float(loss.item())
-            count += 1
+            total, count = total + float(loss.item()), count + 1
             bar.set_postfix(loss=f"{total / count:.3f}")
         train_loss = ctx.mean(total / max(count, 1))
-        valid_loss = evaluate_loss(step_module, valid_set, valid_sampler, valid_n, device) if valid_sampler else train_loss
+        valid_loss = evaluate_loss(step_module, valid_set, valid_sampler, device) if valid_sampler else train_loss
 
         improved = plateau.update(valid_loss)
-        lr = optimizer.param_groups[0]["lr"]
-        if plateau.bad_epochs >= optim_cfg["lr_patience"]:
+        if optim_cfg["schedule"] == "plateau" and plateau.bad_epochs >= optim_cfg["lr_patience"]:
             lr = max(lr * optim_cfg["lr_factor"], optim_cfg["min_lr"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
+            set_lr(optimizer, lr)
             plateau.bad_epochs = 0
         stop = plateau.epochs_since_best >= optim_cfg["early_stop_patience"]
         record = {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss, "lr": lr,
@@ -185,19 +233,25 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
                       f"{' *' if improved else ''} ({record['seconds']:.0f}s)", flush=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
-        if stop:
-            break
     ctx.close()
-    return TrainResult(out_dir=out_dir, epochs_run=sum(1 for r in history if r["epoch"] > 0), best_valid_loss=plateau.best, history=history,
-                       model=model)
+    return TrainResult(out_dir=out_dir, epochs_run=sum(1 for r in history if r["epoch"] > 0),
+                       best_valid_loss=plateau.best, history=history, model=model)
+
+
+def build_spec_augment(options: dict[str, Any]) -> nn.Module | None:
+    if not options:
+        return None
+    from voxprint.features.specaugment import SpecAugment
+
+    return SpecAugment(**options)
 
 
 @torch.no_grad()
-def evaluate_loss(step_module: TrainingStep, dataset: CropDataset, sampler: GE2EBatchSampler, n_speakers: int,
+def evaluate_loss(step_module: TrainingStep, dataset: CropDataset, sampler: GE2EBatchSampler,
                   device: torch.device) -> float:
-    """Mean loss over a fixed set of validation batches (same crops every epoch)."""
+    """Mean loss over the fixed validation batches (eval mode: no SpecAugment, no margin annealing)."""
     step_module.eval()
-    losses = [float(step_module(waves.to(device), labels.to(device), n_speakers))
+    losses = [float(step_module(waves.to(device), labels.to(device), sampler.n_speakers))
               for waves, labels in _loader(dataset, sampler, 0)]
     step_module.train()
     return sum(losses) / len(losses)
