@@ -98,6 +98,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _write_threshold(model_name: str, result: dict, data: Path) -> None:
+    from voxprint.fileio import atomic_write_text
     from voxprint.inference.speaker_model import BUILTIN_MODELS, resolve_model_dir
     from voxprint.training.checkpoint import META_NAME
 
@@ -108,9 +109,7 @@ def _write_threshold(model_name: str, result: dict, data: Path) -> None:
     meta.update({"threshold": result["eer_threshold"], "threshold_rule": "EER threshold on the evaluation trials",
                  "threshold_data": data.name if data.name != "dev" else f"{data.parent.name}/{data.name}",
                  "eval": result})
-    tmp = meta_path.with_name(f".{META_NAME}.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(meta_path)
+    atomic_write_text(meta_path, json.dumps(meta, indent=1))
 
 
 def _format_result(result: dict) -> str:

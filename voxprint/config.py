@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from voxprint.errors import ConfigError
+from voxprint.fileio import atomic_write_text
 from voxprint.paths import data_root
 
 DEFAULTS: dict[str, Any] = {
@@ -135,7 +136,4 @@ def validate(config: dict[str, Any]) -> None:
 
 
 def save_config(config: dict[str, Any], path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))

@@ -18,7 +18,6 @@ Example
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from voxprint.errors import DataError
+from voxprint.fileio import atomic_write_text
 
 __all__ = [
     "Trials",
@@ -435,17 +435,4 @@ def write_scores(path: str | os.PathLike[str], trials: Trials, scores: ArrayLike
         text = "".join(
             f"{e} {t} {v:.6f} {lab}\n" for e, t, v, lab in zip(*columns, trials.labels.tolist())
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Unique hidden name in the same folder (os.replace is atomic only within a file system);
-    # open(..., "x") keeps the user's umask, which mkstemp would not.
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_text(out, text)

@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -44,31 +43,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from voxprint.errors import DataError
+from voxprint.fileio import write_temp
 
 __all__ = ["load_embeddings", "save_embeddings"]
 
 _SUFFIXES = (".npz", ".ark")
 _LOAD_SUFFIXES = (".npz", ".ark", ".scp")
-
-
-def _temp_name(path: Path) -> Path:
-    # A unique hidden name in the destination folder: os.replace is only atomic within one
-    # file system, and open(..., "x") on it keeps the user's umask (mkstemp would not).
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
-def _write_temp(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
-    """Call ``write(file)`` on a new temporary file beside ``path``; return its name."""
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "xb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
 
 
 def _first(items: Sequence[str], n: int = 5) -> str:
@@ -155,7 +135,7 @@ def save_embeddings(path: str | os.PathLike[str], ids: Sequence[str], matrix: Ar
 
     if suffix == ".npz":
         id_array = np.asarray(ids, dtype=str)
-        tmp = _write_temp(out, lambda fh: np.savez(fh, ids=id_array, embeddings=mat))
+        tmp = write_temp(out, lambda fh: np.savez(fh, ids=id_array, embeddings=mat))
         os.replace(tmp, out)
         return out
 
@@ -165,7 +145,7 @@ def save_embeddings(path: str | os.PathLike[str], ids: Sequence[str], matrix: Ar
     scp_buf = io.StringIO()
     # kaldiio computes the byte offsets; the scp it writes names the temporary ark, so it
     # goes to a buffer and is rewritten with the final path.
-    ark_tmp = _write_temp(
+    ark_tmp = write_temp(
         out, lambda fh: kaldiio.save_ark(fh, {i: row for i, row in zip(ids, mat)}, scp=scp_buf)
     )
     try:
@@ -175,7 +155,7 @@ def save_embeddings(path: str | os.PathLike[str], ids: Sequence[str], matrix: Ar
             key, location = line.split(" ", 1)
             lines.append(f"{key} {ark_name}:{location.rsplit(':', 1)[1]}\n")
         scp_text = "".join(lines).encode("utf-8")
-        scp_tmp = _write_temp(scp_path, lambda fh: fh.write(scp_text))
+        scp_tmp = write_temp(scp_path, lambda fh: fh.write(scp_text))
     except BaseException:
         ark_tmp.unlink(missing_ok=True)
         raise

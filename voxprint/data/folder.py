@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voxprint.errors import DataError
+from voxprint.fileio import atomic_write_text
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -173,7 +174,5 @@ def write_data_folder(folder: DataFolder, out: str | os.PathLike) -> Path:
         "spk2utt": [f"{spk} {' '.join(utts)}" for spk, utts in folder.spk2utt.items()],
     }
     for name, lines in tables.items():
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(tmp, out_dir / name)
+        atomic_write_text(out_dir / name, "\n".join(lines) + "\n")
     return out_dir

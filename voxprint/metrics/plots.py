@@ -7,7 +7,6 @@ the caller's process.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from voxprint.errors import DataError
+from voxprint.fileio import atomic_write
 from voxprint.metrics.verification import _det_points, _eer_from_det, _validate
 
 __all__ = ["plot_det"]
@@ -172,16 +172,4 @@ def plot_det(
         ax.set_title(title)
     fig.tight_layout()
 
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "xb") on a unique name (rather than mkstemp) keeps the user's umask for the
-    # final file; mkstemp would leave it readable by the owner only.
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write(path, lambda handle: fig.savefig(handle, format="png"))

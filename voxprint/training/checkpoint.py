@@ -1,8 +1,4 @@
-"""Atomic checkpoint and model files.
-
-A kill during a save leaves the previous file intact: each file is written beside its target and
-moved into place with :func:`os.replace`, which is atomic on POSIX filesystems.
-"""
+"""Checkpoint and model files, written atomically (a kill during a save keeps the previous file)."""
 from __future__ import annotations
 
 import os
@@ -12,6 +8,7 @@ from typing import Any
 import torch
 
 from voxprint.errors import ModelError
+from voxprint.fileio import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
@@ -20,11 +17,7 @@ META_NAME = "meta.json"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def load_file(path: str | os.PathLike) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from voxprint.config import save_config
 from voxprint.data import DataFolder, GE2EBatchSampler, read_data_folder
 from voxprint.data.dataset import CropDataset, collate_crops
 from voxprint.errors import ConfigError
+from voxprint.fileio import atomic_write_text
 from voxprint.models import EmbeddingModel, build_embedding_model
 from voxprint.registry import LOSSES
 from voxprint.training.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, MODEL_NAME, atomic_save, load_file
@@ -227,7 +228,7 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
             atomic_save({"step": step_module.state_dict(), "optimizer": optimizer.state_dict(),
                          "plateau": plateau.__dict__, "history": history, "epoch": epoch,
                          "torch_rng": torch.get_rng_state()}, checkpoint_path)
-            (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+            atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
             if progress:
                 print(f"epoch {epoch + 1}: train {train_loss:.4f} valid {valid_loss:.4f} lr {lr:.2e}"
                       f"{' *' if improved else ''} ({record['seconds']:.0f}s)", flush=True)
