@@ -26,7 +26,7 @@ demo: $(STAMP)
 		--test $(DEV)/SPEAKER0024/000240115.flac
 	@echo "== different speaker (expect reject)"
 	$(VOXPRINT) verify --enroll $(DEV)/SPEAKER0024/000240031.flac --enroll $(DEV)/SPEAKER0024/000240071.flac \
-		--test $(DEV)/SPEAKER0044/PLACEHOLDER.flac
+		--test $(DEV)/SPEAKER0044/000440032.flac
 
 test: $(STAMP)
 	$(PY) -m pytest

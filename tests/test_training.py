@@ -40,6 +40,17 @@ def test_two_epochs_lower_the_ge2e_loss(ten_speakers, tmp_path):
     saved = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
     assert saved["trained"]["valid_loss"] == pytest.approx(min(losses[1:]))
     assert json.loads((tmp_path / "run" / "history.json").read_text()) == result.history
+    assert all(0.0 <= r["valid_eer"] <= 1.0 for r in result.history)
+
+
+def test_selection_by_validation_eer(ten_speakers, tmp_path):
+    config = tiny_config(ten_speakers)
+    config["optim"]["select_by"] = "valid_eer"
+    result = train(config, tmp_path / "run", progress=False)
+    eers = [r["valid_eer"] for r in result.history]
+    assert result.best_valid == pytest.approx(min(eers[1:])) if min(eers[1:]) < eers[0] else True
+    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    assert saved["trained"]["valid_eer"] == pytest.approx(min(eers[1:]))
 
 
 class Interrupt(Exception):

@@ -43,7 +43,8 @@ def _train(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     config = load_config(args.config, overrides)
     result = train(config, args.out, resume=args.resume, progress=not args.quiet)
-    print(f"trained {result.epochs_run} epochs; best validation loss {result.best_valid_loss:.4f}; model in {result.out_dir}")
+    metric = config["optim"]["select_by"].replace("_", " ")
+    print(f"trained {result.epochs_run} epochs; best {metric} {result.best_valid:.4f}; model in {result.out_dir}")
     return 0
 
 

@@ -60,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
         "lr_factor": 0.5,
         "min_lr": 1.0e-5,
         "early_stop_patience": 8,
+        # Metric that picks model.pt and drives LR halving / early stopping: valid_loss or valid_eer.
+        "select_by": "valid_loss",
         "epochs": 30,
     },
     "inference": {"window_frames": 160, "overlap": 0.5, "min_seconds": 0.3},
@@ -130,6 +132,8 @@ def validate(config: dict[str, Any]) -> None:
         raise ConfigError("data.speakers_per_batch must be at least 2")
     if config["optim"]["schedule"] not in ("plateau", "cosine"):
         raise ConfigError(f"optim.schedule must be plateau or cosine, not {config['optim']['schedule']!r}")
+    if config["optim"]["select_by"] not in ("valid_loss", "valid_eer"):
+        raise ConfigError(f"optim.select_by must be valid_loss or valid_eer, not {config['optim']['select_by']!r}")
     inference = config["inference"]
     if not 0 <= inference["overlap"] < 1:
         raise ConfigError(f"inference.overlap must be in [0, 1), got {inference['overlap']}")

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from voxprint.audio import load_audio, remove_silence
+from voxprint.data.augment import AugmentConfig, Augmenter, num_speed_classes, speed_label
 from voxprint.data.folder import DataFolder
 from voxprint.data.sampler import CropRequest
 
@@ -42,15 +43,16 @@ class CropDataset(Dataset):
         self.samples_for_frames = samples_for_frames
         self.vad_threshold_db = vad_threshold_db
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
-        self.augmenter = None
-        if augment:
-            from voxprint.data.augment import AugmentConfig, Augmenter
+        self.augmenter: Augmenter | None = None
+        self.augment_config = AugmentConfig.from_dict(augment)
+        if self.augment_config.enabled:
 
-            self.augmenter = Augmenter(AugmentConfig.from_dict(augment), sample_rate, self._babble_utterance)
+            self.augmenter = Augmenter(self.augment_config, sample_rate, self._babble_utterance)
 
     @property
     def num_classes(self) -> int:
-        return len(self.speakers)
+        """Classifier outputs: speakers, times (1 + speeds) when each speed is a new speaker."""
+        return num_speed_classes(len(self.speakers), self.augment_config)
 
     def speaker_utterances(self) -> list[list[int]]:
         groups: list[list[int]] = [[] for _ in self.speakers]
@@ -81,9 +83,12 @@ class CropDataset(Dataset):
             wave = np.tile(wave, -(-length // len(wave)))
         start = int(request.start_fraction * (len(wave) - length))
         crop = np.ascontiguousarray(wave[start:start + length])
+        label = self.labels[request.utterance]
         if self.augmenter is not None:
-            crop = self.augmenter(crop, np.random.default_rng(request.seed))
-        return torch.from_numpy(crop), self.labels[request.utterance]
+            crop, speed_index = self.augmenter.augment(crop, np.random.default_rng(request.seed))
+            if self.num_classes > len(self.speakers):
+                label = speed_label(label, speed_index, len(self.speakers))
+        return torch.from_numpy(crop), label
 
 
 def collate_crops(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:

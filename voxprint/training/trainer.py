@@ -21,6 +21,7 @@ from voxprint.data import DataFolder, GE2EBatchSampler, read_data_folder
 from voxprint.data.dataset import CropDataset, collate_crops
 from voxprint.errors import ConfigError
 from voxprint.fileio import atomic_write_text
+from voxprint.metrics import compute_eer
 from voxprint.models import EmbeddingModel, build_embedding_model
 from voxprint.registry import LOSSES
 from voxprint.training.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, MODEL_NAME, atomic_save, load_file
@@ -66,7 +67,7 @@ class PlateauState:
 class TrainResult:
     out_dir: Path
     epochs_run: int
-    best_valid_loss: float
+    best_valid: float  # best value of the selection metric (optim.select_by)
     history: list[dict[str, Any]] = field(default_factory=list)
     model: nn.Module | None = None  # final weights (the best-validation weights are in model.pt)
 
@@ -125,13 +126,16 @@ def build_datasets(config: dict[str, Any], model: EmbeddingModel) -> tuple[CropD
 
 
 def validation_sampler(config: dict[str, Any], valid_set: CropDataset) -> GE2EBatchSampler | None:
-    """Fixed validation batches (same crops every epoch), or None when too few utterances are held out."""
+    """Fixed validation batches (same crops every epoch); None when validation is off (valid_fraction 0)."""
     data_cfg = config["data"]
     groups = [g for g in valid_set.speaker_utterances() if g]
     n = min(data_cfg["speakers_per_batch"], len(groups))
     m = min(data_cfg["utterances_per_speaker"], min((len(g) for g in groups), default=0))
-    if n < 2 or m < 2:
+    if data_cfg["valid_fraction"] <= 0:
         return None
+    if n < 2 or m < 2:
+        raise ConfigError(f"data.valid_fraction {data_cfg['valid_fraction']} holds out fewer than 2 utterances of 2 "
+                          "speakers for validation; raise it, or set it to 0 to train without validation")
     middle = sum(data_cfg["crop_frames"]) // 2
     return GE2EBatchSampler(groups, n, m, (middle, middle), data_cfg["valid_batches"], seed=config["seed"] + 10_000)
 
@@ -185,8 +189,8 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
         torch.set_rng_state(state["torch_rng"])
     if not history and valid_sampler is not None:
         # Epoch 0 records the untrained model's validation loss: the chance level training must beat.
-        history.append({"epoch": 0, "train_loss": None, "valid_loss": evaluate_loss(
-            step_module, valid_set, valid_sampler, device), "lr": lr, "best": False, "seconds": 0.0, "stop": False})
+        history.append({"epoch": 0, "train_loss": None, **validate(step_module, valid_set, valid_sampler, device),
+                        "lr": lr, "best": False, "seconds": 0.0, "stop": False})
 
     for epoch in range(start_epoch, optim_cfg["epochs"]):
         if history and history[-1]["stop"]:
@@ -211,15 +215,17 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
             total, count = total + float(loss.item()), count + 1
             bar.set_postfix(loss=f"{total / count:.3f}")
         train_loss = ctx.mean(total / max(count, 1))
-        valid_loss = evaluate_loss(step_module, valid_set, valid_sampler, device) if valid_sampler else train_loss
-
-        improved = plateau.update(valid_loss)
+        if valid_sampler is not None:
+            valid = validate(step_module, valid_set, valid_sampler, device)
+            improved = plateau.update(valid[optim_cfg["select_by"]])
+        else:  # no held-out data (valid_fraction 0): keep the last epoch, stop only at optim.epochs
+            valid, improved = {}, True
         if optim_cfg["schedule"] == "plateau" and plateau.bad_epochs >= optim_cfg["lr_patience"]:
             lr = max(lr * optim_cfg["lr_factor"], optim_cfg["min_lr"])
             set_lr(optimizer, lr)
             plateau.bad_epochs = 0
         stop = plateau.epochs_since_best >= optim_cfg["early_stop_patience"]
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss, "lr": lr,
+        record = {"epoch": epoch + 1, "train_loss": train_loss, **valid, "lr": lr,
                   "best": improved, "seconds": round(time.time() - started, 2), "stop": stop}
         history.append(record)
         if ctx.is_main:
@@ -230,13 +236,14 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
                          "torch_rng": torch.get_rng_state()}, checkpoint_path)
             atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
             if progress:
-                print(f"epoch {epoch + 1}: train {train_loss:.4f} valid {valid_loss:.4f} lr {lr:.2e}"
+                shown = "  ".join(f"{k} {v:.4f}" for k, v in valid.items())
+                print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  {shown}  lr {lr:.2e}"
                       f"{' *' if improved else ''} ({record['seconds']:.0f}s)", flush=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     ctx.close()
     return TrainResult(out_dir=out_dir, epochs_run=sum(1 for r in history if r["epoch"] > 0),
-                       best_valid_loss=plateau.best, history=history, model=model)
+                       best_valid=plateau.best, history=history, model=model)
 
 
 def build_spec_augment(options: dict[str, Any]) -> nn.Module | None:
@@ -248,14 +255,30 @@ def build_spec_augment(options: dict[str, Any]) -> nn.Module | None:
 
 
 @torch.no_grad()
-def evaluate_loss(step_module: TrainingStep, dataset: CropDataset, sampler: GE2EBatchSampler,
-                  device: torch.device) -> float:
-    """Mean loss over the fixed validation batches (eval mode: no SpecAugment, no margin annealing)."""
+def validate(step_module: TrainingStep, dataset: CropDataset, sampler: GE2EBatchSampler,
+             device: torch.device) -> dict[str, float]:
+    """Loss and EER on the fixed validation crops (eval mode: no SpecAugment, no margin annealing).
+
+    The EER scores every pair of validation crops by cosine; unlike the loss it is comparable
+    across losses and across epochs of a margin ramp-up.
+    """
     step_module.eval()
-    losses = [float(step_module(waves.to(device), labels.to(device), sampler.n_speakers))
-              for waves, labels in _loader(dataset, sampler, 0)]
+    losses, embeddings, labels = [], [], []
+    for waves, batch_labels in _loader(dataset, sampler, 0):
+        waves, batch_labels = waves.to(device), batch_labels.to(device)
+        emb = step_module.model(waves)
+        losses.append(float(step_module.loss(emb, n_speakers=sampler.n_speakers, labels=batch_labels)))
+        embeddings.append(nn.functional.normalize(emb, dim=-1).cpu())
+        labels.append(batch_labels.cpu())
     step_module.train()
-    return sum(losses) / len(losses)
+    emb, lab = torch.cat(embeddings), torch.cat(labels)
+    upper = torch.triu_indices(len(lab), len(lab), offset=1)
+    scores = (emb @ emb.T)[upper[0], upper[1]].numpy()
+    same = (lab[upper[0]] == lab[upper[1]]).numpy()
+    result = {"valid_loss": sum(losses) / len(losses)}
+    if same.any() and not same.all():
+        result["valid_eer"] = compute_eer(scores, same)[0]
+    return result
 
 
 def save_model(path: Path, model: nn.Module, config: dict[str, Any], record: dict[str, Any]) -> None:

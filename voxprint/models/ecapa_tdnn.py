@@ -1,0 +1,152 @@
+"""ECAPA-TDNN embedder (Desplanques et al., 2020): SE-Res2Net TDNN blocks, multi-layer aggregation,
+attentive statistics pooling."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from voxprint.models.pooling import build_pooling
+from voxprint.registry import MODELS
+
+
+class ConvReluBN(nn.Module):
+    """1-D convolution, ReLU, batch norm: the paper's frame layer ("same" padding keeps the frame count)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation,
+                              padding=dilation * (kernel_size - 1) // 2)
+        self.relu = nn.ReLU(inplace=True)  # the conv output is not needed for backward: save the copy
+        self.bn = nn.BatchNorm1d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.relu(self.conv(x)))
+
+
+class Res2Conv(nn.Module):
+    """Res2Net's hierarchical convolution: ``scale`` channel groups, each group's convolution also sees
+    the previous group's output, so later groups have ever wider receptive fields at no extra width."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int, scale: int):
+        super().__init__()
+        if channels % scale:
+            raise ValueError(f"channels ({channels}) must be divisible by the Res2Net scale ({scale})")
+        self.scale = scale
+        width = channels // scale
+        # The first group passes through unchanged, as in Res2Net.
+        self.convs = nn.ModuleList(ConvReluBN(width, width, kernel_size, dilation) for _ in range(scale - 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups = x.chunk(self.scale, dim=1)
+        outputs = [groups[0]]
+        y = None
+        for conv, group in zip(self.convs, groups[1:]):
+            y = conv(group if y is None else group + y)
+            outputs.append(y)
+        return torch.cat(outputs, dim=1)
+
+
+class SqueezeExcitation(nn.Module):
+    """Rescale channels by gates computed from the utterance mean: global context for a local layer."""
+
+    def __init__(self, channels: int, bottleneck: int):
+        super().__init__()
+        self.gate = nn.Sequential(
+            nn.Linear(channels, bottleneck), nn.ReLU(), nn.Linear(bottleneck, channels), nn.Sigmoid()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x.mean(dim=-1)).unsqueeze(-1)
+
+
+class SERes2Block(nn.Module):
+    """1x1 frame layer -> dilated Res2Net convolution -> 1x1 frame layer -> SE.
+
+    The residual is added by the caller: in ECAPA-TDNN it is the sum of all earlier layer outputs.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int, scale: int, se_bottleneck: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            ConvReluBN(channels, channels),
+            Res2Conv(channels, kernel_size, dilation, scale),
+            ConvReluBN(channels, channels),
+            SqueezeExcitation(channels, se_bottleneck),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@MODELS.register("ecapa_tdnn")
+class ECAPATDNN(nn.Module):
+    """ECAPA-TDNN over log-mel frames (Desplanques et al., 2020); returns raw (unnormalised) embeddings.
+
+    Conv1d (k=5) -> three SE-Res2Blocks (k=3, dilations 2, 3, 4), each fed the previous layer's output
+    and given as residual the sum of the outputs of all earlier layers, stem included (the paper's
+    summed residuals, Sec. 3.4) -> concatenation of the three block outputs -> 1x1 Conv1d to
+    ``3 * channels`` -> attentive statistics pooling -> BN -> linear -> BN.
+
+    Encoder parameters at 80 mels, embedding 192: C=256 2.05 M; C=512 6.19 M (the paper's 6.2 M);
+    C=1024 20.76 M (the paper's 14.7 M keeps the aggregation at 1536 channels instead of 3C).
+
+    Arguments
+    ---------
+    input_dim : int
+        Feature bins per frame.
+    channels : int
+        Width C of the frame layers (paper: 512 or 1024); divisible by ``scale``.
+    embedding_dim : int
+        Size of the embedding (paper: 192).
+    scale : int
+        Res2Net scale: channel groups per block.
+    se_bottleneck : int
+        Bottleneck of the squeeze-excitation gates.
+    attention_dim : int
+        Bottleneck of the pooling attention (used by "ASTP" only).
+    pooling : str
+        A :data:`voxprint.models.pooling.POOLING` name; "ASTP" in the paper.
+    global_context : bool
+        Give the attention the utterance mean and std (the paper's context-dependent pooling).
+
+    Example
+    -------
+    >>> model = ECAPATDNN(input_dim=40, channels=64, embedding_dim=16, se_bottleneck=8, attention_dim=8)
+    >>> model(torch.randn(2, 50, 40)).shape
+    torch.Size([2, 16])
+    """
+
+    def __init__(self, input_dim: int = 80, channels: int = 512, embedding_dim: int = 192, scale: int = 8,
+                 se_bottleneck: int = 128, attention_dim: int = 128, pooling: str = "ASTP",
+                 global_context: bool = True):
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.stem = ConvReluBN(input_dim, channels, kernel_size=5)
+        self.blocks = nn.ModuleList(
+            SERes2Block(channels, kernel_size=3, dilation=d, scale=scale, se_bottleneck=se_bottleneck)
+            for d in (2, 3, 4)
+        )
+        # The paper's aggregation layer is Conv1D + ReLU without BN: the pooling's BN follows.
+        self.aggregate = nn.Sequential(nn.Conv1d(3 * channels, 3 * channels, kernel_size=1), nn.ReLU())
+        options = {"attention_dim": attention_dim, "global_context": global_context} if pooling == "ASTP" else {}
+        self.pooling = build_pooling(pooling, 3 * channels, **options)
+        self.pooling_bn = nn.BatchNorm1d(self.pooling.out_dim)
+        self.embedding = nn.Linear(self.pooling.out_dim, embedding_dim)
+        self.embedding_bn = nn.BatchNorm1d(embedding_dim)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed ``feats`` (batch, frames, bins) into (batch, embedding_dim).
+
+        ``lengths`` (valid frames per row) keeps padding out of the pooling; convolutions still see it
+        within their receptive field of the last valid frames, and the SE gates average over it.
+        """
+        x = self.stem(feats.transpose(1, 2))
+        residual = x
+        outputs = []
+        for block in self.blocks:
+            x = block(x) + residual
+            outputs.append(x)
+            residual = residual + x
+        x = self.aggregate(torch.cat(outputs, dim=1))
+        x = self.pooling_bn(self.pooling(x, lengths))
+        return self.embedding_bn(self.embedding(x))
