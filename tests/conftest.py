@@ -65,3 +65,34 @@ def make_subset_folder(source: Path, out: Path, speakers: int, utterances: int |
                  for i, a in enumerate(chosen) for b in chosen[i + 1:]]
         (out / "trials.txt").write_text("\n".join(lines) + "\n")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_train_folder(tmp_path_factory, train_dir: Path) -> Path:
+    """Eight real training speakers, all their utterances."""
+    return make_subset_folder(train_dir, tmp_path_factory.mktemp("train8"), speakers=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_factory(tmp_path_factory, tiny_train_folder: Path):
+    """Makes a small LSTM run folder (one short epoch on 8 speakers); each name gets its own copy."""
+    import shutil
+
+    from voxprint.config import load_config
+    from voxprint.training import train
+
+    config = load_config(None, {
+        "model": {"name": "lstm_dvector", "hidden_size": 32, "proj_size": 16, "num_layers": 2, "embedding_dim": 16},
+        "data": {"train": str(tiny_train_folder), "speakers_per_batch": 4, "utterances_per_speaker": 3,
+                 "batches_per_epoch": 4, "valid_batches": 1, "crop_frames": [60, 80]},
+        "optim": {"epochs": 1, "lr": 0.05},
+    })
+    original = tmp_path_factory.mktemp("tiny_run") / "run"
+    train(config, original, progress=False)
+
+    def make(name: str) -> Path:
+        copy = tmp_path_factory.mktemp(name) / "run"
+        shutil.copytree(original, copy)
+        return copy
+
+    return make

@@ -7,25 +7,14 @@ from pathlib import Path
 import pytest
 
 from voxprint.cli import main
-from voxprint.config import load_config
-from voxprint.training import train
 from conftest import make_subset_folder
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, train_dir) -> Path:
-    data = make_subset_folder(train_dir, tmp_path_factory.mktemp("data"), speakers=8)
-    config = load_config(None, {
-        "model": {"name": "lstm_dvector", "hidden_size": 32, "proj_size": 16, "num_layers": 2, "embedding_dim": 16},
-        "data": {"train": str(data), "speakers_per_batch": 4, "utterances_per_speaker": 3, "batches_per_epoch": 4,
-                 "valid_batches": 1, "crop_frames": [60, 80]},
-        "optim": {"epochs": 1, "lr": 0.05},
-    })
-    out = tmp_path_factory.mktemp("run")
-    train(config, out, progress=False)
-    return out
+def run_dir(tiny_run_factory) -> Path:
+    return tiny_run_factory("cli")
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,8 @@ def _score(args: argparse.Namespace) -> int:
 
 @command("eval")
 def _eval(args: argparse.Namespace) -> int:
-    from voxprint.backends import cosine_score_trials, read_trials
+    from voxprint.backends import read_trials
+    from voxprint.backends.pipeline import ScoringBackend
     from voxprint.inference import load_model
     from voxprint.metrics import evaluate_scores
     from voxprint.metrics.plots import plot_det
@@ -87,30 +88,60 @@ def _eval(args: argparse.Namespace) -> int:
     if trials.labels is None:
         raise VoxprintError(f"{trials.path} has no labels; eval needs 'LABEL ENROLL TEST' lines")
     model = load_model(args.model)
+    chosen = {"kind": args.backend, "norm": args.norm, "calibrated": args.calibrated}
+    options = {**model.meta.get("backend", {}), **{k: v for k, v in chosen.items() if v is not None}}
+    backend = ScoringBackend.load(model.model_dir, **options) if options else ScoringBackend()
     ids, matrix = model.embed_folder(data, progress=not (args.quiet or args.json))
-    scores = cosine_score_trials(ids, matrix, trials)
-    result = evaluate_scores(scores, trials.labels).to_dict()
+    scores = backend.score_trials(ids, matrix, trials)
+    result = {"backend": backend.name, **evaluate_scores(scores, trials.labels).to_dict()}
     if args.det:
-        plot_det({str(args.model): (scores, trials.labels)}, args.det)
+        plot_det({f"{args.model} ({backend.name})": (scores, trials.labels)}, args.det)
     if args.write_threshold:
-        _write_threshold(args.model, result, data)
-    print(json.dumps(result) if args.json else _format_result(result))
+        _write_threshold(args.model, result, data, options, scores[trials.labels == 0], args.target_far)
+    print(json.dumps(result) if args.json else f"{backend.name}: {_format_result(result)}")
     return 0
 
 
-def _write_threshold(model_name: str, result: dict, data: Path) -> None:
+def _write_threshold(model_name: str, result: dict, data: Path, backend: dict, nontarget_scores, far) -> None:
+    """Store the accept threshold and the back-end it belongs to in the run folder's meta.json."""
     from voxprint.fileio import atomic_write_text
     from voxprint.inference.speaker_model import BUILTIN_MODELS, resolve_model_dir
     from voxprint.training.checkpoint import META_NAME
 
     if model_name in BUILTIN_MODELS:
         raise VoxprintError("--write-threshold changes a trained run folder, not a built-in model")
+    where = data.name if data.name != "dev" else f"{data.parent.name}/{data.name}"
+    if far is None:
+        threshold, rule = result["eer_threshold"], f"EER threshold on {where}"
+    else:
+        from voxprint.backends.calibration import threshold_for_false_accept_rate
+
+        threshold, rule = threshold_for_false_accept_rate(nontarget_scores, far), f"false-accept rate {far:g} on {where}"
     meta_path = resolve_model_dir(model_name) / META_NAME
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    meta.update({"threshold": result["eer_threshold"], "threshold_rule": "EER threshold on the evaluation trials",
-                 "threshold_data": data.name if data.name != "dev" else f"{data.parent.name}/{data.name}",
-                 "eval": result})
+    meta.update({"threshold": threshold, "threshold_rule": rule, "backend": backend, "eval": result})
     atomic_write_text(meta_path, json.dumps(meta, indent=1))
+
+
+@command("fit-backend")
+def _fit_backend(args: argparse.Namespace) -> int:
+    from voxprint.backends.pipeline import fit_backend
+    from voxprint.data import read_data_folder
+    from voxprint.inference import load_model
+    from voxprint.inference.speaker_model import BUILTIN_MODELS
+
+    if args.model in BUILTIN_MODELS:
+        raise VoxprintError("fit-backend writes into a trained run folder, not a built-in model")
+    model = load_model(args.model)
+    data = args.data or model.config["data"].get("train")
+    if not data:
+        raise VoxprintError("no training data: pass --data")
+    folder = read_data_folder(data)
+    ids, matrix = model.embed_folder(folder.root, progress=not args.quiet)
+    summary = fit_backend(model.model_dir, ids, matrix, folder.utt2spk, top_n=args.top_n,
+                          calibration_trials=args.calibration_trials)
+    print(json.dumps(summary, indent=1))
+    return 0
 
 
 def _format_result(result: dict) -> str:
@@ -128,14 +159,13 @@ def _similarity(args: argparse.Namespace) -> int:
 
 @command("verify")
 def _verify(args: argparse.Namespace) -> int:
-    from voxprint.backends import cosine_similarity
     from voxprint.inference import load_model
 
     model = load_model(args.model)
     threshold = args.threshold if args.threshold is not None else model.threshold
     if threshold is None:
         raise VoxprintError(f"model {args.model!r} has no stored threshold; pass --threshold")
-    score = cosine_similarity(model.enroll(args.enroll), model.extract_embedding(args.test))
+    score = model.verification_score(args.enroll, args.test)
     decision = "accept" if score >= threshold else "reject"
     if args.json:
         print(json.dumps({"score": score, "threshold": threshold, "decision": decision}))
@@ -179,8 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help=model_help)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--det", help="save a DET curve PNG here")
+    p.add_argument("--backend", choices=["cosine", "plda"], help="scoring back-end (default: the model's)")
+    p.add_argument("--norm", choices=["none", "snorm", "asnorm"], help="score normalisation (default: the model's)")
+    p.add_argument("--calibrated", action=argparse.BooleanOptionalAction, default=None,
+                   help="map scores to log-likelihood ratios with the model's calibration")
     p.add_argument("--write-threshold", action="store_true",
-                   help="store the EER threshold in the model folder's meta.json (used by verify)")
+                   help="store the threshold and this back-end in the model folder's meta.json (used by verify)")
+    p.add_argument("--target-far", type=float,
+                   help="with --write-threshold: threshold for this false-accept rate instead of the EER")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("fit-backend", help="fit cohort, PLDA and calibrations on a model's training data")
+    p.add_argument("--model", required=True, help="trained run folder")
+    p.add_argument("--data", help="training data folder (default: the model's data.train)")
+    p.add_argument("--top-n", type=int, default=100, help="AS-norm cohort size")
+    p.add_argument("--calibration-trials", type=int, default=100_000)
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("similarity", help="cosine similarity of two recordings")

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from voxprint.audio import load_audio, remove_silence
+from voxprint.backends.pipeline import ScoringBackend
 from voxprint.backends.scoring import cosine_similarity, mean_embedding
 from voxprint.data import read_data_folder
 from voxprint.errors import ModelError
@@ -47,11 +48,13 @@ class SpeakerModel:
     """
 
     def __init__(self, model: EmbeddingModel, config: dict[str, Any], meta: dict[str, Any] | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", model_dir: str | os.PathLike | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self.meta = meta or {}
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self._backend: ScoringBackend | None = None
         self.sample_rate = int(config["sample_rate"])
         inference = config["inference"]
         self.window_frames = int(inference["window_frames"])
@@ -62,6 +65,20 @@ class SpeakerModel:
     @property
     def threshold(self) -> float | None:
         return self.meta.get("threshold")
+
+    @property
+    def backend(self) -> ScoringBackend:
+        """The scoring back-end named in ``meta.json`` (plain cosine when none is named)."""
+        if self._backend is None:
+            options = self.meta.get("backend", {})
+            self._backend = (ScoringBackend.load(self.model_dir, **options) if options and self.model_dir
+                             else ScoringBackend())
+        return self._backend
+
+    def verification_score(self, enroll: Sequence[AudioInput], test: AudioInput) -> float:
+        """Score of ``test`` against a speaker enrolled from ``enroll`` with the model's back-end
+        (a log-likelihood ratio when the back-end is calibrated); compare it with :attr:`threshold`."""
+        return self.backend.score(self.extract_embeddings(list(enroll)), self.extract_embedding(test))
 
     @property
     def embedding_dim(self) -> int:
@@ -166,4 +183,4 @@ def load_model(name_or_dir: str | os.PathLike = "default", device: str | torch.d
     model.load_state_dict(state["state_dict"])
     meta_path = folder / META_NAME
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return SpeakerModel(model, state["config"], meta, device=device)
+    return SpeakerModel(model, state["config"], meta, device=device, model_dir=folder)

@@ -1,0 +1,87 @@
+"""Scoring back-ends of a trained model: fit-backend, eval with cosine / AS-norm / PLDA / calibration, verify."""
+import json
+
+import numpy as np
+import pytest
+
+from voxprint.backends.pipeline import BACKEND_DIR, ScoringBackend, calibration_name
+from voxprint.cli import main
+from voxprint.errors import ConfigError
+from voxprint.inference import load_model
+from conftest import make_subset_folder
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tiny_run_factory, tiny_train_folder):
+    run = tiny_run_factory("backend")
+    assert main(["fit-backend", "--model", str(run), "--data", str(tiny_train_folder), "--quiet",
+                 "--top-n", "4", "--calibration-trials", "2000"]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def dev_subset(tmp_path_factory, dev_dir):
+    return make_subset_folder(dev_dir, tmp_path_factory.mktemp("dev"), speakers=5, utterances=4, with_trials=True)
+
+
+def evaluate(capsys, run, data, *options):
+    assert main(["eval", "--data", str(data), "--model", str(run), "--json", *options]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_fit_backend_writes_cohort_plda_and_calibrations(fitted_run):
+    folder = fitted_run / BACKEND_DIR
+    assert (folder / "cohort.npz").is_file() and (folder / "plda.npz").is_file()
+    for kind, norm in [("cosine", "none"), ("cosine", "snorm"), ("cosine", "asnorm"), ("plda", "none")]:
+        calibration = json.loads((folder / calibration_name(kind, norm)).read_text())
+        assert calibration["scale"] > 0
+
+
+def test_backends_and_calibration_keep_the_ranking(capsys, fitted_run, dev_subset):
+    cosine = evaluate(capsys, fitted_run, dev_subset, "--backend", "cosine", "--norm", "none")
+    calibrated = evaluate(capsys, fitted_run, dev_subset, "--backend", "cosine", "--norm", "none", "--calibrated")
+    assert cosine["backend"] == "cosine" and calibrated["backend"] == "cosine+calibrated"
+    # An increasing affine calibration cannot change EER or minDCF, only the score scale.
+    for key in ("eer", "min_dcf_0.01", "min_dcf_0.001"):
+        assert calibrated[key] == pytest.approx(cosine[key], abs=1e-9)
+    assert calibrated["eer_threshold"] != pytest.approx(cosine["eer_threshold"])
+    asnorm = evaluate(capsys, fitted_run, dev_subset, "--norm", "asnorm")
+    plda = evaluate(capsys, fitted_run, dev_subset, "--backend", "plda")
+    assert asnorm["backend"] == "cosine+asnorm" and plda["backend"] == "plda"
+    assert all(0.0 <= r["eer"] <= 1.0 for r in (asnorm, plda))
+
+
+def test_threshold_for_a_false_accept_rate_is_used_by_verify(capsys, fitted_run, dev_subset):
+    result = evaluate(capsys, fitted_run, dev_subset, "--norm", "asnorm", "--calibrated", "--write-threshold",
+                      "--target-far", "0.05")
+    meta = json.loads((fitted_run / "meta.json").read_text())
+    assert meta["backend"] == {"norm": "asnorm", "calibrated": True}
+    assert "false-accept rate 0.05" in meta["threshold_rule"] and meta["eval"] == result
+    model = load_model(fitted_run)
+    assert model.backend.name == "cosine+asnorm+calibrated"
+    wavs = (dev_subset / "wav.scp").read_text().split()[1::2]
+    assert main(["verify", "--enroll", wavs[0], "--enroll", wavs[1], "--test", wavs[2], "--model", str(fitted_run),
+                 "--json"]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["score"] == pytest.approx(model.verification_score(wavs[:2], wavs[2]), abs=1e-6)
+    assert decision["threshold"] == pytest.approx(meta["threshold"])
+
+
+def test_single_trial_scoring_equals_trial_list_scoring(fitted_run):
+    rng = np.random.default_rng(0)
+    backend = ScoringBackend.load(fitted_run, kind="plda")
+    enroll, test = rng.normal(size=(2, 16)), rng.normal(size=16)
+    from voxprint.backends import Trials, mean_embedding
+
+    trial = Trials(labels=None, enroll=np.array(["a"]), test=np.array(["b"]))
+    expected = backend.score_trials(["a", "b"], np.stack([mean_embedding(enroll), test]), trial)[0]
+    assert backend.score(enroll, test) == pytest.approx(expected)
+
+
+def test_backend_errors_say_what_to_run(tmp_path):
+    with pytest.raises(ConfigError, match="fit-backend"):
+        ScoringBackend.load(tmp_path, kind="plda")
+    with pytest.raises(ConfigError, match="fit-backend"):
+        ScoringBackend.load(tmp_path, norm="asnorm")
+    with pytest.raises(ConfigError, match="cosine scoring"):
+        ScoringBackend(kind="plda", norm="snorm", plda=object(), cohort=np.zeros((2, 2)))
