@@ -46,6 +46,12 @@ def speed_subset(folder, seconds: float) -> list[str]:
     return chosen
 
 
+def decode(folder, utterances: list[str]) -> tuple[list[np.ndarray], int]:
+    """Waveforms decoded in memory (so timings exclude file decoding) and their common rate."""
+    decoded = [soundfile.read(str(folder.wav[u]), dtype="float32") for u in utterances]
+    return [w for w, _ in decoded], decoded[0][1]
+
+
 def time_extraction(model, waves: list[np.ndarray], rate: int, threads: int, repeats: int = 2) -> float:
     """Audio seconds per wall second; fastest of ``repeats`` passes after a warm-up."""
     torch.set_num_threads(threads)
@@ -71,6 +77,20 @@ def time_scoring(dim: int, n_trials: int = 1_000_000) -> float:
     return time.perf_counter() - start
 
 
+def measure_resemblyzer(dev: Path, subset: list[str], trials: Trials) -> dict:
+    """Resemblyzer (in .venv-bench) on the same data: its result, speeds (1 thread, all) and version."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ids_file = Path(tmp) / "speed_ids.txt"
+        ids_file.write_text("\n".join(subset) + "\n")
+        peer_file = run_peer("resemblyzer_embed.py", ["--data", dev, "--out", Path(tmp) / "resemblyzer.npz",
+                                                      "--speed-ids", ids_file, "--speed-repeats", "2"])
+        peer = np.load(peer_file, allow_pickle=False)
+        ids = [str(i) for i in peer["ids"]]
+        return {"result": evaluate_scores(cosine_score_trials(ids, peer["embeddings"], trials), trials.labels),
+                "speed": {1: float(peer["speed_1_thread"]), "all": float(peer["speed_all_threads"])},
+                "version": str(peer["resemblyzer_version"]), "params": int(peer["params"])}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="default")
@@ -86,29 +106,21 @@ def main() -> int:
     model = load_model(args.model)
     torch.set_num_threads(all_threads)
     ids, matrix = model.embed_folder(dev, progress=True)
-    ours = evaluate_scores(cosine_score_trials(ids, matrix, trials), trials.labels)
+    ours = evaluate_scores(model.backend.score_trials(ids, matrix, trials), trials.labels)
 
     subset = speed_subset(folder, args.speed_seconds)
-    decoded = [soundfile.read(str(folder.wav[u]), dtype="float32") for u in subset]
-    rate = decoded[0][1]
-    waves = [w for w, _ in decoded]
+    waves, rate = decode(folder, subset)
     our_speed = {t: time_extraction(model, waves, rate, t) for t in (1, all_threads)}
     scoring_seconds = time_scoring(matrix.shape[1])
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ids_file = Path(tmp) / "speed_ids.txt"
-        ids_file.write_text("\n".join(subset) + "\n")
-        peer_file = run_peer("resemblyzer_embed.py", ["--data", dev, "--out", Path(tmp) / "resemblyzer.npz",
-                                                      "--speed-ids", ids_file, "--speed-repeats", "2"])
-        peer = np.load(peer_file, allow_pickle=False)
-        peer_ids = [str(i) for i in peer["ids"]]
-        theirs = evaluate_scores(cosine_score_trials(peer_ids, peer["embeddings"], trials), trials.labels)
-        peer_speed = {1: float(peer["speed_1_thread"]), all_threads: float(peer["speed_all_threads"])}
-        peer_version = str(peer["resemblyzer_version"])
+    peer = measure_resemblyzer(dev, subset, trials)
+    theirs, peer_speed, peer_version = peer["result"], peer["speed"], peer["version"]
+    peer_speed = {1: peer_speed[1], all_threads: peer_speed["all"]}
 
     speech_seconds = sum(len(w) for w in waves) / rate
     rows = []
-    for name, res, speed in ((f"voxprint `{args.model}` (GE2E LSTM)", ours, our_speed),
+    system = f"voxprint `{args.model}` ({model.config['model']['name']}, {model.backend.name})"
+    for name, res, speed in ((system, ours, our_speed),
                              (f"Resemblyzer {peer_version} (pretrained GE2E)", theirs, peer_speed)):
         rows.append([name, f"{100 * res.eer:.2f}", f"{res.min_dcf_01:.3f}", f"{res.min_dcf_001:.3f}",
                      f"{speed[1]:.0f}", f"{speed[all_threads]:.0f}"])
@@ -124,7 +136,7 @@ def main() -> int:
         "",
         f"{len(trials)} trials ({int(trials.labels.sum())} targets) between {len(folder)} utterances of "
         f"{len(folder.speakers)} speakers unseen in training; cosine scoring; lower ratios are better for "
-        "EER/minDCF, higher for speed.",
+        "EER/minDCF, higher for speed. voxprint scores with the model's own back-end, Resemblyzer with cosine.",
         "",
         table,
         "",

@@ -53,6 +53,21 @@ def test_selection_by_validation_eer(ten_speakers, tmp_path):
     assert saved["trained"]["valid_eer"] == pytest.approx(min(eers[1:]))
 
 
+def test_init_from_starts_where_the_previous_run_ended(ten_speakers, tmp_path):
+    first = train(tiny_config(ten_speakers, epochs=1), tmp_path / "warmup", progress=False)
+    config = tiny_config(ten_speakers, epochs=1, lr=0.0)
+    config["init_from"] = str(tmp_path / "warmup")
+    config["loss"] = {"name": "am_softmax", "margin": 0.3, "scale": 20.0}
+    second = train(config, tmp_path / "finetune", progress=False)
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    wrong = tiny_config(ten_speakers, epochs=1)
+    wrong["init_from"] = str(tmp_path / "warmup")
+    wrong["model"]["hidden_size"] = 40
+    with pytest.raises(ConfigError, match="model differs"):
+        train(wrong, tmp_path / "wrong", progress=False)
+
+
 class Interrupt(Exception):
     pass
 
@@ -121,3 +136,20 @@ def test_ddp_two_processes_gloo(ten_speakers, tmp_path):
     assert all(not torch.equal(ranks[0][k], untrained[k]) for k in untrained if "weight" in k)
     history = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in history] == [0, 1]
+
+
+def test_short_ecapa_run_with_aam_and_augmentation_lowers_the_loss(ten_speakers, tmp_path):
+    config = tiny_config(ten_speakers, epochs=3, name="adam", lr=0.005)
+    config["features"]["n_mels"] = 40
+    config["model"] = {"name": "ecapa_tdnn", "channels": 32, "embedding_dim": 32, "scale": 4,
+                       "se_bottleneck": 16, "attention_dim": 16}
+    config["loss"] = {"name": "aam_softmax", "margin": 0.1, "scale": 15.0}
+    config["augment"] = {"noise_prob": 0.5, "snr_low": 10, "snr_high": 20, "speed_prob": 0.3,
+                         "speed_as_new_speakers": True}
+    config["specaugment"] = {"time_masks": 1, "max_time_width": 5, "freq_masks": 1, "max_freq_width": 4}
+    config["data"]["batches_per_epoch"] = 8
+    result = train(config, tmp_path / "ecapa", progress=False)
+    losses = [r["valid_loss"] for r in result.history]
+    assert min(losses[1:]) < losses[0] - 0.1, losses
+    head = torch.load(tmp_path / "ecapa" / "checkpoint.pt", weights_only=False)["step"]["loss.weight"]
+    assert head.shape == (30, 32)  # 10 speakers x (original + 2 speeds)

@@ -18,6 +18,9 @@ from voxprint.paths import data_root
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
+    # A run folder whose final weights (model and loss head) start this run: e.g. large-margin
+    # fine-tuning after a warm-up, or AM-softmax after softmax.
+    "init_from": None,
     "sample_rate": 16000,
     "features": {
         "n_mels": 40,

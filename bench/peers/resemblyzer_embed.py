@@ -52,6 +52,7 @@ blas_threads_limited   bool ()     whether threadpoolctl capped BLAS threads dur
 speed_busy_cores       float64 ()  CPU cores kept busy by *other* processes during 1 s just before
                                    timing (from /proc/stat; NaN if unavailable). Well above 0
                                    means the timings were contended and should be re-run.
+params                 int64 ()    parameters of the encoder
 resemblyzer_version    <U ()       package versions (0-d unicode arrays; ``str(z[key])``)
 torch_version          <U ()
 numpy_version          <U ()
@@ -238,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         ids=np.array(ids, dtype=str),
         embeddings=embeddings,
         seconds=np.array([seconds[u] for u in ids], dtype=np.float64),
+        params=np.array(sum(p.numel() for p in encoder.parameters())),
         resemblyzer_version=np.array(version("Resemblyzer")),
         torch_version=np.array(torch.__version__),
         numpy_version=np.array(np.__version__),

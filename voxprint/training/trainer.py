@@ -180,6 +180,8 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
     valid_sampler = validation_sampler(config, valid_set)
 
     plateau, history, start_epoch, lr = PlateauState(), [], 0, optim_cfg["lr"]
+    if config["init_from"] and not (resume and checkpoint_path.exists()):
+        initialise_from(step_module, Path(config["init_from"]) / CHECKPOINT_NAME)
     if resume and checkpoint_path.exists():
         state = load_file(checkpoint_path)
         step_module.load_state_dict(state["step"])
@@ -244,6 +246,22 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
     ctx.close()
     return TrainResult(out_dir=out_dir, epochs_run=sum(1 for r in history if r["epoch"] > 0),
                        best_valid=plateau.best, history=history, model=model)
+
+
+def initialise_from(step_module: TrainingStep, checkpoint: Path) -> list[str]:
+    """Copy every tensor of a previous run whose name and shape match; returns the names skipped.
+
+    The embedder must match exactly (a fine-tuning run keeps the architecture); loss parameters
+    are copied when compatible, so an AM-softmax stage starts from the warm-up's classifier.
+    """
+    source = load_file(checkpoint)["step"]
+    target = step_module.state_dict()
+    skipped = [k for k in target if k not in source or source[k].shape != target[k].shape]
+    if any(k.startswith("model.") for k in skipped):
+        raise ConfigError(f"init_from {checkpoint.parent}: its model differs from this config's "
+                          f"(first mismatch: {next(k for k in skipped if k.startswith('model.'))})")
+    step_module.load_state_dict({k: v for k, v in source.items() if k in target and k not in skipped}, strict=False)
+    return skipped
 
 
 def build_spec_augment(options: dict[str, Any]) -> nn.Module | None:

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Leaderboard: every trained system and back-end on speechocean762 dev, with Resemblyzer in the same run.
+
+    .venv/bin/python bench/leaderboard.py          # after training the runs below (see recipes/)
+
+For each run folder in SYSTEMS that exists: dev EER and minDCF (0.01, 0.001) with cosine, cosine +
+AS-norm and PLDA scoring (back-ends are fitted on the run's training speakers first if missing),
+parameters, single-thread extraction speed (x real time, features included, same ~120 s subset for
+every system) and training time (sum of the run's epoch times). Ratios are to Resemblyzer.
+Writes the table to docs/benchmarks.md, section "Leaderboard: speechocean762 dev".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from bench.common import format_table, machine_description, write_markdown_section  # noqa: E402
+from bench.verification import decode, measure_resemblyzer, speed_subset, time_extraction  # noqa: E402
+from voxprint.backends import read_trials  # noqa: E402
+from voxprint.backends.pipeline import BACKEND_DIR, ScoringBackend, fit_backend  # noqa: E402
+from voxprint.data import read_data_folder  # noqa: E402
+from voxprint.inference import load_model  # noqa: E402
+from voxprint.metrics import evaluate_scores  # noqa: E402
+from voxprint.paths import data_root  # noqa: E402
+
+SECTION = "Leaderboard: speechocean762 dev"
+# (name, run folder, recipe command that trains it)
+SYSTEMS = [
+    ("GE2E LSTM d-vector", "exp/ge2e_lstm_small", "voxprint train configs/ge2e_lstm_small.yaml --out exp/ge2e_lstm_small"),
+    ("ECAPA-TDNN C=192 + AAM", "exp/ecapa_c192", "voxprint train configs/ecapa_tdnn_c192.yaml --out exp/ecapa_c192"),
+    ("ECAPA-TDNN C=192 + large-margin fine-tune", "exp/ecapa_c192_lmft",
+     "voxprint train configs/ecapa_tdnn_c192_lmft.yaml --out exp/ecapa_c192_lmft"),
+    ("thin ResNet34 + AAM", "exp/resnet34_thin", "voxprint train configs/resnet34_thin.yaml --out exp/resnet34_thin"),
+]
+BACKENDS = [("cosine", "none"), ("cosine", "asnorm"), ("plda", "none")]
+
+
+def ensure_backend(model, run: Path) -> None:
+    if (run / BACKEND_DIR / "plda.npz").is_file():
+        return
+    folder = read_data_folder(model.config["data"]["train"])
+    ids, matrix = model.embed_folder(folder.root, progress=True)
+    fit_backend(run, ids, matrix, folder.utt2spk)
+
+
+def training_minutes(model) -> float:
+    history = json.loads((model.model_dir / "history.json").read_text())
+    return sum(record["seconds"] for record in history) / 60
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--speed-seconds", type=float, default=120.0)
+    parser.add_argument("--doc", default=None)
+    args = parser.parse_args()
+
+    dev = data_root() / "speechocean762" / "dev"
+    trials = read_trials(dev / "trials.txt")
+    folder = read_data_folder(dev)
+    subset = speed_subset(folder, args.speed_seconds)
+    waves, rate = decode(folder, subset)
+    peer = measure_resemblyzer(dev, subset, trials)
+    ref, ref_speed = peer["result"], peer["speed"][1]
+
+    rows = [[f"Resemblyzer {peer['version']} (pretrained GE2E, thousands of speakers)", "cosine",
+             f"{100 * ref.eer:.2f}", f"{ref.min_dcf_01:.3f}", f"{ref.min_dcf_001:.3f}", f"{peer['params'] / 1e6:.2f}", f"{ref_speed:.0f}",
+             "-", "1.00", "1.00", "1.00"]]
+    for name, run_name, _ in SYSTEMS:
+        run = REPO / run_name
+        if not (run / "model.pt").is_file():
+            print(f"skipping {name}: {run} not trained")
+            continue
+        model = load_model(run)
+        ensure_backend(model, run)
+        torch.set_num_threads(os.cpu_count() or 1)
+        ids, matrix = model.embed_folder(dev, progress=True)
+        params = sum(p.numel() for p in model.model.encoder.parameters()) / 1e6
+        speed = time_extraction(model, waves, rate, threads=1)
+        minutes = training_minutes(model)
+        for kind, norm in BACKENDS:
+            backend = ScoringBackend.load(run, kind=kind, norm=norm)
+            res = evaluate_scores(backend.score_trials(ids, matrix, trials), trials.labels)
+            rows.append([name, backend.name, f"{100 * res.eer:.2f}", f"{res.min_dcf_01:.3f}", f"{res.min_dcf_001:.3f}",
+                         f"{params:.2f}", f"{speed:.0f}", f"{minutes:.0f}", f"{res.eer / ref.eer:.2f}",
+                         f"{res.min_dcf_01 / ref.min_dcf_01:.2f}", f"{speed / ref_speed:.2f}"])
+    headers = ["system", "back-end", "EER %", "minDCF 0.01", "minDCF 0.001", "params (M)", "x real time, 1 thread",
+               "training (min)", "EER / Resemblyzer", "minDCF 0.01 / Resemblyzer", "speed / Resemblyzer"]
+    table = format_table(headers, rows)
+    body = "\n".join([
+        "Command: `.venv/bin/python bench/leaderboard.py`.",
+        f"Machine: {machine_description()}.",
+        "",
+        f"{len(trials)} dev trials ({int(trials.labels.sum())} targets), 60 speakers unseen in training; every "
+        "voxprint system is trained on the 125 speakers of speechocean762/train only. Back-ends (AS-norm cohort "
+        "= training speaker means, top-100; LDA + two-covariance PLDA) are fitted on the same training data. "
+        "Speed: single thread, features included, the same in-memory subset for every system. Training time is "
+        "the sum of the run's epoch times (runs shared the 2 cores with other work, so it is an upper bound).",
+        "",
+        "Recipes: " + "; ".join(f"`{cmd}`" for _, _, cmd in SYSTEMS) + ".",
+        "",
+        table,
+    ])
+    print(table)
+    print(f"wrote {write_markdown_section(args.doc, SECTION, body)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
