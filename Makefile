@@ -40,7 +40,9 @@ bench-env: $(BENCH_STAMP)
 
 bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) bench/verification.py
+	$(PY) bench/leaderboard.py
+	$(PY) bench/augmentation.py
 
-# Retrain the bundled default model from scratch (about 30 min on 2 CPU cores).
+# Retrain the bundled default model from scratch on CPU (time: docs/benchmarks.md).
 default-model: $(STAMP)
 	bash recipes/default/run.sh
