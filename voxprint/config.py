@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "loss": {"name": "ge2e"},
     "data": {
         "train": None,
+        "weight": 1.0,  # loss weight of data.train when data.sources adds more (MultiReader)
+        # Extra sources, one batch each per step: [{train: FOLDER, weight: 0.5, speakers_per_batch: 6}, ...]
+        "sources": [],
         "valid_fraction": 0.2,
         "speakers_per_batch": 16,
         "utterances_per_speaker": 4,
@@ -46,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     },
     # On-the-fly waveform augmentation (voxprint.data.augment.AugmentConfig); empty: off.
     "augment": {},
+    # Orthogonal regularisation of named linear layers (voxprint.losses.orthogonal); empty: off.
+    "regularizer": {},
     # SpecAugment options (voxprint.features.specaugment.SpecAugment); empty: off.
     "specaugment": {},
     "optim": {

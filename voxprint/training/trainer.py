@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -114,6 +115,43 @@ def build_loss(config: dict[str, Any], embedding_dim: int, num_classes: int) -> 
     return LOSSES.build(config["loss"]["name"], **options)
 
 
+@dataclass
+class Source:
+    """One training data source of a (MultiReader) run: its crops, its batches and its loss weight."""
+
+    name: str
+    dataset: CropDataset
+    sampler: GE2EBatchSampler
+    weight: float
+
+
+def build_sources(config: dict[str, Any], train_set: CropDataset, model: EmbeddingModel,
+                  ctx: DistributedContext) -> list[Source]:
+    """The primary source (data.train) plus any ``data.sources`` (MultiReader, GE2E paper section 2.3).
+
+    Each extra source gives one batch per step and its own weighted loss; its entries override
+    the primary's batch settings (e.g. fewer speakers per batch for a small set).
+    """
+    data_cfg = config["data"]
+    sources = []
+    extra = data_cfg["sources"]
+    if extra and getattr(LOSSES.get(config["loss"]["name"]), "needs_labels", False):
+        raise ConfigError("MultiReader (data.sources) needs a loss without speaker classes, e.g. ge2e or te2e")
+    for index, spec in enumerate([{"train": data_cfg["train"], "weight": data_cfg["weight"]}] + list(extra)):
+        settings = {**data_cfg, **spec}
+        if index == 0:
+            dataset = train_set
+        else:
+            dataset = CropDataset(read_data_folder(settings["train"]), config["sample_rate"],
+                                  model.frontend.num_samples, augment=config["augment"])
+        sampler = GE2EBatchSampler(dataset.speaker_utterances(), settings["speakers_per_batch"],
+                                   settings["utterances_per_speaker"], settings["crop_frames"],
+                                   data_cfg["batches_per_epoch"] or (None if index == 0 else len(sources[0].sampler)),
+                                   seed=config["seed"] + 1000 * index, rank=ctx.rank, world_size=ctx.world_size)
+        sources.append(Source(Path(settings["train"]).name, dataset, sampler, float(settings["weight"])))
+    return sources
+
+
 def build_datasets(config: dict[str, Any], model: EmbeddingModel) -> tuple[CropDataset, CropDataset]:
     data_cfg = config["data"]
     folder: DataFolder = read_data_folder(data_cfg["train"])
@@ -173,11 +211,9 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
     step_module = TrainingStep(model, loss_fn, spec_augment).to(device)
     optimizer = build_optimizer(optim_cfg, model, loss_fn)
     runner = nn.parallel.DistributedDataParallel(step_module) if ctx.enabled else step_module
-    n = data_cfg["speakers_per_batch"]
-    sampler = GE2EBatchSampler(train_set.speaker_utterances(), n, data_cfg["utterances_per_speaker"],
-                               data_cfg["crop_frames"], data_cfg["batches_per_epoch"], seed=config["seed"],
-                               rank=ctx.rank, world_size=ctx.world_size)
+    sources = build_sources(config, train_set, model, ctx)
     valid_sampler = validation_sampler(config, valid_set)
+    regularizer = build_regularizer(config["regularizer"], optim_cfg["epochs"])
 
     plateau, history, start_epoch, lr = PlateauState(), [], 0, optim_cfg["lr"]
     if config["init_from"] and not (resume and checkpoint_path.exists()):
@@ -198,23 +234,25 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
         if history and history[-1]["stop"]:
             break
         started = time.time()
-        sampler.set_epoch(epoch)
+        for source in sources:
+            source.sampler.set_epoch(epoch)
         if hasattr(loss_fn, "set_epoch"):
             loss_fn.set_epoch(epoch)
         step_module.train()
-        total, count = 0.0, 0
-        bar = tqdm(_loader(train_set, sampler, data_cfg["num_workers"]), total=len(sampler),
-                   desc=f"epoch {epoch + 1}/{optim_cfg['epochs']}", disable=not (progress and ctx.is_main), leave=False)
-        for waves, labels in bar:
+        total, count, steps = 0.0, 0, len(sources[0].sampler)
+        loaders = [_loader(source.dataset, source.sampler, data_cfg["num_workers"]) for source in sources]
+        bar = tqdm(zip(*loaders), total=steps, desc=f"epoch {epoch + 1}/{optim_cfg['epochs']}",
+                   disable=not (progress and ctx.is_main), leave=False)
+        for batches in bar:
             if optim_cfg["schedule"] == "cosine":
-                lr = scheduled_lr(optim_cfg, epoch + count / len(sampler))
+                lr = scheduled_lr(optim_cfg, epoch + count / steps)
                 set_lr(optimizer, lr)
-            loss = runner(waves.to(device), labels.to(device), n)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = train_step(runner, sources, batches, device, ctx.enabled,
+                              regularizer(step_module, epoch) if regularizer else None)
             nn.utils.clip_grad_norm_(step_module.parameters(), optim_cfg["clip_grad_norm"])
             optimizer.step()
-            total, count = total + float(loss.item()), count + 1
+            total, count = total + loss, count + 1
             bar.set_postfix(loss=f"{total / count:.3f}")
         train_loss = ctx.mean(total / max(count, 1))
         if valid_sampler is not None:
@@ -229,6 +267,8 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
         stop = plateau.epochs_since_best >= optim_cfg["early_stop_patience"]
         record = {"epoch": epoch + 1, "train_loss": train_loss, **valid, "lr": lr,
                   "best": improved, "seconds": round(time.time() - started, 2), "stop": stop}
+        if regularizer is not None:
+            record["regularizer_lambda"] = regularizer.schedule.value_at(epoch)
         history.append(record)
         if ctx.is_main:
             if improved:
@@ -246,6 +286,33 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
     ctx.close()
     return TrainResult(out_dir=out_dir, epochs_run=sum(1 for r in history if r["epoch"] > 0),
                        best_valid=plateau.best, history=history, model=model)
+
+
+def train_step(runner: nn.Module, sources: list[Source], batches: tuple, device: torch.device, distributed: bool,
+               regularizer_loss: torch.Tensor | None) -> float:
+    """Backpropagate sum_k weight_k * loss(batch_k) (+ regulariser); returns the total loss value.
+
+    Each source is backpropagated on its own (same gradient as the sum, less memory); under DDP the
+    gradients are synchronised once, on the last source.
+    """
+    total = 0.0
+    for index, (source, (waves, labels)) in enumerate(zip(sources, batches)):
+        last = index == len(sources) - 1
+        with runner.no_sync() if distributed and not last else nullcontext():
+            loss = source.weight * runner(waves.to(device), labels.to(device), source.sampler.n_speakers)
+            if last and regularizer_loss is not None:
+                loss = loss + regularizer_loss
+            loss.backward()
+        total += float(loss.item())
+    return total
+
+
+def build_regularizer(options: dict[str, Any], total_epochs: int):
+    if not options:
+        return None
+    from voxprint.losses.orthogonal import OrthogonalRegularizer
+
+    return OrthogonalRegularizer.from_config(options, total_epochs)
 
 
 def initialise_from(step_module: TrainingStep, checkpoint: Path) -> list[str]:
