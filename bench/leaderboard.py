@@ -28,6 +28,7 @@ from voxprint.backends.pipeline import BACKEND_DIR, ScoringBackend, fit_backend 
 from voxprint.data import read_data_folder  # noqa: E402
 from voxprint.inference import load_model  # noqa: E402
 from voxprint.metrics import evaluate_scores  # noqa: E402
+from voxprint.metrics.plots import plot_det  # noqa: E402
 from voxprint.paths import data_root  # noqa: E402
 
 SECTION = "Leaderboard: speechocean762 dev"
@@ -69,6 +70,7 @@ def main() -> int:
     peer = measure_resemblyzer(dev, subset, trials)
     ref, ref_speed = peer["result"], peer["speed"][1]
 
+    curves = {"Resemblyzer (cosine)": (peer["scores"], trials.labels)}
     rows = [[f"Resemblyzer {peer['version']} (pretrained GE2E, thousands of speakers)", "cosine",
              f"{100 * ref.eer:.2f}", f"{ref.min_dcf_01:.3f}", f"{ref.min_dcf_001:.3f}", f"{peer['params'] / 1e6:.2f}", f"{ref_speed:.0f}",
              "-", "1.00", "1.00", "1.00"]]
@@ -84,15 +86,22 @@ def main() -> int:
         params = sum(p.numel() for p in model.model.encoder.parameters()) / 1e6
         speed = time_extraction(model, waves, rate, threads=1)
         minutes = training_minutes(model)
+        best = None
         for kind, norm in BACKENDS:
             backend = ScoringBackend.load(run, kind=kind, norm=norm)
-            res = evaluate_scores(backend.score_trials(ids, matrix, trials), trials.labels)
+            scores = backend.score_trials(ids, matrix, trials)
+            res = evaluate_scores(scores, trials.labels)
+            if best is None or res.eer < best[0]:
+                best = (res.eer, f"{name} ({backend.name})", scores)
             rows.append([name, backend.name, f"{100 * res.eer:.2f}", f"{res.min_dcf_01:.3f}", f"{res.min_dcf_001:.3f}",
                          f"{params:.2f}", f"{speed:.0f}", f"{minutes:.0f}", f"{res.eer / ref.eer:.2f}",
                          f"{res.min_dcf_01 / ref.min_dcf_01:.2f}", f"{speed / ref_speed:.2f}"])
+        curves[best[1]] = (best[2], trials.labels)
     headers = ["system", "back-end", "EER %", "minDCF 0.01", "minDCF 0.001", "params (M)", "x real time, 1 thread",
                "training (min)", "EER / Resemblyzer", "minDCF 0.01 / Resemblyzer", "speed / Resemblyzer"]
     table = format_table(headers, rows)
+    det_path = REPO / "docs" / "det_dev.png"
+    plot_det(curves, det_path, title="speechocean762 dev: each system's best back-end")
     body = "\n".join([
         "Command: `.venv/bin/python bench/leaderboard.py`.",
         f"Machine: {machine_description()}.",
@@ -106,6 +115,8 @@ def main() -> int:
         "Recipes: " + "; ".join(f"`{cmd}`" for _, _, cmd in SYSTEMS) + ".",
         "",
         table,
+        "",
+        "![DET curves on speechocean762 dev](det_dev.png)",
     ])
     print(table)
     print(f"wrote {write_markdown_section(args.doc, SECTION, body)}")

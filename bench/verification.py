@@ -86,7 +86,8 @@ def measure_resemblyzer(dev: Path, subset: list[str], trials: Trials) -> dict:
                                                       "--speed-ids", ids_file, "--speed-repeats", "2"])
         peer = np.load(peer_file, allow_pickle=False)
         ids = [str(i) for i in peer["ids"]]
-        return {"result": evaluate_scores(cosine_score_trials(ids, peer["embeddings"], trials), trials.labels),
+        scores = cosine_score_trials(ids, peer["embeddings"], trials)
+        return {"result": evaluate_scores(scores, trials.labels), "scores": scores,
                 "speed": {1: float(peer["speed_1_thread"]), "all": float(peer["speed_all_threads"])},
                 "version": str(peer["resemblyzer_version"]), "params": int(peer["params"])}
 

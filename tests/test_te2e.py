@@ -88,16 +88,16 @@ def test_separated_embeddings_give_near_zero_loss():
     sharp = TE2ELoss(init_weight=40.0, init_bias=-20.0)
     assert sharp(emb, n_speakers=n).item() < 1e-6
     assert TE2ELoss(variant="logistic", init_weight=40.0, init_bias=-20.0)(emb, n_speakers=n).item() < 1e-6
-    # Swapping speakers' rows makes every tuple wrong: the loss goes to its maximum of 1 per tuple.
-    shuffled = emb.reshape(n, m, n).transpose(0, 1).reshape(n * m, n)
-    assert sharp(shuffled, n_speakers=m).item() > 0.5
+    # Groups that each mix all the speakers leave nothing to separate: the loss is far from zero.
+    mixed = emb.reshape(n, m, n).transpose(0, 1).reshape(n * m, n)
+    assert sharp(mixed, n_speakers=m).item() > 0.3
 
 
 def test_registered_and_validates_options():
     assert LOSSES.get("te2e") is TE2ELoss
     assert TE2ELoss.needs_labels is False
     loss = TE2ELoss()
-    assert float(loss.weight) == 10.0 and float(loss.bias) == -5.0
+    assert loss.weight.item() == 10.0 and loss.bias.item() == -5.0
     with pytest.raises(ValueError, match="variant"):
         TE2ELoss(variant="triplet")
     with pytest.raises(ValueError, match="reduction"):

@@ -92,6 +92,11 @@ def _eval(args: argparse.Namespace) -> int:
     options = {**model.meta.get("backend", {}), **{k: v for k, v in chosen.items() if v is not None}}
     backend = ScoringBackend.load(model.model_dir, **options) if options else ScoringBackend()
     ids, matrix = model.embed_folder(data, progress=not (args.quiet or args.json))
+    if args.enroll:
+        from voxprint.backends.scoring import add_enrollment_models
+        from voxprint.data.trials import read_enrollments
+
+        ids, matrix = add_enrollment_models(ids, matrix, read_enrollments(args.enroll))
     scores = backend.score_trials(ids, matrix, trials)
     result = {"backend": backend.name, **evaluate_scores(scores, trials.labels).to_dict()}
     if args.det:
@@ -209,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help=model_help)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--det", help="save a DET curve PNG here")
+    p.add_argument("--enroll", help="enrollment list 'MODEL UTT1 UTT2 ...': trials may then name models")
     p.add_argument("--backend", choices=["cosine", "plda"], help="scoring back-end (default: the model's)")
     p.add_argument("--norm", choices=["none", "snorm", "asnorm"], help="score normalisation (default: the model's)")
     p.add_argument("--calibrated", action=argparse.BooleanOptionalAction, default=None,

@@ -436,3 +436,24 @@ def write_scores(path: str | os.PathLike[str], trials: Trials, scores: ArrayLike
             f"{e} {t} {v:.6f} {lab}\n" for e, t, v, lab in zip(*columns, trials.labels.tolist())
         )
     return atomic_write_text(out, text)
+
+
+def add_enrollment_models(ids: Sequence[str], embeddings: np.ndarray,
+                          enrollments: dict[str, list[str]]) -> tuple[list[str], np.ndarray]:
+    """Append one row per enrolled model (the :func:`mean_embedding` of its utterances) so trial lists
+    can name models (``LABEL MODEL TEST``) as well as utterances.
+
+    Raises:
+        DataError: an enrollment utterance has no embedding, or a model id is also an utterance id.
+    """
+    index = {utt: row for row, utt in enumerate(ids)}
+    clash = [model for model in enrollments if model in index]
+    if clash:
+        raise DataError(f"model ids must differ from utterance ids; {clash[0]!r} is both")
+    missing = [u for utts in enrollments.values() for u in utts if u not in index]
+    if missing:
+        raise DataError(f"{len(missing)} enrollment utterances have no embedding (first: {missing[0]!r})")
+    models = [mean_embedding(embeddings[[index[u] for u in utts]]) for utts in enrollments.values()]
+    if not models:
+        return list(ids), embeddings
+    return list(ids) + list(enrollments), np.concatenate([embeddings, np.stack(models).astype(embeddings.dtype)])

@@ -1,0 +1,416 @@
+"""Text-dependent ("pass-phrase") verification protocols built from a data folder with transcripts.
+
+A model is a (speaker, text) pair enrolled with a few utterances of that speaker saying that text,
+e.g. a speaker's digit password on the Free Spoken Digit Dataset. Its trials are:
+
+- target: another utterance of the same speaker saying the same text (label 1);
+- non-target: an utterance of ANOTHER speaker saying the SAME text (label 0). This is the
+  text-dependent impostor case: the impostor knows the pass-phrase, so only the voice can reject
+  him, which is what a speaker embedding is measured on;
+- optionally, "target-wrong" trials (:func:`make_wrong_text_trials`): the same speaker saying a
+  DIFFERENT text, also label 0 in text-dependent verification but a different question (does the
+  system hear the content?), so they are kept in a separate list and file.
+
+Test utterances are the utterances that enroll no model at all, so an enrollment utterance is
+never also a test utterance of any model, and targets and non-targets come from the same pool.
+
+Files: ``enroll.txt`` lines ``MODEL UTT1 UTT2 ...`` and ``trials.txt`` lines ``LABEL MODEL TEST``
+(readable by :func:`voxprint.backends.scoring.read_trials`).
+
+Example
+-------
+>>> from pathlib import Path
+>>> from voxprint.data.folder import DataFolder
+>>> utts = [f"{d}_{s}_{i}" for d in "01" for s in ("ann", "bob") for i in range(3)]
+>>> folder = DataFolder({u: Path(u) for u in utts}, {u: u.split("_")[1] for u in utts})
+>>> enrollments, trials = make_text_dependent_trials(folder, {u: u[0] for u in utts}, enroll_count=2)
+>>> sorted(enrollments)
+['ann-0', 'ann-1', 'bob-0', 'bob-1']
+>>> [(label, folder.utt2spk[test]) for label, model, test in trials if model == "ann-0"]
+[(1, 'ann'), (0, 'bob')]
+"""
+from __future__ import annotations
+
+import os
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from voxprint.data.folder import DataFolder
+from voxprint.errors import DataError
+from voxprint.fileio import atomic_write_text
+
+__all__ = [
+    "make_text_dependent_trials",
+    "make_wrong_text_trials",
+    "read_enrollments",
+    "read_texts",
+    "write_enrollment_trials",
+]
+
+TEXTS_FILE = "utterances.tsv"
+ENROLL_FILE = "enroll.txt"
+TRIALS_FILE = "trials.txt"
+WRONG_TEXT_FILE = "trials_wrong_text.txt"
+
+Trial = tuple[int, str, str]
+
+
+def read_texts(folder_path: str | os.PathLike) -> dict[str, str]:
+    """Utterance id -> transcript, from the ``utterances.tsv`` of a data folder.
+
+    The file is tab-separated with a header line naming at least the columns ``utt`` and
+    ``text`` (the shared data sets also have ``speaker``, ``path`` and ``seconds``).
+
+    Arguments
+    ---------
+    folder_path : str or os.PathLike
+        The data folder holding ``utterances.tsv``.
+
+    Returns
+    -------
+    dict
+        Transcript of each utterance, stripped of surrounding white space.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, lacks a column, has a short line, an empty text or a duplicate utterance.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> _ = (tmp / "utterances.tsv").write_text("utt\\tspeaker\\ttext\\na1\\tann\\tseven\\n")
+    >>> read_texts(tmp)
+    {'a1': 'seven'}
+    """
+    path = Path(folder_path) / TEXTS_FILE
+    if not path.is_file():
+        raise DataError(f"{path} not found; a text-dependent protocol needs each utterance's text")
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    header = lines[0].split("\t") if lines else []
+    if "utt" not in header or "text" not in header:
+        raise DataError(f"{path}: the header line must name the columns 'utt' and 'text', got {header!r}")
+    utt_col, text_col = header.index("utt"), header.index("text")
+    texts: dict[str, str] = {}
+    for number, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise DataError(f"{path}:{number}: {len(fields)} tab-separated fields, the header has {len(header)}")
+        utt, text = fields[utt_col].strip(), fields[text_col].strip()
+        if not text:
+            raise DataError(f"{path}:{number}: utterance {utt!r} has an empty text")
+        if utt in texts:
+            raise DataError(f"{path}:{number}: duplicate utterance {utt!r}")
+        texts[utt] = text
+    return texts
+
+
+def _model_id(speaker: str, text: str) -> str:
+    # Model ids go into whitespace-separated files, so the text's words are joined with "_".
+    model = f"{speaker}-{'_'.join(text.split())}"
+    if any(ch.isspace() for ch in model):
+        raise DataError(f"speaker id {speaker!r} contains white space; it cannot name a model")
+    return model
+
+
+def _group_by_speaker_and_text(folder: DataFolder, texts: Mapping[str, str]) -> dict[tuple[str, str], list[str]]:
+    missing = [utt for utt in folder.utterances if utt not in texts]
+    if missing:
+        raise DataError(
+            f"{len(missing)} utterances of the data folder have no text (first: {missing[0]!r}); "
+            f"give every utterance a text in {TEXTS_FILE}"
+        )
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for utt in folder.utterances:  # sorted, so each group is sorted
+        groups[(folder.utt2spk[utt], texts[utt])].append(utt)
+    return dict(sorted(groups.items()))
+
+
+def _check_cap(tests_per_model: int | None) -> None:
+    if tests_per_model is not None and tests_per_model < 1:
+        raise DataError(f"tests_per_model must be at least 1 (or None for all), got {tests_per_model}")
+
+
+def _pick(pool: Sequence[str], count: int | None, rng: random.Random) -> list[str]:
+    if count is None or count >= len(pool):
+        return list(pool)
+    return sorted(rng.sample(list(pool), count))
+
+
+def _pick_balanced(pools: Iterable[Sequence[str]], count: int | None, rng: random.Random) -> list[str]:
+    """Up to ``count`` utterances taken in turn from each pool, so no pool (speaker) dominates."""
+    shuffled = []
+    for pool in pools:
+        items = list(pool)
+        rng.shuffle(items)
+        shuffled.append(items)
+    if count is None:
+        return sorted(u for items in shuffled for u in items)
+    interleaved = [items[i] for i in range(max(map(len, shuffled), default=0))
+                   for items in shuffled if i < len(items)]
+    return sorted(interleaved[:count])
+
+
+def make_text_dependent_trials(
+    folder: DataFolder,
+    texts: Mapping[str, str],
+    enroll_count: int = 3,
+    tests_per_model: int | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, list[str]], list[Trial]]:
+    """Enrollments and trials of a text-dependent protocol (see the module docstring).
+
+    Each (speaker, text) pair with more than ``enroll_count`` utterances becomes the model
+    ``SPEAKER-TEXT`` (the text's words joined by ``_``), enrolled with ``enroll_count`` of them
+    drawn at random. Every random draw is seeded from ``seed`` and the model id, so the protocol
+    depends only on the folder, the texts and the arguments, and one model's draw does not
+    change when other speakers are added.
+
+    Arguments
+    ---------
+    folder : DataFolder
+        The utterances and their speakers.
+    texts : Mapping[str, str]
+        Text of every utterance of ``folder`` (e.g. from :func:`read_texts`).
+    enroll_count : int
+        Enrollment utterances per model.
+    tests_per_model : int or None
+        At most this many target and at most this many non-target trials per model (non-targets
+        drawn in turn from each impostor speaker); None keeps every eligible test utterance.
+    seed : int
+        Seed of the random draws.
+
+    Returns
+    -------
+    enrollments : dict[str, list[str]]
+        Model id -> its sorted enrollment utterances, sorted by model id.
+    trials : list[tuple[int, str, str]]
+        ``(label, model, test)``, grouped by model (targets first), test ids sorted.
+
+    Raises
+    ------
+    DataError
+        If an utterance has no text, an argument is out of range, or no (speaker, text) pair has
+        enough utterances for a model and a target trial.
+    """
+    if enroll_count < 1:
+        raise DataError(f"enroll_count must be at least 1, got {enroll_count}")
+    _check_cap(tests_per_model)
+    groups = _group_by_speaker_and_text(folder, texts)
+
+    enrollments: dict[str, list[str]] = {}
+    model_key: dict[str, tuple[str, str]] = {}
+    for (speaker, text), utts in groups.items():
+        if len(utts) <= enroll_count:
+            continue  # no utterance would be left for a target trial
+        model = _model_id(speaker, text)
+        if model in enrollments:
+            raise DataError(
+                f"two (speaker, text) pairs give the model id {model!r}; make the texts differ in more than spacing"
+            )
+        rng = random.Random(f"{seed}/{model}/enroll")
+        enrollments[model] = sorted(rng.sample(utts, enroll_count))
+        model_key[model] = (speaker, text)
+    if not enrollments:
+        raise DataError(
+            f"no speaker has more than {enroll_count} utterances of one text; "
+            "lower enroll_count or give each speaker repeated texts"
+        )
+
+    enrolled = {utt for utts in enrollments.values() for utt in utts}
+    test_pool = {key: [u for u in utts if u not in enrolled] for key, utts in groups.items()}
+    speakers_of_text: dict[str, list[str]] = defaultdict(list)
+    for speaker, text in groups:
+        speakers_of_text[text].append(speaker)
+
+    trials: list[Trial] = []
+    for model, (speaker, text) in model_key.items():
+        rng = random.Random(f"{seed}/{model}/test")
+        targets = _pick(test_pool[(speaker, text)], tests_per_model, rng)
+        impostors = [test_pool[(other, text)] for other in speakers_of_text[text] if other != speaker]
+        nontargets = _pick_balanced(impostors, tests_per_model, rng)
+        trials.extend((1, model, utt) for utt in targets)
+        trials.extend((0, model, utt) for utt in nontargets)
+    return enrollments, trials
+
+
+def make_wrong_text_trials(
+    folder: DataFolder,
+    texts: Mapping[str, str],
+    enrollments: Mapping[str, Sequence[str]],
+    tests_per_model: int | None = None,
+    seed: int = 0,
+) -> list[Trial]:
+    """Same-speaker, different-text ("target-wrong") trials for the models of ``enrollments``.
+
+    Each model is tested with utterances of its own speaker saying another text, labelled 0 (a
+    text-dependent system should reject them). Test utterances exclude every enrollment
+    utterance, as in :func:`make_text_dependent_trials`; with ``tests_per_model`` they are drawn
+    in turn from each other text.
+
+    Arguments
+    ---------
+    folder : DataFolder
+        The utterances and their speakers.
+    texts : Mapping[str, str]
+        Text of every utterance of ``folder``.
+    enrollments : Mapping[str, Sequence[str]]
+        Model id -> enrollment utterances (all of one speaker and one text).
+    tests_per_model : int or None
+        At most this many trials per model; None keeps all.
+    seed : int
+        Seed of the random draws.
+
+    Returns
+    -------
+    list[tuple[int, str, str]]
+        ``(0, model, test)``, grouped by model in sorted order, test ids sorted.
+
+    Raises
+    ------
+    DataError
+        If an enrollment utterance is unknown or a model mixes speakers or texts.
+    """
+    _check_cap(tests_per_model)
+    groups = _group_by_speaker_and_text(folder, texts)
+    enrolled = {utt for utts in enrollments.values() for utt in utts}
+    trials: list[Trial] = []
+    for model in sorted(enrollments):
+        unknown = [u for u in enrollments[model] if u not in folder.utt2spk]
+        if unknown:
+            raise DataError(f"model {model!r} is enrolled with {unknown[0]!r}, which is not in the data folder")
+        keys = {(folder.utt2spk[u], texts[u]) for u in enrollments[model]}
+        if len(keys) != 1:
+            raise DataError(f"model {model!r} mixes speakers or texts in its enrollment: {sorted(keys)}")
+        speaker, text = keys.pop()
+        pools = [[u for u in utts if u not in enrolled]
+                 for (spk, other_text), utts in groups.items() if spk == speaker and other_text != text]
+        rng = random.Random(f"{seed}/{model}/wrong-text")
+        trials.extend((0, model, utt) for utt in _pick_balanced(pools, tests_per_model, rng))
+    return trials
+
+
+def _check_ids(kind: str, ids: Iterable[str]) -> None:
+    for value in ids:
+        if not value or any(ch.isspace() for ch in value):
+            raise DataError(f"{kind} id {value!r} is empty or contains white space; it cannot be written")
+
+
+def _trial_lines(trials: Sequence[Trial], enrollments: Mapping[str, Sequence[str]], name: str) -> str:
+    if not trials:
+        raise DataError(f"no trials to write to {name}")
+    lines = []
+    for label, model, test in trials:
+        if label not in (0, 1):
+            raise DataError(f"{name}: trial label must be 0 or 1, got {label!r} ({model} {test})")
+        if model not in enrollments:
+            raise DataError(f"{name}: trial model {model!r} has no enrollment")
+        lines.append(f"{label} {model} {test}\n")
+    _check_ids("test utterance", (t for _, _, t in trials))
+    return "".join(lines)
+
+
+def write_enrollment_trials(
+    out_dir: str | os.PathLike,
+    enrollments: Mapping[str, Sequence[str]],
+    trials: Sequence[Trial],
+    wrong_text_trials: Sequence[Trial] | None = None,
+) -> Path:
+    """Write ``enroll.txt`` and ``trials.txt`` (and ``trials_wrong_text.txt`` if given), each atomically.
+
+    Arguments
+    ---------
+    out_dir : str or os.PathLike
+        Output folder, created if needed.
+    enrollments : Mapping[str, Sequence[str]]
+        Model id -> enrollment utterances; written sorted by model id.
+    trials : Sequence[tuple[int, str, str]]
+        ``(label, model, test)`` lines of ``trials.txt``, in the given order.
+    wrong_text_trials : Sequence[tuple[int, str, str]], optional
+        Lines of ``trials_wrong_text.txt``.
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+
+    Raises
+    ------
+    DataError
+        If a model has no utterances, an id contains white space, a label is not 0/1, a trial
+        names a model without enrollment, or a trial list is empty.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> out = write_enrollment_trials(tempfile.mkdtemp(), {"ann-7": ["u1", "u2"]}, [(1, "ann-7", "u3")])
+    >>> (out / "enroll.txt").read_text(), (out / "trials.txt").read_text()
+    ('ann-7 u1 u2\\n', '1 ann-7 u3\\n')
+    """
+    out = Path(out_dir)
+    if not enrollments:
+        raise DataError("no enrollments to write")
+    _check_ids("model", enrollments)
+    for model, utts in enrollments.items():
+        if not utts:
+            raise DataError(f"model {model!r} has no enrollment utterances")
+        _check_ids("enrollment utterance", utts)
+    # Render everything before writing anything, so a bad trial list leaves no partial protocol.
+    files = {
+        ENROLL_FILE: "".join(f"{model} {' '.join(enrollments[model])}\n" for model in sorted(enrollments)),
+        TRIALS_FILE: _trial_lines(trials, enrollments, TRIALS_FILE),
+    }
+    if wrong_text_trials is not None:
+        files[WRONG_TEXT_FILE] = _trial_lines(wrong_text_trials, enrollments, WRONG_TEXT_FILE)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        atomic_write_text(out / name, text)
+    return out
+
+
+def read_enrollments(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Read an ``enroll.txt``: one model per line, ``MODEL UTT1 UTT2 ...``.
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        The file; blank lines are ignored.
+
+    Returns
+    -------
+    dict[str, list[str]]
+        Model id -> enrollment utterances, in file order.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, a line has no utterance, or a model or an utterance of one model repeats.
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise DataError(f"enrollment list not found: {src}")
+    enrollments: dict[str, list[str]] = {}
+    with open(src, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            model, utts = fields[0], fields[1:]
+            if not utts:
+                raise DataError(
+                    f"{src}:{number}: model {model!r} has no enrollment utterances; expected 'MODEL UTT1 UTT2 ...'"
+                )
+            if model in enrollments:
+                raise DataError(f"{src}:{number}: model {model!r} is listed twice")
+            if len(set(utts)) != len(utts):
+                raise DataError(f"{src}:{number}: model {model!r} lists an utterance twice")
+            enrollments[model] = utts
+    if not enrollments:
+        raise DataError(f"{src}: enrollment list is empty; expected lines 'MODEL UTT1 UTT2 ...'")
+    return enrollments

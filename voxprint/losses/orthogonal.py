@@ -1,0 +1,369 @@
+"""Orthogonality regularisers of linear layers: soft orthogonality (SO) and the spectral restricted
+isometry property (SRIP), with their coefficient schedules.
+
+Bansal et al., "Can We Gain More from Orthogonality Regularizations in Training Deep CNNs?" (NeurIPS
+2018) define both penalties; Zhu and Mak, "Orthogonality Regularizations for End-to-End Speaker
+Verification" (Odyssey 2020), add them to GE2E training of an LSTM and an x-vector TDNN, on the
+bias-free layer that produces the speaker embedding, because cosine scoring implicitly assumes the
+embedding's dimensions are orthogonal.
+
+For a layer ``y = W x`` with ``W`` of shape (out, in), both penalties use the *smaller* Gram matrix,
+``G = W^T W`` (in x in) when out >= in and ``G = W W^T`` (out x out) otherwise: the larger Gram has
+rank at most min(out, in) and can never be the identity, so penalising it would fight an
+unreachable target. With ``A = G - I``:
+
+- SO: ``||A||_F^2``, zero iff the columns (tall W) or rows (wide W) of W are orthonormal;
+- SRIP: ``sigma(A)``, the spectral norm, i.e. the largest |s_i^2 - 1| over the singular values s_i of W,
+  estimated by power iteration (two steps in both papers).
+
+These are not training losses (not in :data:`voxprint.registry.LOSSES`): :class:`OrthogonalRegularizer`
+adds ``lambda(epoch) * penalty`` to whichever loss trains the model.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from voxprint.errors import ConfigError
+
+KINDS = ("so", "srip")
+
+# The decreasing coefficients of the speaker-verification paper's schedule (Zhu and Mak, 2020).
+DECREASING_VALUES: tuple[float, ...] = (0.2, 1e-2, 1e-4, 1e-6, 0.0)
+# Where they drop: Bansal et al.'s schedule for SO and SRIP (their released training code lowers the
+# coefficient after epochs 20, 50, 70 and switches it off after 120, of 200). Shorter or longer runs
+# scale these proportionally (see :meth:`LambdaSchedule.decreasing`).
+REFERENCE_MILESTONES: tuple[int, ...] = (20, 50, 70, 120)
+REFERENCE_EPOCHS: int = 200
+
+
+def gram_minus_identity(weight: torch.Tensor) -> torch.Tensor:
+    """``A = G - I`` for the smaller Gram matrix ``G`` of ``weight`` (out, in, ...).
+
+    Weights with more than two dimensions (convolutions) are flattened to (out, in * kernel), as in
+    Bansal et al.
+
+    Example
+    -------
+    >>> gram_minus_identity(torch.ones(3, 2)).tolist()  # tall: W^T W is 2 x 2
+    [[2.0, 3.0], [3.0, 2.0]]
+    >>> gram_minus_identity(torch.ones(2, 3)).shape  # wide: W W^T is 2 x 2
+    torch.Size([2, 2])
+    """
+    w = weight.reshape(weight.shape[0], -1)
+    rows, cols = w.shape
+    gram = w.T @ w if rows >= cols else w @ w.T
+    return gram - torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+
+
+def soft_orthogonality(weight: torch.Tensor) -> torch.Tensor:
+    """Soft orthogonality ``||G - I||_F^2`` of ``weight`` (out, in), ``G`` its smaller Gram matrix.
+
+    Example
+    -------
+    >>> float(soft_orthogonality(torch.eye(4, 3)))  # orthonormal columns
+    0.0
+    >>> float(soft_orthogonality(2 * torch.eye(2)))  # (4 - 1)^2 on each of 2 diagonal entries
+    18.0
+    """
+    return gram_minus_identity(weight).square().sum()
+
+
+def srip(weight: torch.Tensor, iterations: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SRIP penalty: the spectral norm ``sigma(G - I)`` of ``weight`` (out, in), by power iteration.
+
+    ``A = G - I`` is symmetric, so its spectral norm is its largest |eigenvalue|. From a random unit
+    vector ``v0``, ``iterations`` multiplications by ``A`` give the estimate
+    ``||A^n v0|| / ||A^(n-1) v0||`` (n = ``iterations``): with the papers' two steps, ``u = A v0``,
+    ``v = A u`` and ``sigma ~ ||v|| / ||u||``, exactly Bansal et al.'s estimator. For symmetric ``A``
+    this ratio never exceeds ``sigma(A)`` and grows towards it with ``n``.
+
+    Gradient convention: the first ``n - 1`` steps run without autograd; the result is
+    ``||A v||`` for the detached unit vector ``v = A^(n-1) v0 / ||A^(n-1) v0||``, so the gradient flows
+    through the last multiplication only, as for the singular vectors of PyTorch's
+    ``spectral_norm``. Once the iteration has converged ``v`` is the top eigenvector of ``A`` and the
+    gradient equals that of the exact spectral norm, ``sign(lambda) v v^T`` with respect to ``A``;
+    backpropagating through the iteration (Bansal et al.'s code) gives the same value but a gradient
+    that also chases the random start.
+
+    Arguments
+    ---------
+    weight : torch.Tensor
+        (out, in) weight of a linear layer (more dimensions are flattened to (out, -1)).
+    iterations : int
+        Multiplications by ``A`` (the papers: 2).
+    generator : torch.Generator | None
+        Source of the random start (a CPU generator works for weights on any device); the global
+        RNG when None.
+
+    Example
+    -------
+    >>> float(srip(torch.eye(5, 3)))  # orthonormal columns: A = 0
+    0.0
+    >>> w = torch.diag(torch.tensor([2.0, 1.0, 0.5]))  # A = diag(3, 0, -0.75)
+    >>> round(float(srip(w, iterations=30, generator=torch.Generator().manual_seed(0))), 4)
+    3.0
+    """
+    if iterations < 1:
+        raise ValueError(f"SRIP needs at least 1 power iteration, not {iterations}")
+    a = gram_minus_identity(weight)
+    with torch.no_grad():
+        device = generator.device if generator is not None else a.device
+        v = torch.randn(a.shape[0], generator=generator, dtype=a.dtype, device=device).to(a.device)
+        v = F.normalize(v, dim=0)
+        for _ in range(iterations - 1):
+            v = F.normalize(a @ v, dim=0)
+    return torch.linalg.vector_norm(a @ v)
+
+
+@dataclass(frozen=True)
+class LambdaSchedule:
+    """Piecewise-constant regularisation coefficient: ``values[k]`` from epoch ``milestones[k - 1]`` on.
+
+    Epochs count from 0 like the trainer's loop: ``milestones = (20,)`` keeps ``values[0]`` for epochs
+    0 .. 19 (the first 20) and uses ``values[1]`` from epoch 20 on.
+
+    Arguments
+    ---------
+    values : tuple[float, ...]
+        Coefficients, non-negative, one more than ``milestones``.
+    milestones : tuple[int, ...]
+        Non-decreasing epochs at which the next value starts (equal milestones skip a value).
+
+    Example
+    -------
+    >>> schedule = LambdaSchedule.decreasing(total_epochs=20)
+    >>> schedule.milestones
+    (2, 5, 7, 12)
+    >>> [schedule.value_at(epoch) for epoch in (0, 1, 2, 6, 11, 12, 19)]
+    [0.2, 0.2, 0.01, 0.0001, 1e-06, 0.0, 0.0]
+    >>> LambdaSchedule.constant().value_at(1000)
+    0.1
+    """
+
+    values: tuple[float, ...]
+    milestones: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        values = tuple(float(v) for v in self.values)
+        milestones = tuple(self.milestones)
+        if len(values) != len(milestones) + 1:
+            raise ConfigError(f"a lambda schedule needs one value more than milestones, got {len(values)} "
+                              f"values {list(values)} and {len(milestones)} milestones {list(milestones)}")
+        if any(not math.isfinite(v) or v < 0 for v in values):
+            raise ConfigError(f"lambda values must be finite and non-negative, got {list(values)}")
+        if any(not isinstance(m, int) or isinstance(m, bool) or m < 0 for m in milestones) \
+                or list(milestones) != sorted(milestones):
+            raise ConfigError(f"lambda milestones must be non-decreasing epochs >= 0, got {list(milestones)}")
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "milestones", milestones)
+
+    @classmethod
+    def constant(cls, value: float = 0.1) -> LambdaSchedule:
+        """The same coefficient every epoch (the paper's constant setting: 0.1)."""
+        return cls((value,))
+
+    @classmethod
+    def decreasing(cls, values: Sequence[float] = DECREASING_VALUES, milestones: Sequence[int] | None = None,
+                   total_epochs: int = REFERENCE_EPOCHS) -> LambdaSchedule:
+        """Coefficients that drop at ``milestones`` (default: 0.2, 1e-2, 1e-4, 1e-6, then 0).
+
+        Without ``milestones`` the reference drops after 20, 50, 70 and 120 of 200 epochs are placed at
+        the same fractions (10 %, 25 %, 35 %, 60 %) of ``total_epochs``, rounded and at least 1, so the
+        regulariser is on for the first epoch and off for the last 40 % of any run; this needs the
+        default four drops, i.e. five ``values``. Given ``milestones`` are absolute epochs.
+
+        Example
+        -------
+        >>> LambdaSchedule.decreasing().milestones
+        (20, 50, 70, 120)
+        >>> LambdaSchedule.decreasing(total_epochs=30).milestones
+        (3, 8, 11, 18)
+        """
+        if milestones is None:
+            if len(values) != len(REFERENCE_MILESTONES) + 1:
+                raise ConfigError(f"the default milestones need {len(REFERENCE_MILESTONES) + 1} lambda values, "
+                                  f"got {len(values)}; give milestones too")
+            if total_epochs < 1:
+                raise ConfigError(f"total_epochs must be at least 1, not {total_epochs}")
+            # floor(x + 0.5) rounds halves up: Python's round() would send 2.5 to 2 but 3.5 to 4.
+            milestones = tuple(max(1, math.floor(m * total_epochs / REFERENCE_EPOCHS + 0.5))
+                               for m in REFERENCE_MILESTONES)
+        return cls(tuple(values), tuple(milestones))
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any], total_epochs: int) -> LambdaSchedule:
+        """Build from ``{schedule: constant, value: 0.1}`` or ``{schedule: decreasing[, values, milestones]}``.
+
+        ``schedule`` defaults to "constant"; a decreasing schedule without ``milestones`` is scaled to
+        ``total_epochs`` (see :meth:`decreasing`).
+
+        Example
+        -------
+        >>> LambdaSchedule.from_config({"schedule": "decreasing"}, total_epochs=40).milestones
+        (4, 10, 14, 24)
+        >>> LambdaSchedule.from_config({"schedule": "constant", "value": 0.05}, total_epochs=40).values
+        (0.05,)
+        """
+        options = dict(options)
+        kind = options.pop("schedule", "constant")
+        allowed = {"constant": {"value"}, "decreasing": {"values", "milestones"}}
+        if kind not in allowed:
+            raise ConfigError(f"regularizer schedule must be constant or decreasing, not {kind!r}")
+        unknown = sorted(set(options) - allowed[kind])
+        if unknown:
+            raise ConfigError(f"unknown option(s) {unknown} for a {kind} regularizer schedule; "
+                              f"known: {sorted(allowed[kind] | {'schedule'})}")
+        if kind == "constant":
+            return cls.constant(options.get("value", 0.1))
+        milestones = options.get("milestones")
+        return cls.decreasing(tuple(options.get("values", DECREASING_VALUES)),
+                              None if milestones is None else tuple(milestones), total_epochs)
+
+    def value_at(self, epoch: int) -> float:
+        """The coefficient during ``epoch`` (counted from 0)."""
+        return self.values[bisect.bisect_right(self.milestones, epoch)]
+
+
+class OrthogonalRegularizer:
+    """``lambda(epoch) * sum`` of SO or SRIP penalties over named linear layers of a model.
+
+    Layers are named as in ``module.named_modules()``. A name also matches any module whose full
+    name ends with ``"." + name``, when only one does: "encoder.embedding" then finds the embedding
+    layer of an :class:`~voxprint.models.EmbeddingModel` whether it is called directly, inside the
+    trainer's step module ("model.encoder.embedding") or wrapped in DDP ("module.model....").
+
+    A named :class:`torch.nn.Linear` must be bias-free, as in the paper: the penalty constrains
+    ``W`` only, and a bias would shift embeddings off the orthogonal directions it enforces. A
+    named :class:`torch.nn.LSTM` with ``proj_size > 0`` stands for its (bias-free) projection
+    matrices ``weight_hr_l{k}``, each regularised as its own layer.
+
+    Arguments
+    ---------
+    kind : str
+        "so" (soft orthogonality) or "srip".
+    layer_names : Sequence[str]
+        Modules to regularise.
+    schedule : LambdaSchedule | None
+        Coefficient per epoch; constant 0.1 when None.
+    iterations : int
+        Power iterations of SRIP (ignored by SO).
+
+    Example
+    -------
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3, bias=False))
+    >>> reg = OrthogonalRegularizer("so", ["2"], LambdaSchedule.constant(0.1))
+    >>> penalty = reg(model, epoch=0)
+    >>> bool(torch.isclose(penalty, 0.1 * soft_orthogonality(model[2].weight)))
+    True
+    >>> OrthogonalRegularizer("so", ["0"])(model, epoch=0)
+    Traceback (most recent call last):
+    ...
+    voxprint.errors.ConfigError: regularizer layer '0' has a bias, but orthogonal regularisation needs a bias-free layer: set `embedding_bias: false` in the model config
+    """
+
+    def __init__(self, kind: str, layer_names: Sequence[str], schedule: LambdaSchedule | None = None,
+                 iterations: int = 2):
+        kind = str(kind).lower()
+        if kind not in KINDS:
+            raise ConfigError(f"regularizer kind must be one of {list(KINDS)}, not {kind!r}")
+        if isinstance(layer_names, str) or not layer_names:
+            raise ConfigError(f"regularizer layer_names must be a non-empty list of layer names, not {layer_names!r}")
+        if kind == "srip" and (not isinstance(iterations, int) or iterations < 1):
+            raise ConfigError(f"regularizer iterations must be an integer >= 1, not {iterations!r}")
+        self.kind = kind
+        self.layer_names = list(layer_names)
+        self.schedule = schedule if schedule is not None else LambdaSchedule.constant()
+        self.iterations = iterations
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any], total_epochs: int) -> OrthogonalRegularizer:
+        """Build from a config section: ``kind``, ``layer_names`` (default ``[encoder.embedding]``),
+        ``iterations`` (default 2) and the :meth:`LambdaSchedule.from_config` keys.
+
+        Example
+        -------
+        >>> reg = OrthogonalRegularizer.from_config({"kind": "srip", "schedule": "decreasing"}, total_epochs=10)
+        >>> reg.kind, reg.layer_names, reg.schedule.milestones
+        ('srip', ['encoder.embedding'], (1, 3, 4, 6))
+        """
+        options = dict(options)
+        if "kind" not in options:
+            raise ConfigError(f"regularizer needs a kind ({' or '.join(KINDS)})")
+        kind = options.pop("kind")
+        layer_names = options.pop("layer_names", ["encoder.embedding"])
+        iterations = options.pop("iterations", 2)
+        return cls(kind, layer_names, LambdaSchedule.from_config(options, total_epochs), iterations)
+
+    def weights(self, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+        """The regularised weight matrices of ``module`` by full name.
+
+        Raises
+        ------
+        ConfigError
+            A name matches no module (or several), names a module that is not a linear layer or a
+            projected LSTM, or names a linear layer with a bias.
+        """
+        modules = dict(module.named_modules())
+        found: list[tuple[str, torch.Tensor]] = []
+        for name in self.layer_names:
+            full_name, layer = self._find(modules, name)
+            if isinstance(layer, nn.Linear):
+                if layer.bias is not None:
+                    raise ConfigError(f"regularizer layer {name!r} has a bias, but orthogonal regularisation "
+                                      "needs a bias-free layer: set `embedding_bias: false` in the model config")
+                found.append((full_name, layer.weight))
+            elif isinstance(layer, nn.LSTM) and layer.proj_size > 0:
+                found.extend((f"{full_name}.{param_name}", param) for param_name, param in layer.named_parameters()
+                             if param_name.startswith("weight_hr_l"))
+            else:
+                raise ConfigError(f"regularizer layer {name!r} is a {type(layer).__name__}, not a linear layer "
+                                  f"(or an LSTM with projections); linear layers: {_linear_names(modules)}")
+        return found
+
+    def penalty(self, module: nn.Module) -> torch.Tensor:
+        """The unweighted sum of the penalties of the named layers."""
+        weights = self.weights(module)
+        if self.kind == "so":
+            terms = [soft_orthogonality(w) for _, w in weights]
+        else:
+            terms = [srip(w, self.iterations) for _, w in weights]
+        return torch.stack(terms).sum()
+
+    def __call__(self, module: nn.Module, epoch: int) -> torch.Tensor:
+        """``lambda(epoch) * penalty(module)``, a scalar to add to the training loss."""
+        lam = self.schedule.value_at(epoch)
+        if lam == 0.0:
+            # Names are still checked, so a bad config fails at once whatever the schedule; the
+            # penalty itself would only add a zero gradient.
+            first = self.weights(module)[0][1]
+            return first.new_zeros(())
+        return lam * self.penalty(module)
+
+    def __repr__(self) -> str:
+        return (f"OrthogonalRegularizer(kind={self.kind!r}, layer_names={self.layer_names!r}, "
+                f"schedule={self.schedule!r}, iterations={self.iterations})")
+
+    @staticmethod
+    def _find(modules: dict[str, nn.Module], name: str) -> tuple[str, nn.Module]:
+        if name in modules and name:
+            return name, modules[name]
+        matches = [full for full in modules if full.endswith("." + name)]
+        if len(matches) == 1:
+            return matches[0], modules[matches[0]]
+        if matches:
+            raise ConfigError(f"regularizer layer {name!r} is ambiguous: it matches {matches}; give the full name")
+        raise ConfigError(f"regularizer layer {name!r} not found in the model; linear layers: {_linear_names(modules)}")
+
+
+def _linear_names(modules: dict[str, nn.Module]) -> str:
+    names = [name for name, layer in modules.items()
+             if isinstance(layer, nn.Linear) or (isinstance(layer, nn.LSTM) and layer.proj_size > 0)]
+    return ", ".join(names) or "none"
