@@ -70,3 +70,25 @@ def test_config_rejects_unknown_sections_and_bad_values(tmp_path):
         load_config(None, {"data": {"utterances_per_speaker": 1}})
     with pytest.raises(ConfigError, match="normalize"):
         load_config(None, {"features": {"normalize": "cepstral"}})
+
+
+def test_raw_waveform_front_end_counts_frames_in_samples():
+    from voxprint.features import RawWaveform
+    from voxprint.registry import FRONTENDS
+
+    frontend = FRONTENDS.build("raw", sample_rate=16000)
+    assert isinstance(frontend, RawWaveform)
+    assert frontend.num_samples(4000) == 4000 and frontend.num_frames(4000) == 4000
+    assert frontend(torch.zeros(3, 4000)).shape == (3, 4000, 1)
+
+
+def test_old_model_files_load_with_new_defaults(tmp_path):
+    """A model.pt saved before an option existed still loads: missing options take their defaults."""
+    from voxprint.inference import load_model
+
+    config = load_config(None, {"model": {"name": "lstm_dvector", "hidden_size": 16, "proj_size": 8,
+                                          "num_layers": 1, "embedding_dim": 4}})
+    model = build_embedding_model(config)
+    del config["features"]["type"]
+    torch.save({"config": config, "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    assert load_model(tmp_path).config["features"]["type"] == "fbank"

@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "init_from": None,
     "sample_rate": 16000,
     "features": {
+        "type": "fbank",  # a registered front-end: fbank, raw (waveform models), ...
         "n_mels": 40,
         "frame_length_ms": 25.0,
         "frame_shift_ms": 10.0,

@@ -57,3 +57,4 @@ class Registry:
 
 MODELS = Registry("model")
 LOSSES = Registry("loss")
+FRONTENDS = Registry("feature front-end")

@@ -12,6 +12,7 @@ import math
 import torch
 
 from voxprint.errors import AudioError, ConfigError
+from voxprint.registry import FRONTENDS
 
 __all__ = ["LogMelFbank", "kaldi_mel_banks", "kaldi_window", "mel_scale"]
 
@@ -131,6 +132,7 @@ def kaldi_mel_banks(
     return banks.to(torch.float32)
 
 
+@FRONTENDS.register("fbank")
 class LogMelFbank(torch.nn.Module):
     """Kaldi-compatible log mel filterbank energies, batched in torch.
 

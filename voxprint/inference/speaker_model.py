@@ -18,6 +18,7 @@ from tqdm import tqdm
 from voxprint.audio import load_audio, remove_silence
 from voxprint.backends.pipeline import ScoringBackend
 from voxprint.backends.scoring import cosine_similarity, mean_embedding
+from voxprint.config import DEFAULTS, merge
 from voxprint.data import read_data_folder
 from voxprint.errors import ModelError
 from voxprint.models import EmbeddingModel, build_embedding_model
@@ -179,8 +180,10 @@ def load_model(name_or_dir: str | os.PathLike = "default", device: str | torch.d
     state = load_file(folder / MODEL_NAME)
     if "config" not in state or "state_dict" not in state:
         raise ModelError(f"{folder / MODEL_NAME} is not a voxprint model file (a checkpoint.pt is not loadable here)")
-    model = build_embedding_model(state["config"])
+    # Files written by older versions lack newer options: their defaults apply.
+    config = merge(DEFAULTS, state["config"])
+    model = build_embedding_model(config)
     model.load_state_dict(state["state_dict"])
     meta_path = folder / META_NAME
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return SpeakerModel(model, state["config"], meta, device=device, model_dir=folder)
+    return SpeakerModel(model, config, meta, device=device, model_dir=folder)

@@ -5,13 +5,15 @@ trained, whatever the encoder.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from torch import nn
 
-from voxprint.features import LogMelFbank, mean_normalize, sliding_mean_normalize
-from voxprint.registry import MODELS
+import voxprint.features  # noqa: F401  (registers the front-ends)
+from voxprint.features import mean_normalize, sliding_mean_normalize
+from voxprint.registry import FRONTENDS, MODELS
 
 
 class EmbeddingModel(nn.Module):
@@ -26,14 +28,15 @@ class EmbeddingModel(nn.Module):
         feats = config["features"]
         self.normalize = feats["normalize"]
         self.sliding_window_frames = int(feats["sliding_window_frames"])
-        self.frontend = LogMelFbank(
-            sample_rate=config["sample_rate"],
-            n_mels=feats["n_mels"],
-            frame_length_ms=feats["frame_length_ms"],
-            frame_shift_ms=feats["frame_shift_ms"],
-        )
+        frontend_class = FRONTENDS.get(feats["type"])
+        # The features section holds options of several front-ends (its defaults are fbank's); pass
+        # each front-end the ones it takes.
+        accepted = inspect.signature(frontend_class).parameters
+        frontend_options = {k: v for k, v in feats.items() if k in accepted}
+        self.frontend = FRONTENDS.build(feats["type"], sample_rate=config["sample_rate"], **frontend_options)
         options = {k: v for k, v in config["model"].items() if k != "name"}
-        self.encoder = MODELS.build(config["model"]["name"], input_dim=feats["n_mels"], **options)
+        input_dim = getattr(self.frontend, "dim", None) or feats["n_mels"]
+        self.encoder = MODELS.build(config["model"]["name"], input_dim=input_dim, **options)
 
     @torch.no_grad()
     def features(self, waves: torch.Tensor) -> torch.Tensor:
