@@ -75,7 +75,7 @@ def lifter_coefficients(n_mfcc: int, cepstral_lifter: float) -> torch.Tensor:
     >>> lifter_coefficients(3, 0.0)
     tensor([1., 1., 1.])
     >>> round(float(lifter_coefficients(12, 22.0)[11]), 3)
-    11.946
+    12.0
     """
     if cepstral_lifter < 0:
         raise ConfigError(f"cepstral_lifter must be >= 0, got {cepstral_lifter}.")
