@@ -149,6 +149,21 @@ def _fit_backend(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("clean")
+def _clean(args: argparse.Namespace) -> int:
+    from voxprint.backends.cleaning import REPORT_NAME, clean_speakers, write_clean_folder
+    from voxprint.data import read_data_folder
+    from voxprint.inference import load_model
+
+    folder = read_data_folder(args.data)
+    ids, matrix = load_model(args.model).embed_folder(folder.root, progress=not args.quiet)
+    report = clean_speakers(ids, matrix, folder.utt2spk, majority=args.majority, silhouette=args.silhouette)
+    out = write_clean_folder(folder, report, args.out)
+    print(f"removed {len(report.removed)} of {len(folder)} utterances from {len(report.cleaned_speakers)} of "
+          f"{len(folder.speakers)} speakers; wrote {out} (decisions in {out / REPORT_NAME})")
+    return 0
+
+
 def _format_result(result: dict) -> str:
     return (f"EER {100 * result['eer']:.2f}%  minDCF(0.01) {result['min_dcf_0.01']:.3f}  "
             f"minDCF(0.001) {result['min_dcf_0.001']:.3f}  ({result['trials']} trials, {result['targets']} targets)")
@@ -230,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="training data folder (default: the model's data.train)")
     p.add_argument("--top-n", type=int, default=100, help="AS-norm cohort size")
     p.add_argument("--calibration-trials", type=int, default=100_000)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("clean", help="drop utterances filed under the wrong speaker (K=2 spherical k-means)")
+    p.add_argument("--data", required=True, help="data folder to clean")
+    p.add_argument("--out", required=True, help="cleaned data folder (wav.scp, utt2spk, spk2utt, report.tsv)")
+    p.add_argument("--model", default="default", help=model_help)
+    p.add_argument("--majority", type=float, default=0.6,
+                   help="the larger group must hold more than this fraction of a speaker's utterances")
+    p.add_argument("--silhouette", type=float, default=0.3, help="the split's cosine silhouette must exceed this")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("similarity", help="cosine similarity of two recordings")

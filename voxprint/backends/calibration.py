@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from numpy.typing import ArrayLike
 
 from voxprint.backends.scoring import Trials
 from voxprint.errors import DataError
+from voxprint.fileio import atomic_write_text
 
 __all__ = [
     "DEFAULT_P_TARGET",
@@ -467,21 +467,9 @@ class LinearCalibration:
             The written file.
         """
         out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"format": _FORMAT, "version": _VERSION, "scale": self.scale, "offset": self.offset,
                "p_target": self.p_target}
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(tmp, "x", encoding="utf-8") as fh:
-                json.dump(doc, fh, indent=2)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return out
+        return atomic_write_text(out, json.dumps(doc, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LinearCalibration:

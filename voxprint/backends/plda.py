@@ -37,7 +37,6 @@ Example
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from numpy.typing import ArrayLike
 
 from voxprint.backends.scoring import Trials, _as_matrix
 from voxprint.errors import DataError
+from voxprint.fileio import atomic_write
 
 __all__ = ["LDA", "PLDABackend", "TwoCovariancePLDA"]
 
@@ -784,7 +784,6 @@ class PLDABackend:
         out = Path(path)
         if out.suffix != ".npz":
             out = out.with_name(out.name + ".npz")
-        out.parent.mkdir(parents=True, exist_ok=True)
         arrays = {
             "format": np.array(_FORMAT),
             "version": np.array(_VERSION),
@@ -795,18 +794,7 @@ class PLDABackend:
             "plda_between_cov": self.plda.between_cov,
             "plda_within_cov": self.plda.within_cov,
         }
-        # Same folder (os.replace is atomic only within a file system), unique hidden name.
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(tmp, "xb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return out
+        return atomic_write(out, lambda handle: np.savez(handle, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PLDABackend:

@@ -32,8 +32,35 @@ def ge2e_similarity(embeddings: torch.Tensor, weight: torch.Tensor, bias: torch.
     return weight * cos + bias
 
 
+class AffineCosineLoss(nn.Module):
+    """Shared by GE2E and TE2E: a learnable affine map ``w * cos + b`` with w kept positive.
+
+    The papers constrain w > 0 so that a larger cosine always means "more likely the same speaker".
+    """
+
+    needs_labels = False
+    variants: tuple[str, ...] = ()
+
+    def __init__(self, variant: str, init_weight: float, init_bias: float, reduction: str):
+        super().__init__()
+        if variant not in self.variants:
+            raise ValueError(f"{type(self).__name__} variant must be one of {self.variants}, not {variant!r}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
+        self.variant = variant
+        self.reduction = reduction
+        self.weight = nn.Parameter(torch.tensor(float(init_weight)))
+        self.bias = nn.Parameter(torch.tensor(float(init_bias)))
+
+    def positive_weight(self) -> torch.Tensor:
+        return self.weight.clamp(min=1e-6)
+
+    def reduce(self, values: torch.Tensor) -> torch.Tensor:
+        return values.sum() if self.reduction == "sum" else values.mean()
+
+
 @LOSSES.register("ge2e")
-class GE2ELoss(nn.Module):
+class GE2ELoss(AffineCosineLoss):
     """GE2E loss with the paper's softmax (eq. 6) or contrast (eq. 7) variant.
 
     Arguments:
@@ -48,25 +75,15 @@ class GE2ELoss(nn.Module):
         True
     """
 
-    needs_labels = False
+    variants = ("softmax", "contrast")
 
     def __init__(self, variant: str = "softmax", init_weight: float = 10.0, init_bias: float = -5.0,
                  reduction: str = "mean"):
-        super().__init__()
-        if variant not in ("softmax", "contrast"):
-            raise ValueError(f"GE2E variant must be 'softmax' or 'contrast', not {variant!r}")
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
-        self.variant = variant
-        self.reduction = reduction
-        self.weight = nn.Parameter(torch.tensor(float(init_weight)))
-        self.bias = nn.Parameter(torch.tensor(float(init_bias)))
+        super().__init__(variant, init_weight, init_bias, reduction)
 
     def forward(self, embeddings: torch.Tensor, n_speakers: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         grouped = embeddings.reshape(n_speakers, -1, embeddings.shape[-1])
-        # The paper constrains w > 0 so that larger cosine always means larger similarity.
-        weight = self.weight.clamp(min=1e-6)
-        sim = ge2e_similarity(grouped, weight, self.bias)  # (N, M, N)
+        sim = ge2e_similarity(grouped, self.positive_weight(), self.bias)  # (N, M, N)
         n, m, _ = sim.shape
         own = torch.eye(n, dtype=torch.bool, device=sim.device).unsqueeze(1).expand(n, m, n)
         positive = sim[own].reshape(n, m)
@@ -76,4 +93,4 @@ class GE2ELoss(nn.Module):
             prob = torch.sigmoid(sim)
             hardest_other = prob.masked_fill(own, float("-inf")).amax(dim=-1)
             per_utt = 1.0 - torch.sigmoid(positive) + hardest_other
-        return per_utt.sum() if self.reduction == "sum" else per_utt.mean()
+        return self.reduce(per_utt)

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from voxprint.losses.ge2e import AffineCosineLoss
 from voxprint.registry import LOSSES
 
 __all__ = ["TE2ELoss", "te2e_negative_speakers", "te2e_scores"]
@@ -109,7 +109,7 @@ def te2e_scores(embeddings: torch.Tensor, weight: torch.Tensor,
 
 
 @LOSSES.register("te2e")
-class TE2ELoss(nn.Module):
+class TE2ELoss(AffineCosineLoss):
     """TE2E loss (GE2E paper eq. 1-3) over the tuples of an N x M batch.
 
     Arguments
@@ -131,30 +131,20 @@ class TE2ELoss(nn.Module):
     True
     """
 
-    needs_labels = False
+    variants = ("paper", "logistic")
 
     def __init__(self, variant: str = "paper", init_weight: float = 10.0, init_bias: float = -5.0,
                  reduction: str = "mean"):
-        super().__init__()
-        if variant not in ("paper", "logistic"):
-            raise ValueError(f"TE2E variant must be 'paper' or 'logistic', not {variant!r}")
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
-        self.variant = variant
-        self.reduction = reduction
-        self.weight = nn.Parameter(torch.tensor(float(init_weight)))
-        self.bias = nn.Parameter(torch.tensor(float(init_bias)))
+        super().__init__(variant, init_weight, init_bias, reduction)
 
     def forward(self, embeddings: torch.Tensor, n_speakers: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Loss of a speaker-major batch of shape (N * M, D); ``labels`` is ignored."""
         grouped = embeddings.reshape(n_speakers, -1, embeddings.shape[-1])
-        # w > 0 keeps "larger cosine = more likely the same speaker" (same constraint as GE2E).
-        weight = self.weight.clamp(min=1e-6)
-        scores, positive = te2e_scores(grouped, weight, self.bias)
+        scores, positive = te2e_scores(grouped, self.positive_weight(), self.bias)
         if self.variant == "paper":
             prob = torch.sigmoid(scores)
             per_tuple = torch.where(positive, 1.0 - prob, prob)
         else:
             # softplus(-s) = -log sigmoid(s) without the overflow of exp for large |s|.
             per_tuple = F.softplus(torch.where(positive, -scores, scores))
-        return per_tuple.sum() if self.reduction == "sum" else per_tuple.mean()
+        return self.reduce(per_tuple)

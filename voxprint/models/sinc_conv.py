@@ -13,8 +13,6 @@ tap to 1, which amplifies narrow filters; the batch norm that follows in RawNet2
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -156,5 +154,3 @@ def frequency_response(filters: torch.Tensor, sample_rate: int, n_fft: int = 409
 
 
 __all__ = ["INITS", "SincConv", "frequency_response", "hz_to_mel", "mel_to_hz"]
-
-_ = math  # noqa: F401  (kept for doctest namespaces that expect math)
