@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_subset_folder
+
 from voxprint.backends.cleaning import REPORT_NAME, clean_speakers, spherical_kmeans
 from voxprint.cli import main
 from voxprint.data import read_data_folder
@@ -33,14 +33,13 @@ def test_spherical_kmeans_recovers_two_directions() -> None:
     assert np.array_equal(labels, truth)
     assert np.allclose(np.linalg.norm(centroids, axis=1), 1.0)
     assert (np.sum(centroids * directions, axis=1) > 0.98).all()
-    again, _ = spherical_kmeans(x, k=2, seed=0)
-    assert np.array_equal(again, spherical_kmeans(x, k=2, seed=0)[0])  # deterministic
+    assert np.array_equal(spherical_kmeans(x, k=2, seed=3)[0], spherical_kmeans(x, k=2, seed=3)[0])  # deterministic
     with pytest.raises(ValueError):
         spherical_kmeans(x[:1], k=2)
 
 
 def test_clean_speakers_synthetic_decisions_and_thresholds() -> None:
-    x, truth, _ = two_directions(n=(9, 2))
+    x, _, _ = two_directions(n=(9, 2))
     ids = [f"u{i:02d}" for i in range(len(x))] + ["v0", "v1"]
     emb = np.vstack([x, x[:2]])
     utt2spk = {**{u: "spk" for u in ids[:11]}, "v0": "tiny", "v1": "tiny"}
@@ -61,12 +60,17 @@ def test_clean_speakers_synthetic_decisions_and_thresholds() -> None:
 @pytest.fixture(scope="module")
 def real_embeddings(train_dir: Path):
     """6 speakers x 10 real utterances of speechocean762/train, embedded with the bundled model."""
+    import warnings
+
     import voxprint
 
     folder = read_data_folder(train_dir)
     speakers = folder.speakers[:SPEAKERS]
     ids = [u for spk in speakers for u in folder.spk2utt[spk][:UTTERANCES]]
-    embeddings = voxprint.load_model("default").extract_embeddings([folder.wav[u] for u in ids])
+    with warnings.catch_warnings():
+        # The bundled model is a projected LSTM; PyTorch's note that oneDNN skips it is not actionable.
+        warnings.filterwarnings("ignore", message="LSTM with projections")
+        embeddings = voxprint.load_model("default").extract_embeddings([folder.wav[u] for u in ids])
     return speakers, ids, embeddings, {u: folder.utt2spk[u] for u in ids}
 
 
@@ -80,7 +84,7 @@ def test_cleaning_finds_planted_speaker_errors(real_embeddings) -> None:
     assert [r.speaker for r in report.rows] == sorted(speakers)
     # Measured with the bundled model: both planted utterances are removed from B (split silhouette
     # 0.60) and nothing else from B; elsewhere 3 of the 58 genuine utterances go (one speaker's
-    # 3-utterance subgroup, silhouette 0.60: within-speaker cosines of 0.45-0.97 leave real
+    # 3-utterance subgroup, silhouette 0.60: within-speaker cosines of 0.44-0.97 leave real
     # sub-structure that a 10-utterance speaker cannot tell from a second voice).
     assert set(planted) <= set(rows[b].removed)
     assert rows[b].kept >= UTTERANCES - 1

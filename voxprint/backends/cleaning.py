@@ -274,7 +274,7 @@ def write_clean_folder(folder: DataFolder, report: CleaningReport, out_dir: str 
     unknown = removed - set(folder.wav)
     if unknown:
         raise DataError(f"the report removes {len(unknown)} utterances that are not in the folder "
-                        f"(first: {sorted(unknown)[0]!r}); was it made from another folder?")
+                        f"(first: {min(unknown)!r}); was it made from another folder?")
     wav = {utt: path for utt, path in folder.wav.items() if utt not in removed}
     if not wav:
         raise DataError("cleaning removed every utterance; nothing to write")

@@ -22,7 +22,8 @@ utterance-level representation.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -292,7 +293,7 @@ class RawNet2(nn.Module):
         channels = [first_channels, *block_channels]
         self.blocks = nn.ModuleList(
             PreActResidualBlock(c_in, c_out, negative_slope, pre_activation=i > 0)
-            for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:]))
+            for i, (c_in, c_out) in enumerate(pairwise(channels))
         )
         self.fms = nn.ModuleList(FeatureMapScaling(c, fms, se_reduction) for c in block_channels)
         self.pre_gru = nn.Sequential(nn.BatchNorm1d(channels[-1]), nn.LeakyReLU(negative_slope))
