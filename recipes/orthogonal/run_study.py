@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The orthogonal-regularisation study in one command (CPU-sized by default).
 
+Finished runs are recorded in docs/results/orthogonal_runs/ and not trained again.
+
     .venv/bin/python recipes/orthogonal/run_study.py [--seeds 0 1] [--systems lstm_none tdnn_so_dec ...]
                                                       [--paper] [--epochs N] [--out exp/orthogonal]
 
@@ -33,6 +35,8 @@ from voxprint.training import train  # noqa: E402
 
 SYSTEMS_DIR = Path(__file__).resolve().parent / "systems"
 RESULTS = REPO / "docs" / "results" / "orthogonal.md"
+# One JSON per finished run, committed, so the study resumes across machines and sessions.
+RUN_RESULTS = REPO / "docs" / "results" / "orthogonal_runs"
 
 
 def run_system(name: str, seed: int, out_root: Path, paper: bool, epochs: int | None) -> dict:
@@ -43,9 +47,13 @@ def run_system(name: str, seed: int, out_root: Path, paper: bool, epochs: int | 
         overrides.setdefault("optim", {})["epochs"] = epochs
     config = load_config(SYSTEMS_DIR / f"{name}.yaml", overrides)
     run = out_root / f"{name}_seed{seed}"
-    result_file = run / "dev_result.json"
+    result_file = RUN_RESULTS / f"{name}_seed{seed}{'_paper' if paper else ''}.json"
     if result_file.is_file():
-        return json.loads(result_file.read_text())
+        cached = json.loads(result_file.read_text())
+        if cached["epochs"] == config["optim"]["epochs"]:
+            return cached
+    if (run / "checkpoint.pt").exists() and json.loads((run / "history.json").read_text())[-1]["epoch"] > config["optim"]["epochs"]:
+        raise SystemExit(f"{run} was trained longer than {config['optim']['epochs']} epochs; remove it or use another --out")
     train(config, run, resume=(run / "checkpoint.pt").exists(), progress=False)
     model = load_model(run)
     dev = data_root() / "speechocean762" / "dev"
@@ -53,9 +61,11 @@ def run_system(name: str, seed: int, out_root: Path, paper: bool, epochs: int | 
     ids, matrix = model.embed_folder(dev, progress=False)
     metrics = evaluate_scores(cosine_score_trials(ids, matrix, trials), trials.labels).to_dict()
     history = json.loads((run / "history.json").read_text())
-    result = {"system": name, "seed": seed, "description": raw.get("description", ""), **metrics,
+    result = {"system": name, "seed": seed, "epochs": config["optim"]["epochs"],
+              "description": raw.get("description", ""), **metrics,
               "train_minutes": sum(r["seconds"] for r in history) / 60,
               "valid_loss": [r.get("valid_loss") for r in history]}
+    RUN_RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(result_file, json.dumps(result, indent=1))
     return result
 
