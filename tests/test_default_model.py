@@ -36,7 +36,7 @@ def test_same_speaker_scores_above_different_speakers(model, dev_dir):
 
 def test_demo_pairs_accept_and_reject(model, dev_dir):
     """The `make demo` decisions, through the model's own back-end and threshold."""
-    enroll = [dev_dir / "SPEAKER0024" / "000240031.flac", dev_dir / "SPEAKER0024" / "000240071.flac"]
-    genuine = model.verification_score(enroll, dev_dir / "SPEAKER0024" / "000240115.flac")
-    impostor = model.verification_score(enroll, dev_dir / "SPEAKER0044" / "000440032.flac")
+    enroll = [dev_dir / "SPEAKER5017" / "050170101.flac", dev_dir / "SPEAKER5017" / "050170102.flac"]
+    genuine = model.verification_score(enroll, dev_dir / "SPEAKER5017" / "050170117.flac")
+    impostor = model.verification_score(enroll, dev_dir / "SPEAKER0306" / "003060002.flac")
     assert genuine >= model.threshold > impostor
