@@ -84,7 +84,7 @@ def main() -> int:
         torch.set_num_threads(os.cpu_count() or 1)
         ids, matrix = model.embed_folder(dev, progress=True)
         params = sum(p.numel() for p in model.model.encoder.parameters()) / 1e6
-        speed = time_extraction(model, waves, rate, threads=1)
+        speed = time_extraction(model.optimize(), waves, rate, threads=1)
         minutes = training_minutes(model)
         best = None
         for kind, norm in BACKENDS:

@@ -73,3 +73,25 @@ def test_load_model_errors(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="not a readable"):
         load_model(tmp_path)
+
+
+def test_optimized_encoder_matches_eager(speech_file):
+    """optimize() traces traceable encoders (ECAPA-TDNN); embeddings must not change."""
+    torch.manual_seed(0)
+    config = load_config(None, {"features": {"n_mels": 40}, "inference": {"window_frames": 3000},
+                                "model": {"name": "ecapa_tdnn", "channels": 32, "embedding_dim": 16, "scale": 4,
+                                          "se_bottleneck": 8, "attention_dim": 8}})
+    model = SpeakerModel(build_embedding_model(config), config)
+    eager = model.extract_embedding(speech_file)
+    model.optimize()
+    assert isinstance(model._encode, torch.jit.ScriptModule)
+    np.testing.assert_allclose(model.extract_embedding(speech_file), eager, atol=1e-5)
+    short = load_audio(speech_file)[:4000]
+    np.testing.assert_allclose(model.extract_embedding(short, 16000),
+                               SpeakerModel(model.model, config).extract_embedding(short, 16000), atol=1e-5)
+
+
+def test_lstm_is_not_traced(small_model, speech_file):
+    before = small_model.extract_embedding(speech_file)
+    assert small_model.optimize()._encode == small_model.model.encode
+    np.testing.assert_allclose(small_model.extract_embedding(speech_file), before, atol=1e-6)

@@ -56,6 +56,8 @@ class SpeakerModel:
         self.meta = meta or {}
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self._backend: ScoringBackend | None = None
+        self._encode = self.model.encode  # replaced by a frozen trace in optimize()
+        self._optimized = False
         self.sample_rate = int(config["sample_rate"])
         inference = config["inference"]
         self.window_frames = int(inference["window_frames"])
@@ -97,6 +99,20 @@ class SpeakerModel:
         starts = window_starts(feats.shape[0], self.window_frames, self.overlap)
         return torch.stack([feats[s:s + self.window_frames] for s in starts])
 
+    def optimize(self) -> "SpeakerModel":
+        """Swap in a frozen TorchScript trace of the encoder, for throughput on CPU.
+
+        Freezing folds batch norms into convolutions and picks oneDNN kernels (about 1.3x faster on
+        one thread for ECAPA-TDNN). It costs about 2 s once, so bulk extraction does it by itself and
+        one-off calls (``verify``, ``similarity``) do not. Only encoders marked ``traceable`` are
+        traced, and the trace is dropped if it disagrees with the eager model on other lengths.
+        """
+        if not self._optimized:
+            self._optimized = True
+            if getattr(self.model.encoder, "traceable", False) and self.device.type == "cpu":
+                self._encode = trace_encoder(self.model) or self.model.encode
+        return self
+
     @torch.inference_mode()
     def _embed_windows(self, windows: list[torch.Tensor]) -> list[np.ndarray]:
         """Embed the windows of several utterances in one encoder call per distinct window length."""
@@ -107,7 +123,7 @@ class SpeakerModel:
         for indices in by_length.values():
             stacked = torch.cat([windows[i] for i in indices])
             # Windows are normalised before averaging (GE2E paper, 3.3) whatever the encoder returns.
-            embs = torch.nn.functional.normalize(self.model.encode(stacked), dim=-1)
+            embs = torch.nn.functional.normalize(self._encode(stacked), dim=-1)
             offset = 0
             for i in indices:
                 count = windows[i].shape[0]
@@ -123,6 +139,8 @@ class SpeakerModel:
     def extract_embeddings(self, audios: Sequence[AudioInput], batch_windows: int = 256,
                            progress: bool = False, desc: str = "embedding") -> np.ndarray:
         """Embeddings (n, dim) of many files, batching windows across utterances for speed."""
+        if len(audios) >= 32:
+            self.optimize()
         out = np.zeros((len(audios), self.embedding_dim), dtype=np.float32)
         pending: list[int] = []
         pending_windows: list[torch.Tensor] = []
@@ -155,6 +173,29 @@ class SpeakerModel:
     def enroll(self, audios: Sequence[AudioInput]) -> np.ndarray:
         """Speaker model from one or more enrollment recordings (normalised mean embedding)."""
         return mean_embedding(self.extract_embeddings(list(audios)))
+
+
+class _Encode(torch.nn.Module):
+    def __init__(self, model: EmbeddingModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(feats)
+
+
+def trace_encoder(model: EmbeddingModel, tolerance: float = 1e-4):
+    """Frozen, inference-optimised trace of ``model.encode``, or None when it does not match eager."""
+    dim = model.frontend.dim if hasattr(model.frontend, "dim") else model.frontend.n_mels
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        example = torch.randn(1, 300, dim, generator=generator)
+        traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(_Encode(model).eval(), example)))
+        for frames in (30, 777):
+            probe = torch.randn(2, frames, dim, generator=generator)
+            if (traced(probe) - model.encode(probe)).abs().max() > tolerance:
+                return None
+    return traced
 
 
 def resolve_model_dir(name_or_dir: str | os.PathLike) -> Path:

@@ -3,10 +3,32 @@ attentive statistics pooling."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from voxprint.models.pooling import build_pooling
 from voxprint.registry import MODELS
+
+
+def dilated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int) -> torch.Tensor:
+    """A "same"-padded dilated 1-D convolution as one matrix product over stacked shifted copies.
+
+    Mathematically identical to ``F.conv1d(x, weight, bias, padding=..., dilation=dilation)``; PyTorch's
+    CPU kernel for dilated convolutions loops over the batch and ran about 2x slower here.
+
+    Example:
+        >>> conv = nn.Conv1d(4, 5, 3, dilation=2, padding=2)
+        >>> x = torch.randn(2, 4, 9)
+        >>> torch.allclose(dilated_conv1d(x, conv.weight, conv.bias, 2), conv(x), atol=1e-6)
+        True
+    """
+    out_channels, in_channels, kernel = weight.shape
+    pad = dilation * (kernel - 1) // 2
+    frames = x.shape[-1]
+    padded = F.pad(x, (pad, pad))
+    stacked = torch.cat([padded[..., i * dilation:i * dilation + frames] for i in range(kernel)], dim=1)
+    out = torch.matmul(weight.permute(0, 2, 1).reshape(out_channels, kernel * in_channels), stacked)
+    return out if bias is None else out + bias[:, None]
 
 
 class ConvReluBN(nn.Module):
@@ -20,7 +42,11 @@ class ConvReluBN(nn.Module):
         self.bn = nn.BatchNorm1d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.relu(self.conv(x)))
+        if self.conv.dilation[0] > 1:
+            y = dilated_conv1d(x, self.conv.weight, self.conv.bias, self.conv.dilation[0])
+        else:
+            y = self.conv(x)
+        return self.bn(self.relu(y))
 
 
 class Res2Conv(nn.Module):
@@ -115,6 +141,9 @@ class ECAPATDNN(nn.Module):
     >>> model(torch.randn(2, 50, 40)).shape
     torch.Size([2, 16])
     """
+
+    #: Safe to trace for inference (no data-dependent Python control flow in forward).
+    traceable = True
 
     def __init__(self, input_dim: int = 80, channels: int = 512, embedding_dim: int = 192, scale: int = 8,
                  se_bottleneck: int = 128, attention_dim: int = 128, pooling: str = "ASTP",
