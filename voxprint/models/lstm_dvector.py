@@ -13,6 +13,22 @@ from voxprint.registry import MODELS
 warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
 
 
+def init_lstm_(lstm: nn.LSTM) -> None:
+    """Glorot input (and projection) weights, orthogonal recurrent gate blocks, zero biases with the
+    forget gate at 1: recurrence keeps the state's scale over hundreds of frames, and cells remember
+    by default early in training."""
+    for name, param in lstm.named_parameters():
+        if name.startswith("weight_hh"):
+            for gate in param.data.chunk(4, dim=0):
+                nn.init.orthogonal_(gate)
+        elif name.startswith("weight"):
+            nn.init.xavier_uniform_(param)
+        else:
+            nn.init.zeros_(param)
+            if name.startswith("bias_ih"):
+                param.data.chunk(4)[1].fill_(1.0)  # PyTorch gate order: input, forget, cell, output
+
+
 @MODELS.register("lstm_dvector")
 class LSTMDVector(nn.Module):
     """Stacked projected LSTM over log-mel frames (Wan et al., 2018).
@@ -53,16 +69,7 @@ class LSTMDVector(nn.Module):
         layers until every utterance maps to nearly the same vector (cosine 0.9999) and the GE2E
         loss sits at ln N with vanishing gradients; this init keeps utterances apart from step one.
         """
-        for name, param in self.lstm.named_parameters():
-            if name.startswith("weight_hh"):
-                for gate in param.data.chunk(4, dim=0):
-                    nn.init.orthogonal_(gate)
-            elif name.startswith("weight"):
-                nn.init.xavier_uniform_(param)
-            else:
-                nn.init.zeros_(param)
-                if name.startswith("bias_ih"):
-                    param.data.chunk(4)[1].fill_(1.0)  # PyTorch gate order: input, forget, cell, output
+        init_lstm_(self.lstm)
         nn.init.xavier_uniform_(self.embedding.weight)
         if self.embedding.bias is not None:
             nn.init.zeros_(self.embedding.bias)

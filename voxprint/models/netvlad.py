@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from voxprint.features.mfcc import mean_variance_normalize
+from voxprint.models.lstm_dvector import init_lstm_
 from voxprint.registry import MODELS
 
 __all__ = ["LSTMNetVLAD", "NetVLAD"]
@@ -176,16 +177,7 @@ class LSTMNetVLAD(nn.Module):
         bias makes every cell remember by default early in training.
         """
         for lstm in self.lstms:
-            for name, param in lstm.named_parameters():
-                if name.startswith("weight_hh"):
-                    for gate in param.data.chunk(4, dim=0):
-                        nn.init.orthogonal_(gate)
-                elif name.startswith("weight"):
-                    nn.init.xavier_uniform_(param)
-                else:
-                    nn.init.zeros_(param)
-                    if name.startswith("bias_ih"):
-                        param.data.chunk(4)[1].fill_(1.0)  # PyTorch gate order: input, forget, cell, output
+            init_lstm_(lstm)
 
     def frame_features(self, feats: torch.Tensor) -> torch.Tensor:
         """Concatenated outputs of all LSTM layers, (B, T, num_layers * 2 * hidden_size)."""
