@@ -44,7 +44,7 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import ArrayLike
 
-from voxprint.backends.scoring import Trials, _as_matrix
+from voxprint.backends.scoring import Trials, _as_matrix, sort_unique_ids
 from voxprint.errors import DataError
 from voxprint.fileio import atomic_write
 
@@ -113,16 +113,7 @@ def _is_pd(m: np.ndarray) -> bool:
 
 def _rows_of(ids: ArrayLike, wanted: np.ndarray, what: str, trials: Trials | None) -> np.ndarray:
     """Row of each wanted id in ``ids`` (which must be unique), or DataError naming the missing."""
-    id_array = np.asarray(ids, dtype=str)
-    order = np.argsort(id_array, kind="stable")
-    sorted_ids = id_array[order]
-    dup = sorted_ids[1:] == sorted_ids[:-1]
-    if dup.any():
-        names = np.unique(sorted_ids[1:][dup])
-        raise DataError(
-            f"{names.size} {what} id(s) occur more than once ({', '.join(names[:5].tolist())}"
-            f"{', ...' if names.size > 5 else ''}); each id must name one row"
-        )
+    order, sorted_ids = sort_unique_ids(np.asarray(ids, dtype=str), what)
     keys, inverse = np.unique(np.asarray(wanted, dtype=str), return_inverse=True)
     pos = np.minimum(np.searchsorted(sorted_ids, keys), max(sorted_ids.size - 1, 0))
     found = sorted_ids[pos] == keys if sorted_ids.size else np.zeros(keys.size, dtype=bool)

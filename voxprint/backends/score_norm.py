@@ -123,6 +123,16 @@ def _check_rows(n: int, enroll_cohort_scores: ArrayLike, test_cohort_scores: Arr
             )
 
 
+def _symmetric_norm(scores: ArrayLike, enroll_cohort_scores: ArrayLike, test_cohort_scores: ArrayLike,
+                    top_n: int | None) -> np.ndarray:
+    """Mean of the Z-norm and T-norm of each score; statistics over the top-N cohort scores (None: all)."""
+    s = _trial_scores(scores)
+    _check_rows(s.size, enroll_cohort_scores, test_cohort_scores)
+    mu_e, sd_e = cohort_statistics(enroll_cohort_scores, top_n)
+    mu_t, sd_t = cohort_statistics(test_cohort_scores, top_n)
+    return 0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)
+
+
 def asnorm(
     scores: ArrayLike,
     enroll_cohort_scores: ArrayLike,
@@ -154,11 +164,7 @@ def asnorm(
         If shapes disagree, a value is non-finite, ``top_n`` < 2, or a side's selected
         cohort scores have zero spread.
     """
-    s = _trial_scores(scores)
-    _check_rows(s.size, enroll_cohort_scores, test_cohort_scores)
-    mu_e, sd_e = cohort_statistics(enroll_cohort_scores, top_n)
-    mu_t, sd_t = cohort_statistics(test_cohort_scores, top_n)
-    return 0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)
+    return _symmetric_norm(scores, enroll_cohort_scores, test_cohort_scores, top_n)
 
 
 def snorm(scores: ArrayLike, enroll_cohort_scores: ArrayLike, test_cohort_scores: ArrayLike) -> np.ndarray:
@@ -191,11 +197,7 @@ def snorm(scores: ArrayLike, enroll_cohort_scores: ArrayLike, test_cohort_scores
     >>> snorm([2.0], [[0.0, 2.0]], [[-1.0, 1.0]]).tolist()  # Z-norm 1, T-norm 2
     [1.5]
     """
-    s = _trial_scores(scores)
-    _check_rows(s.size, enroll_cohort_scores, test_cohort_scores)
-    mu_e, sd_e = cohort_statistics(enroll_cohort_scores, None)
-    mu_t, sd_t = cohort_statistics(test_cohort_scores, None)
-    return 0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)
+    return _symmetric_norm(scores, enroll_cohort_scores, test_cohort_scores, None)
 
 
 def normalize_trial_scores(

@@ -227,6 +227,20 @@ def _as_matrix(embeddings: ArrayLike, what: str) -> np.ndarray:
     return mat
 
 
+def sort_unique_ids(id_array: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, id_array[order])`` for binary search, or DataError when an id occurs twice."""
+    order = np.argsort(id_array, kind="stable")
+    sorted_ids = id_array[order]
+    dup = sorted_ids[1:] == sorted_ids[:-1]
+    if dup.any():
+        names = np.unique(sorted_ids[1:][dup])
+        raise DataError(
+            f"{names.size} {what} id(s) occur more than once ({', '.join(names[:5].tolist())}"
+            f"{', ...' if names.size > 5 else ''}); each id must name one row"
+        )
+    return order, sorted_ids
+
+
 def cosine_score_trials(ids: Sequence[str], embeddings: np.ndarray, trials: Trials) -> np.ndarray:
     """Cosine similarity of every trial's enrollment and test embeddings.
 
@@ -265,15 +279,7 @@ def cosine_score_trials(ids: Sequence[str], embeddings: np.ndarray, trials: Tria
         )
     if id_array.size == 0:
         raise DataError("no embeddings to score the trials with (empty id list)")
-    order = np.argsort(id_array, kind="stable")
-    sorted_ids = id_array[order]
-    dup = sorted_ids[1:] == sorted_ids[:-1]
-    if dup.any():
-        names = np.unique(sorted_ids[1:][dup])
-        raise DataError(
-            f"{names.size} embedding id(s) occur more than once ({', '.join(names[:5].tolist())}"
-            f"{', ...' if names.size > 5 else ''}); each id must name one row"
-        )
+    order, sorted_ids = sort_unique_ids(id_array, "embedding")
 
     def rows_of(wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # Trial lists are usually grouped by enrollment id, so look up each run of equal
