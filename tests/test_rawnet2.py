@@ -94,6 +94,30 @@ def test_sinc_filters_are_symmetric_and_odd_kernels_are_required():
         SincConv(4, 250)
 
 
+@pytest.mark.parametrize("stride,padding", [(1, 125), (3, 124), (1, 0)])
+def test_fft_filtering_matches_direct_convolution_in_value_and_gradient(stride, padding, speech_file):
+    wave = torch.from_numpy(load_audio(speech_file)[:8000]).reshape(1, 1, -1).repeat(2, 1, 1)
+    outputs, grads = [], []
+    for method in ("direct", "fft"):
+        sinc = SincConv(6, 251, stride=stride, padding=padding, method=method)
+        out = sinc(wave)
+        # A fixed random projection of the output makes the gradient reach every filter unequally.
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        outputs.append(out.detach())
+        grads.append(torch.cat([sinc.low_hz.grad, sinc.band_hz.grad]))
+    assert outputs[0].shape == outputs[1].shape
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5 * outputs[0].abs().max().item(), rtol=0)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-6 * grads[0].abs().max().item())
+
+
+def test_auto_method_filters_long_kernels_by_fft_on_cpu_and_rejects_unknown_methods():
+    assert SincConv(4, 251).method == "auto"
+    with pytest.raises(ValueError, match="method"):
+        SincConv(4, 251, method="winograd")
+    with pytest.raises(ValueError, match="shorter"):
+        SincConv(4, 251, method="fft")(torch.randn(1, 1, 100))
+
+
 def _set_linear(layer: torch.nn.Linear, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     weight = torch.randn(layer.weight.shape, generator=generator)
     bias = torch.randn(layer.bias.shape, generator=generator)

@@ -78,6 +78,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Sections a config may carry for the recipes' study runners (recipes/study.py); training ignores them.
+STUDY_SECTIONS = {"description", "paper", "study"}
+
+
 def merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
     """Deep-merge ``override`` into a copy of ``base``; unknown top-level sections are errors."""
     result = copy.deepcopy(base)
@@ -116,7 +120,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
             raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
         if not isinstance(user, dict):
             raise ConfigError(f"{path} must contain a YAML mapping")
-    unknown = sorted(set(user) - set(DEFAULTS) - {"description", "paper"})
+    unknown = sorted(set(user) - set(DEFAULTS) - STUDY_SECTIONS)
     if unknown:
         raise ConfigError(f"unknown config section(s) {unknown}; known: {sorted(DEFAULTS)}")
     config = merge(DEFAULTS, user)

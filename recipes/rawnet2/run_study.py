@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""The RawNet2 study in one command (CPU-sized by default): feature map scaling variants and first layers.
+
+    .venv/bin/python recipes/rawnet2/run_study.py [--seeds 0] [--systems fms_none fms_mul_add ...]
+                                                   [--paper] [--epochs N] [--out exp/rawnet2]
+
+Trains every system of recipes/rawnet2/systems/ with softmax (resuming; finished runs are recorded in
+docs/results/rawnet2_runs/), scores each on the speechocean762 dev trials by cosine, both with the
+paper's test-time augmentation (mean of the unit embeddings of training-length crops overlapping by
+20 %) and on the whole utterance at once, and writes docs/results/rawnet2.md with the training-loss
+curves and the reading in recipes/rawnet2/reading.md.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from recipes.study import REPO, WHOLE_UTTERANCE, Study, Table, run_study_cli  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SCALING = ("fms_none", "fms_add", "fms_mul", "fms_add_mul", "fms_mul_add", "fms_mul_add_sep", "se")
+FIRST_LAYER = ("first_conv", "sinc125", "fms_mul_add", "sinc375")
+
+if __name__ == "__main__":
+    sys.exit(run_study_cli(
+        Study("rawnet2", HERE / "systems", REPO / "exp" / "rawnet2", {"full": WHOLE_UTTERANCE}),
+        "RawNet2 study (speechocean762, CPU scale)",
+        "Each system trains with softmax on 1 s raw-waveform crops of speechocean762/train (125 speakers) and "
+        "is scored by cosine on the 114,960 speechocean762 dev trials; ± is the standard deviation over seeds. "
+        "All systems share the widths of the YAMLs (16 first-layer filters, residual blocks of 32, 32, 64, 64 "
+        "filters, GRU 128, 128-d embedding); only the named part changes.",
+        [Table("Feature map scaling (sinc-conv 251), with test-time augmentation", SCALING),
+         Table("First layer (FMS mul-add), with test-time augmentation", FIRST_LAYER),
+         Table("Every system on whole utterances (no test-time augmentation)", None, "full")],
+        {"feature map scaling": lambda s: s in SCALING, "first layer": lambda s: s in FIRST_LAYER},
+        curve_key="train_loss"))

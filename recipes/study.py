@@ -1,0 +1,272 @@
+"""What the recipes' study runners share: train every system of a study (resuming), score the
+speechocean762 dev trials, keep one committed JSON per finished run, and tabulate mean ± spread.
+
+A study is a folder of system YAMLs (``recipes/<study>/systems/*.yaml``). Besides the usual config
+sections a system may carry:
+
+``paper:``
+    The paper's sizes, merged over the config when the runner gets ``--paper``.
+``study:``
+    How the system relates to the others: ``init_from: OTHER`` starts from OTHER's trained weights
+    (same seed; e.g. AM-softmax fine-tuning after a softmax warm-up) and ``clean_with: OTHER`` trains
+    on the training folder cleaned by OTHER's embeddings (``voxprint clean``). OTHER is trained first.
+
+Results go to ``docs/results/<study>.md``, runs to ``exp/<study>/<system>_seed<seed>`` and the per-run
+JSONs to ``docs/results/<study>_runs/``; a run whose JSON exists (for the same number of epochs) is
+not trained or scored again, so a study resumes across machines and sessions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+from bench.common import format_table  # noqa: E402
+from voxprint.backends import cosine_score_trials, read_trials  # noqa: E402
+from voxprint.backends.cleaning import clean_speakers, write_clean_folder  # noqa: E402
+from voxprint.config import load_config  # noqa: E402
+from voxprint.data import read_data_folder  # noqa: E402
+from voxprint.fileio import atomic_write_text  # noqa: E402
+from voxprint.inference import SpeakerModel, load_model  # noqa: E402
+from voxprint.metrics import evaluate_scores  # noqa: E402
+from voxprint.paths import data_root  # noqa: E402
+from voxprint.training import train  # noqa: E402
+
+# Inference settings under which a run is scored besides its config's own: name -> SpeakerModel
+# attributes. "full" embeds each utterance in one window (no TTA / SEA).
+WHOLE_UTTERANCE = {"window_frames": 10**9, "overlap": 0.0}
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study: its systems folder and where its runs and results go."""
+
+    name: str
+    systems_dir: Path
+    out_root: Path
+    # Extra scorings of every run: label -> SpeakerModel attribute overrides.
+    extra_scorings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    results_root: Path = REPO / "docs" / "results"
+
+    @property
+    def results_doc(self) -> Path:
+        return self.results_root / f"{self.name}.md"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.results_root / f"{self.name}_runs"
+
+    def systems(self) -> list[str]:
+        return sorted(p.stem for p in self.systems_dir.glob("*.yaml"))
+
+    def raw(self, system: str) -> dict[str, Any]:
+        path = self.systems_dir / f"{system}.yaml"
+        if not path.is_file():
+            raise SystemExit(f"no system {system!r} in {self.systems_dir} (known: {', '.join(self.systems())})")
+        return yaml.safe_load(path.read_text())
+
+    def run_dir(self, system: str, seed: int) -> Path:
+        return self.out_root / f"{system}_seed{seed}"
+
+
+def train_and_evaluate(study: Study, system: str, seed: int, *, paper: bool = False,
+                       epochs: int | None = None) -> dict[str, Any]:
+    """Train ``system`` with ``seed`` (and the systems it depends on), score it, and cache the result."""
+    raw = study.raw(system)
+    overrides: dict[str, Any] = dict(raw.get("paper", {})) if paper else {}
+    overrides["seed"] = seed
+    if epochs:
+        overrides.setdefault("optim", {})["epochs"] = epochs
+    relations = raw.get("study", {})
+    extra: dict[str, Any] = {}
+    if "init_from" in relations:
+        train_and_evaluate(study, relations["init_from"], seed, paper=paper, epochs=epochs)
+        overrides["init_from"] = str(study.run_dir(relations["init_from"], seed))
+    if "clean_with" in relations:
+        train_and_evaluate(study, relations["clean_with"], seed, paper=paper, epochs=epochs)
+        base_config = load_config(study.systems_dir / f"{system}.yaml", overrides)
+        cleaned, extra["cleaning"] = clean_training_folder(
+            Path(base_config["data"]["train"]), study.run_dir(relations["clean_with"], seed),
+            study.out_root / f"train_cleaned_by_{relations['clean_with']}_seed{seed}")
+        overrides.setdefault("data", {})["train"] = str(cleaned)
+    config = load_config(study.systems_dir / f"{system}.yaml", overrides)
+
+    run = study.run_dir(system, seed)
+    result_file = study.runs_dir / f"{system}_seed{seed}{'_paper' if paper else ''}.json"
+    if result_file.is_file():
+        cached = json.loads(result_file.read_text())
+        if cached["epochs"] == config["optim"]["epochs"]:
+            return cached
+    history_file, epochs = run / "history.json", config["optim"]["epochs"]
+    if (run / "checkpoint.pt").exists() and json.loads(history_file.read_text())[-1]["epoch"] > epochs:
+        raise SystemExit(f"{run} was trained longer than {epochs} epochs; remove it or use another --out")
+    print(f"[{study.name}] training {system} (seed {seed}) in {run}", flush=True)
+    train(config, run, resume=(run / "checkpoint.pt").exists(), progress=False)
+    history = json.loads(history_file.read_text())
+    result = {"system": system, "seed": seed, "epochs": config["optim"]["epochs"],
+              "description": " ".join(str(raw.get("description", "")).split()),
+              **score_dev(load_model(run), study.extra_scorings), **extra,
+              "train_minutes": sum(r["seconds"] for r in history) / 60,
+              "train_loss": [r.get("train_loss") for r in history],
+              "valid_loss": [r.get("valid_loss") for r in history]}
+    study.runs_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(result_file, json.dumps(result, indent=1))
+    print(f"[{study.name}] {system} seed {seed}: EER {100 * result['eer']:.2f}%", flush=True)
+    return result
+
+
+def score_dev(model: SpeakerModel, extra_scorings: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Cosine-scoring metrics on the speechocean762 dev trials: top level with the model's own
+    inference settings, and one entry per extra scoring (e.g. ``{"full": {...}}``)."""
+    dev = data_root() / "speechocean762" / "dev"
+    trials = read_trials(dev / "trials.txt")
+
+    def metrics() -> dict[str, float]:
+        ids, matrix = model.embed_folder(dev, progress=False)
+        return evaluate_scores(cosine_score_trials(ids, matrix, trials), trials.labels).to_dict()
+
+    result = metrics()
+    own = {name: getattr(model, name) for scoring in extra_scorings.values() for name in scoring}
+    for label, attributes in extra_scorings.items():
+        for name, value in attributes.items():
+            setattr(model, name, value)
+        result[label] = metrics()
+        for name, value in own.items():
+            setattr(model, name, value)
+    return result
+
+
+def clean_training_folder(train_dir: Path, model_dir: Path, out_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """``voxprint clean`` of ``train_dir`` with the model in ``model_dir`` (the paper's thresholds)."""
+    if not (out_dir / "wav.scp").is_file():
+        folder = read_data_folder(train_dir)
+        ids, matrix = load_model(model_dir).embed_folder(folder.root, progress=False)
+        write_clean_folder(folder, clean_speakers(ids, matrix, folder.utt2spk), out_dir)
+    kept = len(read_data_folder(out_dir))
+    total = len(read_data_folder(train_dir))
+    return out_dir, {"removed": total - kept, "utterances": total, "folder": str(out_dir.relative_to(REPO))
+                     if out_dir.is_relative_to(REPO) else str(out_dir)}
+
+
+def mean_spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    """"mean ± std" over seeds, or the single value."""
+    array = np.asarray(values, dtype=float) * scale
+    if len(array) > 1:
+        return f"{array.mean():.{digits}f} ± {array.std():.{digits}f}"
+    return f"{array[0]:.{digits}f}"
+
+
+def group_by_system(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        grouped.setdefault(result["system"], []).append(result)
+    return grouped
+
+
+def metrics_table(results: list[dict[str, Any]], scoring: str | None = None) -> str:
+    """Markdown table, one row per system: seeds, EER %, minDCF 0.01 / 0.001 (mean ± std over seeds)
+    and training minutes. ``scoring`` picks an extra scoring's metrics instead of the top level."""
+    rows = []
+    for system, runs in group_by_system(results).items():
+        picked = [r[scoring] if scoring else r for r in runs]
+        rows.append([system, runs[0]["description"], len(runs), mean_spread([m["eer"] for m in picked], 100),
+                     mean_spread([m["min_dcf_0.01"] for m in picked], digits=3),
+                     mean_spread([m["min_dcf_0.001"] for m in picked], digits=3),
+                     mean_spread([r["train_minutes"] for r in runs], digits=1)])
+    return format_table(["system", "what", "seeds", "EER %", "minDCF 0.01", "minDCF 0.001", "training (min)"], rows)
+
+
+def plot_loss_curves(results: list[dict[str, Any]], path: Path, panels: Mapping[str, Callable[[str], bool]],
+                     key: str = "valid_loss") -> None:
+    """One panel per entry of ``panels`` (title -> which systems it shows), ``key`` per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (title, shows) in zip(axes[0], panels.items(), strict=True):
+        for result in results:
+            if shows(result["system"]):
+                values = [np.nan if v is None else v for v in result[key]]
+                ax.plot(values, label=f"{result['system']} s{result['seed']}", linewidth=1)
+        ax.set_title(f"{title}: {key.replace('_', ' ')} per epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key.replace("_", " "))
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@dataclass(frozen=True)
+class Table:
+    """One results table of a study document: a heading, the systems it shows (all when None), and
+    which scoring's metrics (the top level when None)."""
+
+    heading: str
+    systems: tuple[str, ...] | None = None
+    scoring: str | None = None
+
+
+def run_study_cli(study: Study, title: str, intro: str, tables: list[Table],
+                  panels: Mapping[str, Callable[[str], bool]], curve_key: str = "valid_loss",
+                  default_seeds: tuple[int, ...] = (0,), argv: list[str] | None = None,
+                  notes: Callable[[list[dict[str, Any]]], str] | None = None) -> int:
+    """The command line every study runner offers: train and score the chosen systems and seeds
+    (resuming), then write ``docs/results/<study>.md`` with ``tables``, the loss curves PNG and the
+    study's hand-written reading (``recipes/<study>/reading.md``) when present. ``notes`` turns the
+    results into extra text placed after the tables."""
+    import argparse
+
+    from bench.common import machine_description
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=title)
+    parser.add_argument("--systems", nargs="*", default=study.systems(), help="systems to run (default: all)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=list(default_seeds))
+    parser.add_argument("--paper", action="store_true", help="apply each YAML's paper: section (GPU-sized)")
+    parser.add_argument("--epochs", type=int, help="override every system's optim.epochs")
+    parser.add_argument("--out", default=str(study.out_root), help="where the training runs go")
+    args = parser.parse_args(argv)
+    study = dataclasses.replace(study, out_root=Path(args.out))
+    results = [train_and_evaluate(study, name, seed, paper=args.paper, epochs=args.epochs)
+               for name in args.systems for seed in args.seeds]
+    # Runs of other seeds finished earlier (e.g. a second seed of a few systems) join the tables.
+    known = {(r["system"], r["seed"]) for r in results}
+    for path in sorted(study.runs_dir.glob("*.json")):
+        cached = json.loads(path.read_text())
+        if cached["system"] in args.systems and (cached["system"], cached["seed"]) not in known \
+                and not path.stem.endswith("_paper") and not args.paper:
+            results.append(cached)
+    results.sort(key=lambda r: (args.systems.index(r["system"]), r["seed"]))
+
+    curves = study.results_doc.with_name(f"{study.name}_curves.png")
+    plot_loss_curves(results, curves, panels, key=curve_key)
+    command = " ".join([f"python recipes/{study.name}/run_study.py"] + argv)
+    parts = [f"# {title}", "", f"Command: `{command}`. Machine: {machine_description()}.", "", intro, ""]
+    for table in tables:
+        shown = [r for r in results if table.systems is None or r["system"] in table.systems]
+        if shown:
+            parts += [f"## {table.heading}", "", metrics_table(shown, table.scoring), ""]
+    if notes is not None:
+        parts += [notes(results), ""]
+    parts += [f"![{curve_key.replace('_', ' ')}]({curves.name})", ""]
+    reading = study.systems_dir.parent / "reading.md"
+    if reading.is_file():
+        parts.append(reading.read_text())
+    text = "\n".join(parts)
+    atomic_write_text(study.results_doc, text)
+    print(text)
+    return 0
