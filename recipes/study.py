@@ -159,11 +159,59 @@ def clean_training_folder(train_dir: Path, model_dir: Path, out_dir: Path) -> tu
 
 
 def mean_spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    """"mean ± std" over seeds, or the single value."""
+    """"mean ± sample standard deviation" over seeds, or the single value."""
     array = np.asarray(values, dtype=float) * scale
     if len(array) > 1:
-        return f"{array.mean():.{digits}f} ± {array.std():.{digits}f}"
+        return f"{array.mean():.{digits}f} ± {array.std(ddof=1):.{digits}f}"
     return f"{array[0]:.{digits}f}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A relative finding of a paper to check: ``better`` has a lower EER than ``worse``. Each side is a
+    system, optionally with an extra scoring (``"system:full"``)."""
+
+    finding: str
+    better: str
+    worse: str
+
+
+def _eers(results: list[dict[str, Any]], side: str) -> np.ndarray:
+    system, _, scoring = side.partition(":")
+    return np.array([100 * (r[scoring] if scoring else r)["eer"] for r in results if r["system"] == system])
+
+
+def seed_noise(results: list[dict[str, Any]]) -> float | None:
+    """Typical seed-to-seed EER spread (percentage points): the median sample standard deviation over
+    the systems run with several seeds, or None when none was."""
+    spreads = [np.std([100 * r["eer"] for r in runs], ddof=1) for runs in group_by_system(results).values()
+               if len(runs) > 1]
+    return float(np.median(spreads)) if spreads else None
+
+
+def claims_table(results: list[dict[str, Any]], claims: list[Claim]) -> str:
+    """Markdown table: for each claim the two mean EERs, the difference and a verdict. A difference
+    counts only beyond twice the seed spread (that of the two systems when both ran several seeds,
+    the study's typical spread otherwise): "holds", "reversed" or "within seed spread"."""
+    typical = seed_noise(results)
+    rows = []
+    for claim in claims:
+        better, worse = _eers(results, claim.better), _eers(results, claim.worse)
+        if not len(better) or not len(worse):
+            continue
+        own = [np.std(x, ddof=1) for x in (better, worse) if len(x) > 1]
+        noise = max(own) if len(own) == 2 else typical
+        gain = worse.mean() - better.mean()
+        if noise is None:
+            verdict = ("holds" if gain > 0 else "reversed") + " (one seed, spread unknown)"
+        elif abs(gain) <= 2 * noise:
+            verdict = "within seed spread"
+        else:
+            verdict = "holds" if gain > 0 else "reversed"
+        rows.append([claim.finding, claim.better, claim.worse, f"{better.mean():.2f}", f"{worse.mean():.2f}",
+                     f"{gain:+.2f}", "—" if noise is None else f"{noise:.2f}", verdict])
+    return format_table(["finding (source)", "better", "worse", "EER % (better)", "EER % (worse)", "gain (pp)",
+                         "seed spread (pp)", "here"], rows)
 
 
 def group_by_system(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -223,11 +271,13 @@ class Table:
 def run_study_cli(study: Study, title: str, intro: str, tables: list[Table],
                   panels: Mapping[str, Callable[[str], bool]], curve_key: str = "valid_loss",
                   default_seeds: tuple[int, ...] = (0,), argv: list[str] | None = None,
-                  notes: Callable[[list[dict[str, Any]]], str] | None = None) -> int:
+                  notes: Callable[[list[dict[str, Any]]], str] | None = None,
+                  claims: list[Claim] | None = None) -> int:
     """The command line every study runner offers: train and score the chosen systems and seeds
     (resuming), then write ``docs/results/<study>.md`` with ``tables``, the loss curves PNG and the
     study's hand-written reading (``recipes/<study>/reading.md``) when present. ``notes`` turns the
-    results into extra text placed after the tables."""
+    results into extra text placed after the tables; ``claims`` are the papers' relative findings to
+    check (:func:`claims_table`)."""
     import argparse
 
     from bench.common import machine_description
@@ -262,6 +312,11 @@ def run_study_cli(study: Study, title: str, intro: str, tables: list[Table],
             parts += [f"## {table.heading}", "", metrics_table(shown, table.scoring), ""]
     if notes is not None:
         parts += [notes(results), ""]
+    if claims:
+        parts += ["## Which relative findings hold here", "",
+                  "A finding holds when the first system's EER is lower by more than twice the seed spread "
+                  "(the two systems' own when both ran several seeds, else the study's median); "
+                  "pp = percentage points.", "", claims_table(results, claims), ""]
     parts += [f"![{curve_key.replace('_', ' ')}]({curves.name})", ""]
     reading = study.systems_dir.parent / "reading.md"
     if reading.is_file():

@@ -13,7 +13,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from recipes import study as study_module  # noqa: E402
-from recipes.study import Study, Table, mean_spread, run_study_cli, score_dev, train_and_evaluate  # noqa: E402
+from recipes.study import (  # noqa: E402
+    Claim,
+    Study,
+    Table,
+    claims_table,
+    mean_spread,
+    run_study_cli,
+    score_dev,
+    train_and_evaluate,
+)
 
 FAKE_METRICS = {"eer": 0.1, "min_dcf_0.01": 0.5, "min_dcf_0.001": 0.7}
 
@@ -102,24 +111,57 @@ def test_study_document_tables_mean_and_spread_over_seeds(tmp_path, monkeypatch,
     assert run_study_cli(study, "Toy study", "Intro.", [Table("Only a", ("a",)), Table("Whole", None, "full")],
                          {"all": lambda s: True}, curve_key="train_loss", default_seeds=(0, 1),
                          argv=["--seeds", "0", "--out", str(tmp_path / "exp")],
-                         notes=lambda results: f"{len(results)} runs") == 0
+                         notes=lambda results: f"{len(results)} runs", claims=[Claim("a beats b", "a", "b")]) == 0
     text = study.results_doc.read_text()
     assert text.startswith("# Toy study") and "python recipes/toy/run_study.py --seeds 0 --out" in text
     only_a = text.split("## Only a")[1].split("## Whole")[0]
-    assert "| 11.00 ± 1.00 |" in only_a and "system b" not in only_a
+    assert "| 11.00 ± 1.41 |" in only_a and "system b" not in only_a
     whole = text.split("## Whole")[1]
-    assert "5.50 ± 0.50" in whole and "15.00" in whole  # the "full" scoring's EERs
+    assert "5.50 ± 0.71" in whole and "15.00" in whole  # the "full" scoring's EERs
     assert "3 runs" in text and text.rstrip().endswith("Hand-written.")
+    findings = text.split("## Which relative findings hold here")[1]
+    assert "| a beats b | a | b | 11.00 | 30.00 | +19.00 |" in findings
     assert study.results_doc.with_name("toy_curves.png").stat().st_size > 0
 
 
 def test_mean_spread_formats_one_or_many_seeds():
     assert mean_spread([0.1], 100) == "10.00"
-    assert mean_spread([0.1, 0.2], 100) == "15.00 ± 5.00"
-    assert mean_spread([0.5, 0.7], digits=3) == "0.600 ± 0.100"
+    assert mean_spread([0.1, 0.2], 100) == "15.00 ± 7.07"  # sample standard deviation
+    assert mean_spread([0.5, 0.7], digits=3) == "0.600 ± 0.141"
 
 
 def test_unknown_system_is_a_clear_error(tmp_path):
     study = _study(tmp_path, {})
     with pytest.raises(SystemExit, match="no system 'missing'"):
         study.raw("missing")
+
+
+def _record(system: str, seed: int, eer: float, full_eer: float | None = None) -> dict:
+    record = {"system": system, "seed": seed, "eer": eer}
+    if full_eer is not None:
+        record["full"] = {"eer": full_eer}
+    return record
+
+
+def test_claims_hold_only_beyond_twice_the_seed_spread():
+    results = [_record("a", 0, 0.10, 0.12), _record("a", 1, 0.12, 0.14), _record("b", 0, 0.20), _record("b", 1, 0.22),
+               _record("c", 0, 0.115), _record("d", 0, 0.30)]
+    claims = [Claim("a beats b", "a", "b"), Claim("b beats a", "b", "a"), Claim("c beats a", "c", "a"),
+              Claim("a beats d", "a", "d"), Claim("windows beat whole", "a", "a:full"),
+              Claim("missing system is skipped", "a", "zzz")]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in claims_table(results, claims).splitlines()[2:]}
+    assert set(rows) == {"a beats b", "b beats a", "c beats a", "a beats d", "windows beat whole"}
+    spread = f"{np.std([10, 12], ddof=1):.2f}"  # both systems ran two seeds: their larger spread
+    assert rows["a beats b"] == ["a", "b", "11.00", "21.00", "+10.00", spread, "holds"]
+    assert rows["b beats a"][-3:] == ["-10.00", spread, "reversed"]
+    # c ran one seed: the study's median spread (of a and b, both 1.41) decides; c is 0.5 pp worse, within it.
+    assert rows["c beats a"][-3:] == ["-0.50", spread, "within seed spread"]
+    assert rows["a beats d"][-1] == "holds"
+    assert rows["windows beat whole"][2:5] == ["11.00", "13.00", "+2.00"]
+    assert rows["windows beat whole"][-1] == "within seed spread"  # 2.00 < 2 x 1.41
+
+
+def test_claims_without_any_repeated_seed_say_the_spread_is_unknown():
+    table = claims_table([_record("a", 0, 0.1), _record("b", 0, 0.2)], [Claim("a beats b", "a", "b")])
+    assert "holds (one seed, spread unknown)" in table and "| —" in table

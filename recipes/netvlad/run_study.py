@@ -16,11 +16,20 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from recipes.study import REPO, WHOLE_UTTERANCE, Study, Table, run_study_cli  # noqa: E402
+from recipes.study import REPO, WHOLE_UTTERANCE, Claim, Study, Table, run_study_cli  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 POOLING = ("avgpool", "netvlad_k8", "netvlad_k14", "netvlad_k30")
 MARGIN_AND_CLEANING = ("netvlad_k14", "netvlad_k14_am", "netvlad_k14_cleaned", "netvlad_k14_cleaned_am")
+# The design choices of Kaseva & Kurimo's system, each checked as "it helps" (their tables could not be
+# read here, so the direction is that of the system they built, not a quoted result).
+CLAIMS = [Claim(f"SphereDiar design: NetVLAD (K={k}) over average pooling", f"netvlad_k{k}", "avgpool")
+          for k in (8, 14, 30)] + [
+    Claim("SphereDiar design: AM-softmax fine-tuning after softmax", "netvlad_k14_am", "netvlad_k14"),
+    Claim("SphereDiar design: cleaned training data (AM-softmax stage)", "netvlad_k14_cleaned_am", "netvlad_k14_am"),
+    Claim("SphereDiar design: cleaned training data (softmax stage)", "netvlad_k14_cleaned", "netvlad_k14"),
+    Claim("SphereDiar design: SEA over whole-utterance embedding", "netvlad_k14_am", "netvlad_k14_am:full"),
+]
 
 
 
@@ -44,4 +53,4 @@ if __name__ == "__main__":
          Table("AM-softmax fine-tuning and speaker cleaning (K=14), with SEA", MARGIN_AND_CLEANING),
          Table("Every system on whole utterances (no SEA)", None, "full")],
         {"pooling": lambda s: s in POOLING, "AM-softmax and cleaning": lambda s: s in MARGIN_AND_CLEANING},
-        curve_key="train_loss", notes=cleaning_notes))
+        curve_key="train_loss", notes=cleaning_notes, claims=CLAIMS))
