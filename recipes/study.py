@@ -191,8 +191,9 @@ def seed_noise(results: list[dict[str, Any]]) -> float | None:
 
 def claims_table(results: list[dict[str, Any]], claims: list[Claim]) -> str:
     """Markdown table: for each claim the two mean EERs, the difference and a verdict. A difference
-    counts only beyond twice the seed spread (that of the two systems when both ran several seeds,
-    the study's typical spread otherwise): "holds", "reversed" or "within seed spread"."""
+    counts only beyond twice the seed spread (the larger of the two systems' own when both ran several
+    seeds, the study's typical spread otherwise): "holds", "reversed" or "within seed spread", the
+    last qualified when every seed of one system beat every seed of the other."""
     typical = seed_noise(results)
     rows = []
     for claim in claims:
@@ -204,10 +205,13 @@ def claims_table(results: list[dict[str, Any]], claims: list[Claim]) -> str:
         gain = worse.mean() - better.mean()
         if noise is None:
             verdict = ("holds" if gain > 0 else "reversed") + " (one seed, spread unknown)"
-        elif abs(gain) <= 2 * noise:
-            verdict = "within seed spread"
-        else:
+        elif abs(gain) > 2 * noise:
             verdict = "holds" if gain > 0 else "reversed"
+        elif len(better) > 1 and len(worse) > 1 and (better.max() < worse.min() or better.min() > worse.max()):
+            # Too noisy to call on the means, yet every seed of one side beat every seed of the other.
+            verdict = f"within seed spread, but {'better' if gain > 0 else 'worse'} in every seed"
+        else:
+            verdict = "within seed spread"
         rows.append([claim.finding, claim.better, claim.worse, f"{better.mean():.2f}", f"{worse.mean():.2f}",
                      f"{gain:+.2f}", "—" if noise is None else f"{noise:.2f}", verdict])
     return format_table(["finding (source)", "better", "worse", "EER % (better)", "EER % (worse)", "gain (pp)",

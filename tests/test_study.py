@@ -162,6 +162,10 @@ def test_claims_hold_only_beyond_twice_the_seed_spread():
     assert rows["a beats d"][-1] == "holds"
     assert rows["windows beat whole"][2:5] == ["11.00", "13.00", "+2.00"]
     assert rows["windows beat whole"][-1] == "within seed spread"  # 2.00 < 2 x 1.41
+    # Within twice the spread on the means, yet each seed of e beats each seed of f.
+    noisy = [_record("e", 0, 0.10), _record("e", 1, 0.13), _record("f", 0, 0.14), _record("f", 1, 0.20)]
+    assert claims_table(noisy, [Claim("e beats f", "e", "f")]).splitlines()[2].rstrip(" |").endswith(
+        "within seed spread, but better in every seed")
 
 
 def test_claims_without_any_repeated_seed_say_the_spread_is_unknown():

@@ -37,7 +37,7 @@ if __name__ == "__main__":
         Study("orthogonal", HERE / "systems", REPO / "exp" / "orthogonal"),
         "Orthogonal regularisation study (speechocean762, CPU scale)",
         "Each system trains on speechocean762/train (125 speakers) and is scored by cosine on the 114,960 "
-        "speechocean762 dev trials; ± is the standard deviation over seeds. `lstm_none` is GE2E (softmax "
+        "speechocean762 dev trials; ± is the sample standard deviation over seeds. `lstm_none` is GE2E (softmax "
         "variant) without a regulariser.",
         [Table("LSTM: regularisers", LSTM_REGULARISERS), Table("TDNN (x-vector): regularisers", TDNN_REGULARISERS),
          Table("LSTM: losses", LOSSES)],

@@ -35,7 +35,7 @@ if __name__ == "__main__":
         Study("rawnet2", HERE / "systems", REPO / "exp" / "rawnet2", {"full": WHOLE_UTTERANCE}),
         "RawNet2 study (speechocean762, CPU scale)",
         "Each system trains with softmax on 1 s raw-waveform crops of speechocean762/train (125 speakers) and "
-        "is scored by cosine on the 114,960 speechocean762 dev trials; ± is the standard deviation over seeds. "
+        "is scored by cosine on the 114,960 speechocean762 dev trials; ± is the sample standard deviation over seeds. "
         "All systems share the widths of the YAMLs (16 first-layer filters, residual blocks of 32, 32, 64, 64 "
         "filters, GRU 128, 128-d embedding); only the named part changes.",
         [Table("Feature map scaling (sinc-conv 251), with test-time augmentation", SCALING),
