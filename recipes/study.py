@@ -312,6 +312,8 @@ def run_study_cli(study: Study, title: str, intro: str, tables: list[Table],
     parts = [f"# {title}", "", f"Command: `{command}`. Machine: {machine_description()}.", "", intro, ""]
     for table in tables:
         shown = [r for r in results if table.systems is None or r["system"] in table.systems]
+        if table.systems is not None:  # rows in the table's own order
+            shown.sort(key=lambda r: table.systems.index(r["system"]))
         if shown:
             parts += [f"## {table.heading}", "", metrics_table(shown, table.scoring), ""]
     if notes is not None:
