@@ -171,7 +171,9 @@ def fft_conv1d(x: torch.Tensor, filters: torch.Tensor, padding: int = 0) -> torc
     out_len = padded.shape[-1] - taps + 1
     if out_len < 1:
         raise ValueError(f"input of {x.shape[-1]} samples is shorter than the {taps}-tap filters")
-    n_fft = 1 << (padded.shape[-1] + taps - 2).bit_length()  # no circular wrap-around
+    # Circular convolution wraps around only into the first taps - 1 outputs, which are dropped below,
+    # so the FFT needs no room beyond the input itself.
+    n_fft = 1 << (padded.shape[-1] - 1).bit_length()
     # conv1d is a cross-correlation: flip the filters to make it a convolution.
     spectrum = torch.fft.rfft(padded, n=n_fft) * torch.fft.rfft(filters.flip(-1), n=n_fft)
     return torch.fft.irfft(spectrum, n=n_fft)[..., taps - 1:taps - 1 + out_len]
