@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for taps in (125, 251, 375):
-        times = {method: best_seconds(lambda m=method: SincConv(model_cfg["first_channels"], taps, padding=taps // 2,
-                                                                method=m)(waves), args.repeats)
-                 for method in ("direct", "fft")}
+        times = {}
+        for method in ("direct", "fft"):
+            layer = SincConv(model_cfg["first_channels"], taps, padding=taps // 2, method=method)
+            times[method] = best_seconds(lambda layer=layer: layer(waves), args.repeats)
         rows.append([f"sinc-conv layer, {taps} taps", f"{times['direct']:.3f}", f"{times['fft']:.3f}",
                      f"{times['direct'] / times['fft']:.1f}x"])
     models = {}
