@@ -191,17 +191,19 @@ def seed_noise(results: list[dict[str, Any]]) -> float | None:
 
 def claims_table(results: list[dict[str, Any]], claims: list[Claim]) -> str:
     """Markdown table: for each claim the two mean EERs, the difference and a verdict. A difference
-    counts only beyond twice the seed spread (the larger of the two systems' own when both ran several
-    seeds, the study's typical spread otherwise): "holds", "reversed" or "within seed spread", the
-    last qualified when every seed of one system beat every seed of the other."""
+    counts only beyond twice the seed spread (the larger of the two systems' spreads, where a system run
+    with one seed counts with the study's typical spread): "holds", "reversed" or "within seed spread",
+    the last qualified when every seed of one system beat every seed of the other."""
     typical = seed_noise(results)
     rows = []
     for claim in claims:
         better, worse = _eers(results, claim.better), _eers(results, claim.worse)
         if not len(better) or not len(worse):
             continue
-        own = [np.std(x, ddof=1) for x in (better, worse) if len(x) > 1]
-        noise = max(own) if len(own) == 2 else typical
+        # The larger spread that applies: a side's own over its seeds, the study's typical one for a
+        # side that ran a single seed.
+        spreads = [np.std(x, ddof=1) if len(x) > 1 else typical for x in (better, worse)]
+        noise = max((x for x in spreads if x is not None), default=None)
         gain = worse.mean() - better.mean()
         if noise is None:
             verdict = ("holds" if gain > 0 else "reversed") + " (one seed, spread unknown)"
@@ -321,7 +323,8 @@ def run_study_cli(study: Study, title: str, intro: str, tables: list[Table],
     if claims:
         parts += ["## Which relative findings hold here", "",
                   "A finding holds when the first system's EER is lower by more than twice the seed spread "
-                  "(the two systems' own when both ran several seeds, else the study's median); "
+                  "(the larger of the two systems' spreads over their seeds; a system run with one seed counts "
+                  "with the study's median spread); "
                   "pp = percentage points.", "", claims_table(results, claims), ""]
     parts += [f"![{curve_key.replace('_', ' ')}]({curves.name})", ""]
     reading = study.systems_dir.parent / "reading.md"

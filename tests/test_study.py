@@ -171,3 +171,11 @@ def test_claims_hold_only_beyond_twice_the_seed_spread():
 def test_claims_without_any_repeated_seed_say_the_spread_is_unknown():
     table = claims_table([_record("a", 0, 0.1), _record("b", 0, 0.2)], [Claim("a beats b", "a", "b")])
     assert "holds (one seed, spread unknown)" in table and "| —" in table
+
+
+def test_a_single_seed_system_is_judged_by_the_larger_of_its_partner_and_the_typical_spread():
+    # g varies by 4 pp over its seeds; the study's typical spread (median over g and h) is smaller.
+    results = [_record("g", 0, 0.12), _record("g", 1, 0.18), _record("h", 0, 0.10), _record("h", 1, 0.101),
+               _record("k", 0, 0.11)]
+    row = claims_table(results, [Claim("k beats g", "k", "g")]).splitlines()[2]
+    assert f"{np.std([12, 18], ddof=1):.2f}" in row and row.rstrip(" |").endswith("within seed spread")
