@@ -87,6 +87,15 @@ def train_and_evaluate(study: Study, system: str, seed: int, *, paper: bool = Fa
     overrides["seed"] = seed
     if epochs:
         overrides.setdefault("optim", {})["epochs"] = epochs
+    path = study.systems_dir / f"{system}.yaml"
+    epochs = load_config(path, overrides)["optim"]["epochs"]
+    result_file = study.runs_dir / f"{system}_seed{seed}{'_paper' if paper else ''}.json"
+    if result_file.is_file():
+        # Checked before the dependencies: a fresh clone has the JSONs but not the runs in exp/.
+        cached = json.loads(result_file.read_text())
+        if cached["epochs"] == epochs:
+            return cached
+
     relations = raw.get("study", {})
     extra: dict[str, Any] = {}
     if "init_from" in relations:
@@ -94,26 +103,20 @@ def train_and_evaluate(study: Study, system: str, seed: int, *, paper: bool = Fa
         overrides["init_from"] = str(study.run_dir(relations["init_from"], seed))
     if "clean_with" in relations:
         train_and_evaluate(study, relations["clean_with"], seed, paper=paper, epochs=epochs)
-        base_config = load_config(study.systems_dir / f"{system}.yaml", overrides)
         cleaned, extra["cleaning"] = clean_training_folder(
-            Path(base_config["data"]["train"]), study.run_dir(relations["clean_with"], seed),
+            Path(load_config(path, overrides)["data"]["train"]), study.run_dir(relations["clean_with"], seed),
             study.out_root / f"train_cleaned_by_{relations['clean_with']}_seed{seed}")
         overrides.setdefault("data", {})["train"] = str(cleaned)
-    config = load_config(study.systems_dir / f"{system}.yaml", overrides)
+    config = load_config(path, overrides)
 
     run = study.run_dir(system, seed)
-    result_file = study.runs_dir / f"{system}_seed{seed}{'_paper' if paper else ''}.json"
-    if result_file.is_file():
-        cached = json.loads(result_file.read_text())
-        if cached["epochs"] == config["optim"]["epochs"]:
-            return cached
-    history_file, epochs = run / "history.json", config["optim"]["epochs"]
+    history_file = run / "history.json"
     if (run / "checkpoint.pt").exists() and json.loads(history_file.read_text())[-1]["epoch"] > epochs:
         raise SystemExit(f"{run} was trained longer than {epochs} epochs; remove it or use another --out")
     print(f"[{study.name}] training {system} (seed {seed}) in {run}", flush=True)
     train(config, run, resume=(run / "checkpoint.pt").exists(), progress=False)
     history = json.loads(history_file.read_text())
-    result = {"system": system, "seed": seed, "epochs": config["optim"]["epochs"],
+    result = {"system": system, "seed": seed, "epochs": epochs,
               "description": " ".join(str(raw.get("description", "")).split()),
               **score_dev(load_model(run), study.extra_scorings), **extra,
               "train_minutes": sum(r["seconds"] for r in history) / 60,

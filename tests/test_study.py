@@ -3,6 +3,7 @@ results that resume, restored inference settings after extra scorings, and the r
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -74,6 +75,9 @@ def test_dependent_systems_train_first_and_cached_results_resume(tmp_path, monke
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(study_module, "train", no_training)
+    assert train_and_evaluate(study, "tuned", seed=3) == tuned
+    # A fresh clone has the committed JSONs but neither the runs nor the cleaned folder.
+    shutil.rmtree(study.out_root)
     assert train_and_evaluate(study, "tuned", seed=3) == tuned
 
 
