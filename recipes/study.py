@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 from bench.common import format_table  # noqa: E402
 from voxprint.backends import cosine_score_trials, read_trials  # noqa: E402
-from voxprint.backends.cleaning import clean_speakers, write_clean_folder  # noqa: E402
+from voxprint.backends.cleaning import clean_data_folder  # noqa: E402
 from voxprint.config import load_config  # noqa: E402
 from voxprint.data import read_data_folder  # noqa: E402
 from voxprint.fileio import atomic_write_text  # noqa: E402
@@ -152,9 +152,7 @@ def score_dev(model: SpeakerModel, extra_scorings: Mapping[str, Mapping[str, Any
 def clean_training_folder(train_dir: Path, model_dir: Path, out_dir: Path) -> tuple[Path, dict[str, Any]]:
     """``voxprint clean`` of ``train_dir`` with the model in ``model_dir`` (the paper's thresholds)."""
     if not (out_dir / "wav.scp").is_file():
-        folder = read_data_folder(train_dir)
-        ids, matrix = load_model(model_dir).embed_folder(folder.root, progress=False)
-        write_clean_folder(folder, clean_speakers(ids, matrix, folder.utt2spk), out_dir)
+        clean_data_folder(read_data_folder(train_dir), load_model(model_dir), out_dir)
     kept = len(read_data_folder(out_dir))
     total = len(read_data_folder(train_dir))
     return out_dir, {"removed": total - kept, "utterances": total, "folder": str(out_dir.relative_to(REPO))

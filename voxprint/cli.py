@@ -151,14 +151,13 @@ def _fit_backend(args: argparse.Namespace) -> int:
 
 @command("clean")
 def _clean(args: argparse.Namespace) -> int:
-    from voxprint.backends.cleaning import REPORT_NAME, clean_speakers, write_clean_folder
+    from voxprint.backends.cleaning import REPORT_NAME, clean_data_folder
     from voxprint.data import read_data_folder
     from voxprint.inference import load_model
 
     folder = read_data_folder(args.data)
-    ids, matrix = load_model(args.model).embed_folder(folder.root, progress=not args.quiet)
-    report = clean_speakers(ids, matrix, folder.utt2spk, majority=args.majority, silhouette=args.silhouette)
-    out = write_clean_folder(folder, report, args.out)
+    out, report = clean_data_folder(folder, load_model(args.model), args.out, majority=args.majority,
+                                    silhouette=args.silhouette, progress=not args.quiet)
     print(f"removed {len(report.removed)} of {len(folder)} utterances from {len(report.cleaned_speakers)} of "
           f"{len(folder.speakers)} speakers; wrote {out} (decisions in {out / REPORT_NAME})")
     return 0

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -21,7 +22,8 @@ from voxprint.data import DataFolder, write_data_folder
 from voxprint.errors import ConfigError, DataError
 from voxprint.fileio import atomic_write_text
 
-__all__ = ["CleaningReport", "SpeakerDecision", "clean_speakers", "spherical_kmeans", "write_clean_folder"]
+__all__ = ["CleaningReport", "SpeakerDecision", "clean_data_folder", "clean_speakers", "spherical_kmeans",
+           "write_clean_folder"]
 
 REPORT_NAME = "report.tsv"
 
@@ -282,3 +284,33 @@ def write_clean_folder(folder: DataFolder, report: CleaningReport, out_dir: str 
     out = write_data_folder(cleaned, out_dir)
     atomic_write_text(out / REPORT_NAME, report.to_tsv())
     return out
+
+
+def clean_data_folder(folder: DataFolder, embedder: Any, out_dir: str | os.PathLike, majority: float = 0.6,
+                      silhouette: float = 0.3, progress: bool = False) -> tuple[Path, CleaningReport]:
+    """Embed every utterance of ``folder``, clean its speakers and write the cleaned folder.
+
+    What ``voxprint clean`` does: :func:`clean_speakers` on the embeddings, then
+    :func:`write_clean_folder` into ``out_dir``.
+
+    Arguments
+    ---------
+    folder : DataFolder
+        The data folder to clean.
+    embedder : SpeakerModel
+        Anything with ``embed_folder(root, progress=...) -> (ids, matrix)``, e.g. a loaded model.
+    out_dir : str or os.PathLike
+        Output folder.
+    majority, silhouette : float
+        The thresholds of :func:`clean_speakers`.
+    progress : bool
+        Show a progress bar while embedding.
+
+    Returns
+    -------
+    tuple[Path, CleaningReport]
+        The output folder and the decisions.
+    """
+    ids, matrix = embedder.embed_folder(folder.root, progress=progress)
+    report = clean_speakers(ids, matrix, folder.utt2spk, majority=majority, silhouette=silhouette)
+    return write_clean_folder(folder, report, out_dir), report
