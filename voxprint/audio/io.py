@@ -17,7 +17,8 @@ import soxr
 
 from voxprint.errors import AudioError
 
-__all__ = ["load_audio", "validate_waveform", "SUPPORTED_EXTENSIONS", "MAX_CHANNELS"]
+__all__ = ["load_audio", "validate_waveform", "audio_file_problem", "SUPPORTED_EXTENSIONS", "MAX_CHANNELS",
+           "DEFAULT_MAX_SECONDS"]
 
 #: Container formats we promise to read (soundfile/libsndfile reads more).
 SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -26,6 +27,15 @@ SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 #: audio: a (channels, samples) array with hundreds of "channels" is far more
 #: likely a batch or a feature matrix passed by mistake.
 MAX_CHANNELS = 8
+
+#: Longest input accepted unless told otherwise (4 hours): long enough for a meeting, short enough
+#: that the waveform (230 MB per hour at 16 kHz) fits in memory with room to spare.
+DEFAULT_MAX_SECONDS = 4 * 3600.0
+
+# Files with more samples than this are decoded block by block, so a long 44.1 kHz stereo file never
+# exists in memory as a whole at its original rate and width.
+_STREAM_SAMPLES = 1 << 22
+_BLOCK_FRAMES = 1 << 18
 
 # Below this peak the signal is digital silence: a 16-bit recording's smallest
 # non-zero sample is 1/32768 ~ 3e-5, so 1e-8 only catches true zeros (and the
@@ -124,6 +134,7 @@ def load_audio(
     sample_rate: int | None = None,
     target_rate: int = 16000,
     min_seconds: float = 0.0,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
 ) -> np.ndarray:
     """Loads a file or array as a validated float32 mono waveform at ``target_rate``.
 
@@ -146,6 +157,9 @@ def load_audio(
         Sample rate of the returned waveform in Hz.
     min_seconds : float
         Minimum accepted duration in seconds, measured after resampling.
+    max_seconds : float | None
+        Maximum accepted duration in seconds (None: no limit). A file's duration is checked from its
+        header, before anything is decoded; long files are decoded and resampled block by block.
 
     Returns
     -------
@@ -158,7 +172,7 @@ def load_audio(
         For a missing, empty, unreadable or corrupt file, a directory, an
         array without ``sample_rate``, an unusable array shape or dtype, and
         for audio that is empty, non-finite, digitally silent or shorter than
-        ``min_seconds``.
+        ``min_seconds`` or longer than ``max_seconds``.
 
     Example
     -------
@@ -177,16 +191,23 @@ def load_audio(
                 "load_audio(wave, sample_rate=16000); voxprint cannot guess the rate of raw samples."
             )
         rate = _check_rate(sample_rate, name)
+        _check_duration(name, max(source.shape) / rate if source.size else 0.0, max_seconds)
         wave = _array_to_mono(source, name)
     elif isinstance(source, (str, os.PathLike)):
         name = str(source)
-        wave, rate = _read_file(Path(source))
+        info = _read_header(Path(source))
+        rate = int(info.samplerate)
         if sample_rate is not None and int(sample_rate) != rate:
             raise AudioError(
                 f"{name}: sample_rate={sample_rate} was given but the file header says {rate} Hz. "
                 "Leave sample_rate unset for files (the header is used) and set target_rate to choose "
                 "the output rate."
             )
+        _check_duration(name, info.frames / rate, max_seconds)
+        if info.frames * info.channels > _STREAM_SAMPLES:
+            wave = _stream_file(Path(source), info, int(target_rate))
+            return validate_waveform(wave, name, int(target_rate), min_seconds)
+        wave = _read_file(Path(source))
     else:
         raise AudioError(
             f"cannot load audio from a {type(source).__name__}; pass a file path or a numpy array "
@@ -209,8 +230,39 @@ def _check_rate(sample_rate: object, name: str) -> int:
     return int(sample_rate)
 
 
-def _read_file(path: Path) -> tuple[np.ndarray, int]:
-    """Decodes ``path`` to a float32 mono waveform and its sample rate."""
+def audio_file_problem(path: str | os.PathLike, min_seconds: float = 0.0,
+                       max_seconds: float | None = DEFAULT_MAX_SECONDS) -> str | None:
+    """Why ``path`` cannot be used, judged from its header alone (fast: nothing is decoded), or None.
+
+    Batch commands call this on every file before any slow work, so a bad file is reported up front.
+
+    Example
+    -------
+    >>> audio_file_problem("missing.flac").startswith("audio file not found")
+    True
+    """
+    try:
+        info = _read_header(Path(path))
+        duration = info.frames / info.samplerate
+        if info.frames == 0:
+            raise AudioError(f"audio file {path} contains no audio samples (a header without data).")
+        if duration < min_seconds:
+            raise AudioError(f"{path} is too short: {duration:.3f} s of audio, but at least {min_seconds:.3f} s "
+                             "is needed. Use a longer recording.")
+        _check_duration(str(path), duration, max_seconds)
+    except AudioError as exc:
+        return str(exc)
+    return None
+
+
+def _check_duration(name: str, seconds: float, max_seconds: float | None) -> None:
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioError(f"{name} is {seconds / 60:.1f} min long, more than the {max_seconds / 60:.1f} min limit; "
+                         "split it, or raise the limit (max_seconds, --max-seconds).")
+
+
+def _read_header(path: Path) -> "sf._SoundFileInfo":
+    """The file's header (rate, frames, channels), with the checks that need no decoding."""
     if not path.exists():
         hint = "" if path.is_absolute() else f" (relative paths are resolved from {Path.cwd()})"
         raise AudioError(f"audio file not found: {path}{hint}. Check the path and file name.")
@@ -225,20 +277,60 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
     if size == 0:
         raise AudioError(f"audio file {path} is empty (0 bytes); the recording or copy probably failed.")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
-        # libsndfile's own message ("Format not recognised", "Internal error")
-        # is terse, so say what it means for the user as well.
-        raise AudioError(
-            f"cannot decode audio file {path}: {exc}. The file is corrupt, truncated or not in a supported "
-            f"format ({', '.join(SUPPORTED_EXTENSIONS)}); re-export or re-download it."
-        ) from exc
+        raise _decode_error(path, exc) from exc
+    if info.samplerate <= 0:
+        raise AudioError(f"audio file {path} declares a sample rate of {info.samplerate} Hz; it is corrupt.")
+    return info
+
+
+def _decode_error(path: Path, exc: Exception) -> AudioError:
+    # libsndfile's own message ("Format not recognised", "Internal error") is terse, so say what it
+    # means for the user as well.
+    return AudioError(
+        f"cannot decode audio file {path}: {exc}. The file is corrupt, truncated or not in a supported "
+        f"format ({', '.join(SUPPORTED_EXTENSIONS)}); re-export or re-download it."
+    )
+
+
+def _stream_file(path: Path, info: "sf._SoundFileInfo", target_rate: int) -> np.ndarray:
+    """Decode, mix down and resample a long file block by block into one float32 array."""
+    rate = int(info.samplerate)
+    out = np.empty(int(np.ceil(info.frames * target_rate / rate)) + 64, dtype=np.float32)
+    filled = 0
+    resampler = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ") if rate != target_rate else None
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            while True:
+                block = handle.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                last = len(block) < _BLOCK_FRAMES
+                mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+                piece = resampler.resample_chunk(mono, last=last) if resampler is not None else mono
+                if filled + len(piece) > len(out):  # headers of some formats under-count frames
+                    out = np.resize(out, filled + len(piece) + len(out) // 4)
+                out[filled:filled + len(piece)] = piece
+                filled += len(piece)
+                if last:
+                    break
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
+        raise _decode_error(path, exc) from exc
+    if filled == 0:
+        raise AudioError(f"audio file {path} contains no audio samples (a header without data).")
+    return out[:filled]
+
+
+def _read_file(path: Path) -> np.ndarray:
+    """Decodes ``path`` to a float32 mono waveform at its own rate."""
+    try:
+        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
+        raise _decode_error(path, exc) from exc
     if data.shape[0] == 0:
         raise AudioError(f"audio file {path} contains no audio samples (a header without data).")
     # Averaging (rather than taking channel 0) keeps speech that was recorded
     # on only one side of a stereo file.
-    wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
-    return wave, int(rate)
+    return data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
 
 
 def _array_to_mono(array: np.ndarray, name: str) -> np.ndarray:

@@ -102,8 +102,13 @@ class DataFolder:
         return train, valid
 
 
-def read_data_folder(folder: str | os.PathLike) -> DataFolder:
+def read_data_folder(folder: str | os.PathLike, require_speakers: bool = True) -> DataFolder:
     """Read ``wav.scp`` and ``utt2spk`` from a Kaldi-style data folder.
+
+    Args:
+        folder: the data folder.
+        require_speakers: when False, a folder with only ``wav.scp`` is read too (each utterance is
+            then its own speaker), which is all embedding needs.
 
     Raises:
         DataError: the folder or a file is missing, a line is malformed, an audio path does not exist.
@@ -122,6 +127,8 @@ def read_data_folder(folder: str | os.PathLike) -> DataFolder:
     missing = [str(p) for p in wav.values() if not p.is_file()]
     if missing:
         raise DataError(f"{len(missing)} audio files listed in {root / 'wav.scp'} do not exist (first: {missing[0]})")
+    if not require_speakers and not (root / "utt2spk").is_file():
+        return DataFolder(wav=wav, utt2spk={utt: utt for utt in wav}, root=root)
     utt2spk = _read_two_columns(root / "utt2spk")
     return DataFolder(wav=wav, utt2spk=utt2spk, root=root)
 

@@ -19,6 +19,8 @@ class RawWaveform(nn.Module):
     """
 
     dim = 1
+    frame_length = 1
+    frame_shift = 1
 
     def __init__(self, sample_rate: int = 16000, min_samples: int = 400):
         super().__init__()

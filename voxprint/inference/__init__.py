@@ -1,4 +1,6 @@
-"""Inference: loading trained models and extracting embeddings."""
-from voxprint.inference.speaker_model import SpeakerModel, load_model, window_starts
+"""Inference: loading trained models and extracting embeddings (imports no training code)."""
+from voxprint.inference.speaker_model import EmbeddedSet, SpeakerModel, load_model, resolve_device
+from voxprint.inference.windows import SlidingWindowEmbedder, WindowEmbeddings, window_starts
 
-__all__ = ["SpeakerModel", "load_model", "window_starts"]
+__all__ = ["EmbeddedSet", "SlidingWindowEmbedder", "SpeakerModel", "WindowEmbeddings", "load_model",
+           "resolve_device", "window_starts"]

@@ -1,61 +1,103 @@
-"""Embedding extraction with a trained model: the GE2E paper's sliding-window d-vector.
+"""A trained model ready for inference: load it, embed recordings, score them with its back-end.
 
-An utterance's embedding is the mean of the L2-normalised embeddings of ``window_frames``-frame
-windows with ``overlap`` (default 160 frames, 50 %), L2-normalised again so stored embeddings are
-unit vectors. Audio shorter than one window is embedded as a single window.
+An utterance's embedding is the normalised mean of the normalised embeddings of its sliding windows
+(:class:`~voxprint.inference.windows.SlidingWindowEmbedder`; by default 160 frames with 50 % overlap,
+the GE2E paper's d-vector). Audio shorter than one window is embedded as a single window.
 """
 from __future__ import annotations
 
-import json
+import copy
 import os
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from voxprint.audio import load_audio, remove_silence
-from voxprint.backends.pipeline import ScoringBackend
-from voxprint.backends.scoring import cosine_similarity, mean_embedding
+from voxprint.audio import DEFAULT_MAX_SECONDS, audio_file_problem, load_audio, remove_silence
+from voxprint.backends import cosine_similarity, mean_embedding
 from voxprint.config import DEFAULTS, merge
-from voxprint.data import read_data_folder
-from voxprint.errors import ModelError
+from voxprint.errors import AudioError, ModelError, VoxprintError
+from voxprint.inference.windows import SlidingWindowEmbedder, WindowEmbeddings, window_starts
 from voxprint.models import EmbeddingModel, build_embedding_model
-from voxprint.paths import PACKAGE_DIR
-from voxprint.training.checkpoint import META_NAME, MODEL_NAME, load_file
+from voxprint.runs import (
+    BACKEND_DIR,
+    MODEL_FILE,
+    hash_state,
+    load_torch_file,
+    model_identity,
+    read_meta,
+    resolve_model_dir,
+)
 
 AudioInput = str | os.PathLike | np.ndarray
-BUILTIN_MODELS = {"default": PACKAGE_DIR / "pretrained" / "default"}
+OnError = Literal["fail", "skip"]
 
 
-def window_starts(num_frames: int, window: int, overlap: float) -> list[int]:
-    """Start frames of the sliding windows; the last window is aligned to the end so no tail is lost."""
-    if num_frames <= window:
-        return [0]
-    hop = max(1, int(round(window * (1.0 - overlap))))
-    starts = list(range(0, num_frames - window + 1, hop))
-    if starts[-1] != num_frames - window:
-        starts.append(num_frames - window)
-    return starts
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) as a usable torch device.
+
+    Raises:
+        ModelError: the device is unknown or not available on this machine.
+
+    Example:
+        >>> resolve_device("cpu"), resolve_device("auto").type in ("cpu", "cuda")
+        (device(type='cpu'), True)
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or auto") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ModelError(f"device {str(device)!r} is not supported; use cpu, cuda, cuda:N or auto")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"device {str(device)!r} was requested but this machine has no usable CUDA GPU "
+                             "(or this torch build has no CUDA); use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ModelError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return resolved
+
+
+@dataclass
+class EmbeddedSet:
+    """Embeddings of many recordings, with the ones that could not be embedded and why.
+
+    Attributes:
+        ids: the names of the embedded recordings, in input order.
+        embeddings: (len(ids), D) float32 unit rows.
+        skipped: name -> reason, for each recording left out (``on_error="skip"``).
+    """
+
+    ids: list[str]
+    embeddings: np.ndarray
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 class SpeakerModel:
     """A trained embedder ready for inference (WeSpeaker-style verbs).
 
     Attributes:
-        threshold: accept threshold on the cosine score (the dev-set EER threshold for shipped
-            models), or None when the model has not been calibrated.
+        threshold: accept threshold for :meth:`verification_score` (stored in ``meta.json`` by
+            ``voxprint eval --write-threshold``), or None when the model has none.
+        identity: the weights + back-end identity a speaker store records (None for a model built in memory).
     """
 
     def __init__(self, model: EmbeddingModel, config: dict[str, Any], meta: dict[str, Any] | None = None,
-                 device: str | torch.device = "cpu", model_dir: str | os.PathLike | None = None):
-        self.device = torch.device(device)
+                 device: str | torch.device = "cpu", model_dir: str | os.PathLike | None = None,
+                 max_seconds: float | None = DEFAULT_MAX_SECONDS, identity: str | None = None):
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self.meta = meta or {}
         self.model_dir = Path(model_dir) if model_dir is not None else None
-        self._backend: ScoringBackend | None = None
+        self.identity = identity
+        self._backend: Any = None
         self._encode = self.model.encode  # replaced by a frozen trace in optimize()
         self._optimized = False
         self.sample_rate = int(config["sample_rate"])
@@ -63,6 +105,7 @@ class SpeakerModel:
         self.window_frames = int(inference["window_frames"])
         self.overlap = float(inference["overlap"])
         self.min_seconds = float(inference["min_seconds"])
+        self.max_seconds = max_seconds
         self.vad_threshold_db = config["vad"]["threshold_db"] if config["vad"]["enabled"] else None
 
     @property
@@ -70,34 +113,53 @@ class SpeakerModel:
         return self.meta.get("threshold")
 
     @property
-    def backend(self) -> ScoringBackend:
+    def embedding_dim(self) -> int:
+        return int(self.model.encoder.embedding_dim)
+
+    @property
+    def windows(self) -> SlidingWindowEmbedder:
+        """The sliding-window embedder with this model's inference settings."""
+        return SlidingWindowEmbedder(self.model, self.window_frames, self.overlap, encode=self._encode,
+                                     device=self.device)
+
+    def with_inference(self, window_frames: int | None = None, overlap: float | None = None) -> "SpeakerModel":
+        """A view of this model with other window settings (the weights are shared, not copied).
+
+        Example:
+            >>> model.with_inference(window_frames=10**9, overlap=0.0)  # doctest: +SKIP
+        """
+        other = copy.copy(self)
+        other.window_frames = self.window_frames if window_frames is None else int(window_frames)
+        other.overlap = self.overlap if overlap is None else float(overlap)
+        return other
+
+    @property
+    def backend(self) -> Any:
         """The scoring back-end named in ``meta.json`` (plain cosine when none is named)."""
         if self._backend is None:
+            from voxprint.backends.pipeline import ScoringBackend
+
             options = self.meta.get("backend", {})
             self._backend = (ScoringBackend.load(self.model_dir, **options) if options and self.model_dir
                              else ScoringBackend())
         return self._backend
 
     def verification_score(self, enroll: Sequence[AudioInput], test: AudioInput) -> float:
-        """Score of ``test`` against a speaker enrolled from ``enroll`` with the model's back-end
-        (a log-likelihood ratio when the back-end is calibrated); compare it with :attr:`threshold`."""
-        return self.backend.score(self.extract_embeddings(list(enroll)), self.extract_embedding(test))
+        """Score of ``test`` against a speaker enrolled from every recording of ``enroll``, with the
+        model's back-end (a log-likelihood ratio when the back-end is calibrated); compare it with
+        :attr:`threshold`."""
+        enroll = list(enroll)
+        if not enroll:
+            raise AudioError("verification needs at least one enrollment recording")
+        return self.backend.score(self.extract_embeddings(enroll), self.extract_embedding(test))
 
-    @property
-    def embedding_dim(self) -> int:
-        return int(self.model.encoder.embedding_dim)
-
-    def load(self, audio: AudioInput, sample_rate: int | None = None) -> np.ndarray:
-        wave = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate, min_seconds=self.min_seconds)
+    def load_waveform(self, audio: AudioInput, sample_rate: int | None = None) -> np.ndarray:
+        """Decode, check, resample (and, when the model uses VAD, trim silence from) one input."""
+        wave = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate,
+                          min_seconds=self.min_seconds, max_seconds=self.max_seconds)
         if self.vad_threshold_db is not None:
             wave = remove_silence(wave, self.sample_rate, threshold_db=self.vad_threshold_db)
         return wave
-
-    def _windows(self, wave: np.ndarray) -> torch.Tensor:
-        """Feature windows (W, window_frames or fewer, bins) of one waveform."""
-        feats = self.model.features(torch.from_numpy(wave).to(self.device).unsqueeze(0))[0]
-        starts = window_starts(feats.shape[0], self.window_frames, self.overlap)
-        return torch.stack([feats[s:s + self.window_frames] for s in starts])
 
     def optimize(self) -> "SpeakerModel":
         """Swap in a frozen TorchScript trace of the encoder, for throughput on CPU.
@@ -113,66 +175,116 @@ class SpeakerModel:
                 self._encode = trace_encoder(self.model) or self.model.encode
         return self
 
-    @torch.inference_mode()
-    def _embed_windows(self, windows: list[torch.Tensor]) -> list[np.ndarray]:
-        """Embed the windows of several utterances in one encoder call per distinct window length."""
-        by_length: dict[int, list[int]] = {}
-        for i, w in enumerate(windows):
-            by_length.setdefault(w.shape[1], []).append(i)
-        results: list[np.ndarray | None] = [None] * len(windows)
-        for indices in by_length.values():
-            stacked = torch.cat([windows[i] for i in indices])
-            # Windows are normalised before averaging (GE2E paper, 3.3) whatever the encoder returns.
-            embs = torch.nn.functional.normalize(self._encode(stacked), dim=-1)
-            offset = 0
-            for i in indices:
-                count = windows[i].shape[0]
-                mean = embs[offset:offset + count].mean(dim=0)
-                results[i] = torch.nn.functional.normalize(mean, dim=0).cpu().numpy()
-                offset += count
-        return results  # type: ignore[return-value]
+    def extract_window_embeddings(self, audio: AudioInput, sample_rate: int | None = None) -> WindowEmbeddings:
+        """Per-window embeddings of one recording, with each window's start and end in seconds."""
+        return self.windows(self.load_waveform(audio, sample_rate))
 
     def extract_embedding(self, audio: AudioInput, sample_rate: int | None = None) -> np.ndarray:
         """Embedding (unit vector, float32) of a file path or a waveform array (``sample_rate`` required)."""
-        return self._embed_windows([self._windows(self.load(audio, sample_rate))])[0]
+        return self.extract_window_embeddings(audio, sample_rate).utterance_embedding()
 
     def extract_embeddings(self, audios: Sequence[AudioInput], batch_windows: int = 256,
                            progress: bool = False, desc: str = "embedding") -> np.ndarray:
-        """Embeddings (n, dim) of many files, batching windows across utterances for speed."""
+        """Embeddings (n, dim) of many recordings, batching windows across them; stops at the first bad one."""
+        return self.embed_many(audios, batch_windows=batch_windows, progress=progress, desc=desc).embeddings
+
+    def embed_many(self, audios: Sequence[AudioInput], names: Sequence[str] | None = None,
+                   on_error: OnError = "fail", batch_windows: int = 256, progress: bool = False,
+                   desc: str = "embedding") -> EmbeddedSet:
+        """Embed many recordings, batching windows across them.
+
+        Args:
+            audios: file paths or waveform arrays at the model's sample rate.
+            names: what to call each input in ``ids`` and ``skipped`` (default: the path, or its index).
+            on_error: ``"fail"`` raises at the first recording that cannot be embedded; ``"skip"``
+                leaves it out and records why in :attr:`EmbeddedSet.skipped`.
+            batch_windows: windows gathered before the encoder runs (windows of equal length share a call).
+            progress: show a progress bar (on stderr).
+
+        Raises:
+            AudioError: a recording cannot be embedded and ``on_error="fail"``.
+        """
+        if on_error not in ("fail", "skip"):
+            raise VoxprintError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+        names = list(names) if names is not None else [str(a) if not isinstance(a, np.ndarray) else str(i)
+                                                       for i, a in enumerate(audios)]
         if len(audios) >= 32:
             self.optimize()
-        out = np.zeros((len(audios), self.embedding_dim), dtype=np.float32)
-        pending: list[int] = []
-        pending_windows: list[torch.Tensor] = []
+        embedder = self.windows
+        rows: dict[int, np.ndarray] = {}
+        skipped: dict[str, str] = {}
+        pending: list[tuple[int, torch.Tensor]] = []
+        windows = 0
 
         def flush() -> None:
-            for index, emb in zip(pending, self._embed_windows(pending_windows)):
-                out[index] = emb
+            results = embedder.embed_features([feats for _, feats in pending])
+            rows.update((index, result.utterance_embedding()) for (index, _), result in zip(pending, results))
             pending.clear()
-            pending_windows.clear()
 
-        for i, audio in enumerate(tqdm(audios, desc=desc, disable=not progress, unit="utt")):
-            pending.append(i)
-            pending_windows.append(self._windows(self.load(audio)))
-            if sum(w.shape[0] for w in pending_windows) >= batch_windows:
+        for index, audio in enumerate(tqdm(audios, desc=desc, disable=not progress, unit="utt")):
+            try:
+                wave = self.load_waveform(audio, self.sample_rate if isinstance(audio, np.ndarray) else None)
+                feats = embedder.features(wave)
+            except AudioError as exc:
+                if on_error == "fail":
+                    raise
+                skipped[names[index]] = str(exc)
+                continue
+            pending.append((index, feats))
+            windows += len(window_starts(len(feats), self.window_frames, self.overlap))
+            if windows >= batch_windows:
                 flush()
+                windows = 0
         if pending:
             flush()
-        return out
+        order = sorted(rows)
+        matrix = (np.stack([rows[i] for i in order]) if order
+                  else np.zeros((0, self.embedding_dim), dtype=np.float32))
+        return EmbeddedSet([names[i] for i in order], matrix, skipped)
 
-    def embed_folder(self, data_dir: str | os.PathLike, progress: bool = True) -> tuple[list[str], np.ndarray]:
-        """Embed every utterance of a Kaldi-style data folder; returns (utterance ids, matrix)."""
-        folder = read_data_folder(data_dir)
+    def check_files(self, paths: Iterable[str | os.PathLike]) -> dict[str, str]:
+        """Files that cannot be embedded, judged from their headers (fast): path -> reason."""
+        problems = {}
+        for path in paths:
+            reason = audio_file_problem(path, self.min_seconds, self.max_seconds)
+            if reason is not None:
+                problems[str(path)] = reason
+        return problems
+
+    def embed_folder(self, data_dir: str | os.PathLike, progress: bool = True, on_error: OnError = "fail",
+                     check_first: bool = True) -> EmbeddedSet:
+        """Embed every utterance of a data folder (``wav.scp``; ``utt2spk`` is not needed).
+
+        With ``on_error="fail"`` every file's header is checked first (``check_first``), so a bad file
+        stops the run before any slow work, with the count and the first few named.
+
+        Raises:
+            DataError: the folder cannot be read.
+            AudioError: some files cannot be embedded and ``on_error="fail"``.
+        """
+        from voxprint.data import read_data_folder
+
+        folder = read_data_folder(data_dir, require_speakers=False)
         ids = folder.utterances
-        return ids, self.extract_embeddings([folder.wav[u] for u in ids], progress=progress)
+        if on_error == "fail" and check_first:
+            raise_if_bad(self.check_files(folder.wav[u] for u in ids), folder.root)
+        return self.embed_many([folder.wav[u] for u in ids], names=ids, on_error=on_error, progress=progress)
 
     def compute_similarity(self, a: AudioInput, b: AudioInput) -> float:
-        """Cosine similarity of two recordings."""
+        """Cosine similarity of two recordings' embeddings (in [-1, 1]; not calibrated)."""
         return cosine_similarity(self.extract_embedding(a), self.extract_embedding(b))
 
     def enroll(self, audios: Sequence[AudioInput]) -> np.ndarray:
         """Speaker model from one or more enrollment recordings (normalised mean embedding)."""
         return mean_embedding(self.extract_embeddings(list(audios)))
+
+
+def raise_if_bad(problems: dict[str, str], where: Any) -> None:
+    """Raise one AudioError counting the bad files and naming the first few (nothing when all are fine)."""
+    if problems:
+        shown = "; ".join(list(problems.values())[:3])
+        raise AudioError(f"{len(problems)} file(s) of {where} cannot be embedded ({shown}"
+                         f"{'; ...' if len(problems) > 3 else ''}); fix or remove them, or pass --on-error skip")
 
 
 class _Encode(torch.nn.Module):
@@ -198,33 +310,50 @@ def trace_encoder(model: EmbeddingModel, tolerance: float = 1e-4):
     return traced
 
 
-def resolve_model_dir(name_or_dir: str | os.PathLike) -> Path:
-    if str(name_or_dir) in BUILTIN_MODELS:
-        return BUILTIN_MODELS[str(name_or_dir)]
-    path = Path(name_or_dir).expanduser()
-    if path.is_file():
-        return path.parent
-    if not path.is_dir():
-        raise ModelError(f"model {name_or_dir!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) "
-                         "nor a folder holding model.pt")
-    return path
-
-
-def load_model(name_or_dir: str | os.PathLike = "default", device: str | torch.device = "cpu") -> SpeakerModel:
+def load_model(name_or_dir: str | os.PathLike = "default", device: str | torch.device = "cpu",
+               max_seconds: float | None = DEFAULT_MAX_SECONDS) -> SpeakerModel:
     """Load a built-in model (``"default"``) or a training run folder (its ``model.pt``).
 
+    The file is read without executing code (tensors and plain data only), its weights are checked
+    against the hash stored when it was written, and ``meta.json`` is checked.
+
+    Args:
+        name_or_dir: ``"default"``, a run folder, or its ``model.pt``.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        max_seconds: longest recording accepted (None: no limit).
+
+    Raises:
+        ModelError: with a one-line message for anything that makes the folder unusable.
+
     Example:
-        >>> model = load_model("default")  # doctest: +SKIP
-        >>> model.compute_similarity("a.wav", "b.wav")  # doctest: +SKIP
+        >>> model = load_model("default")
+        >>> model.embedding_dim
+        192
     """
+    device = resolve_device(device)
     folder = resolve_model_dir(name_or_dir)
-    state = load_file(folder / MODEL_NAME)
-    if "config" not in state or "state_dict" not in state:
-        raise ModelError(f"{folder / MODEL_NAME} is not a voxprint model file (a checkpoint.pt is not loadable here)")
+    path = folder / MODEL_FILE
+    state = load_torch_file(path)
+    if not isinstance(state.get("config"), dict) or not isinstance(state.get("state_dict"), dict):
+        raise ModelError(f"{path} is not a voxprint model file (a checkpoint.pt is not loadable here)")
+    weights_hash = hash_state(state["config"], state["state_dict"])
+    stored = state.get("weights_sha256")
+    if stored is None:
+        warnings.warn(f"{path} has no weights hash (written by an older voxprint), so corruption cannot be detected",
+                      stacklevel=2)
+    elif stored != weights_hash:
+        raise ModelError(f"{path} is corrupt: its weights do not match the hash stored when it was written")
     # Files written by older versions lack newer options: their defaults apply.
     config = merge(DEFAULTS, state["config"])
-    model = build_embedding_model(config)
-    model.load_state_dict(state["state_dict"])
-    meta_path = folder / META_NAME
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return SpeakerModel(model, config, meta, device=device, model_dir=folder)
+    try:
+        model = build_embedding_model(config)
+        model.load_state_dict(state["state_dict"])
+    except VoxprintError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ModelError(f"{path}: the weights do not fit the model its config describes ({detail[:300]})") from None
+    meta = read_meta(folder)
+    identity = model_identity(weights_hash, folder / BACKEND_DIR if (folder / BACKEND_DIR).is_dir() else None)
+    return SpeakerModel(model, config, meta, device=device, model_dir=folder, max_seconds=max_seconds,
+                        identity=identity)

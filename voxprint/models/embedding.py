@@ -17,10 +17,19 @@ from voxprint.registry import FRONTENDS, MODELS
 
 
 class EmbeddingModel(nn.Module):
-    """Front-end + encoder.
+    """Front-end + encoder: the contract every embedder follows.
 
-    ``features`` turns waveforms (B, T) into frames (B, F, D); ``encode`` turns frames of one segment
-    (a training crop or an inference window) into L2-normalised embeddings.
+    - ``features(waves)``: float32 waveforms (B, T) in [-1, 1] at ``sample_rate`` -> frames (B, F, D),
+      i.e. ``normalize_features(frontend(waves))``. The front-end exposes ``sample_rate``,
+      ``frame_shift``, ``num_frames(samples)`` and ``num_samples(frames)`` (raw-waveform models have one
+      "frame" per sample).
+    - ``encode(frames)``: frames (B, F, D) of B segments of equal length F (a training crop or an
+      inference window; no padding and no length mask, so no padding can change an embedding) ->
+      (B, E) float32 embeddings with ``E == encoder.embedding_dim``, each row depending on its own
+      segment only (eval mode). The output is **not necessarily normalised**: the LSTM encoders return
+      unit vectors, ECAPA-TDNN, the ResNets, the x-vector TDNN and RawNet2 return raw affine outputs (a
+      margin loss normalises inside). Every consumer that compares embeddings normalises them; the
+      :class:`~voxprint.inference.SlidingWindowEmbedder` normalises each window.
     """
 
     def __init__(self, config: dict[str, Any]):
@@ -40,12 +49,17 @@ class EmbeddingModel(nn.Module):
 
     @torch.no_grad()
     def features(self, waves: torch.Tensor) -> torch.Tensor:
-        feats = self.frontend(waves)
+        """Normalised frames (B, F, D) of waveforms (B, T)."""
+        return self.normalize_features(self.frontend(waves))
+
+    def normalize_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """The whole-input part of the mean normalisation (``sliding``); ``segment`` happens in :meth:`encode`."""
         if self.normalize == "sliding":
             feats = sliding_mean_normalize(feats, self.sliding_window_frames)
         return feats
 
     def encode(self, feats: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, E) of equal-length segments of frames (B, F, D); see the class contract."""
         if self.normalize == "segment":
             feats = mean_normalize(feats)
         return self.encoder(feats)
@@ -55,4 +69,5 @@ class EmbeddingModel(nn.Module):
 
 
 def build_embedding_model(config: dict[str, Any]) -> EmbeddingModel:
+    """The embedding model a (merged, checked) config describes, with freshly initialised weights."""
     return EmbeddingModel(config)

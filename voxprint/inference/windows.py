@@ -1,0 +1,154 @@
+"""The sliding-window embedder: per-window embeddings with their times, and the utterance embedding.
+
+Verification needs one embedding per utterance; diarization and target-speaker detection need one
+per window with its start and end time. Both come from :class:`SlidingWindowEmbedder`:
+
+- features are computed in chunks of about ``chunk_seconds``, so their working memory does not grow
+  with the duration (a frame depends only on its own samples, so chunking changes nothing);
+- windows of ``window_frames`` frames start every ``hop`` frames, the last one aligned to the end so no
+  tail is lost (the GE2E paper's 160 frames with 50 % overlap by default);
+- at most ``batch_windows`` windows go through the encoder at once, so memory is bounded by the batch,
+  not by the length of the recording;
+- every window embedding is L2-normalised (whatever the encoder returns), and the utterance embedding
+  is the normalised mean of the window embeddings (GE2E paper, section 3.3).
+
+The embedder works with anything that follows the encoder contract of
+:class:`voxprint.models.EmbeddingModel` (``frontend``, ``normalize_features``, ``encode``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["SlidingWindowEmbedder", "WindowEmbeddings", "window_starts"]
+
+
+def window_starts(num_frames: int, window: int, overlap: float) -> list[int]:
+    """Start frames of the sliding windows; the last window is aligned to the end so no tail is lost.
+
+    Example:
+        >>> window_starts(410, 160, 0.5)
+        [0, 80, 160, 240, 250]
+        >>> window_starts(100, 160, 0.5)
+        [0]
+    """
+    if num_frames <= window:
+        return [0]
+    hop = max(1, int(round(window * (1.0 - overlap))))
+    starts = list(range(0, num_frames - window + 1, hop))
+    if starts[-1] != num_frames - window:
+        starts.append(num_frames - window)
+    return starts
+
+
+@dataclass(frozen=True)
+class WindowEmbeddings:
+    """The windows of one recording.
+
+    Attributes:
+        embeddings: (W, D) float32, one unit-norm row per window.
+        starts: (W,) start time of each window in seconds.
+        ends: (W,) end time of each window in seconds (the last sample the window's frames read).
+    """
+
+    embeddings: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def utterance_embedding(self) -> np.ndarray:
+        """The normalised mean of the window embeddings (a unit vector, float32).
+
+        Example:
+            >>> w = WindowEmbeddings(np.eye(2, dtype=np.float32), np.zeros(2), np.ones(2))
+            >>> w.utterance_embedding().round(4)
+            array([0.7071, 0.7071], dtype=float32)
+        """
+        mean = self.embeddings.mean(axis=0)
+        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
+class SlidingWindowEmbedder:
+    """Embeds waveforms window by window with an :class:`~voxprint.models.EmbeddingModel`.
+
+    Args:
+        model: the embedding model (front-end + encoder), in eval mode.
+        window_frames: window length in feature frames (samples for raw-waveform models).
+        overlap: fraction of a window shared with the next, in [0, 1).
+        batch_windows: the most windows one encoder call receives (bounds memory).
+        chunk_seconds: audio per front-end call (bounds memory on long audio); a short last chunk
+            joins the one before it, so no call sees less than half a chunk.
+        encode: replaces ``model.encode`` (e.g. a frozen TorchScript trace of it).
+        device: where the model runs.
+    """
+
+    def __init__(self, model: torch.nn.Module, window_frames: int, overlap: float, batch_windows: int = 64,
+                 chunk_seconds: float = 60.0, encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 device: str | torch.device = "cpu"):
+        if window_frames < 1 or not 0 <= overlap < 1 or batch_windows < 1 or chunk_seconds <= 0:
+            raise ValueError("window_frames, batch_windows and chunk_seconds must be positive and overlap in [0, 1)")
+        self.model = model
+        self.window_frames = int(window_frames)
+        self.overlap = float(overlap)
+        self.batch_windows = int(batch_windows)
+        self.encode = encode or model.encode
+        self.device = torch.device(device)
+        frontend = model.frontend
+        self.sample_rate = int(frontend.sample_rate)
+        self._frame_shift = int(frontend.frame_shift)
+        self.chunk_frames = max(1, int(round(chunk_seconds * self.sample_rate / self._frame_shift)))
+
+    @torch.inference_mode()
+    def features(self, wave: np.ndarray) -> torch.Tensor:
+        """Normalised feature frames (F, D) of one waveform, computed a chunk at a time."""
+        frontend = self.model.frontend
+        samples = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+        total = frontend.num_frames(len(samples))
+        if total <= self.chunk_frames * 1.5:  # also the too-short case, which the front-end reports
+            feats = frontend(samples.to(self.device).unsqueeze(0))[0]
+        else:
+            bounds = list(range(0, total - self.chunk_frames // 2, self.chunk_frames)) + [total]
+            feats = torch.cat([frontend(samples[first * self._frame_shift:first * self._frame_shift
+                                                + frontend.num_samples(end - first)].to(self.device).unsqueeze(0))[0]
+                               for first, end in zip(bounds[:-1], bounds[1:])])
+        return self.model.normalize_features(feats.unsqueeze(0))[0]
+
+    def __call__(self, wave: np.ndarray) -> WindowEmbeddings:
+        """The window embeddings of one waveform (at the model's sample rate)."""
+        return self.embed_many([wave])[0]
+
+    def embed_many(self, waves: Sequence[np.ndarray]) -> list[WindowEmbeddings]:
+        """Window embeddings of several waveforms; windows of equal length share encoder batches."""
+        return self.embed_features([self.features(w) for w in waves])
+
+    @torch.inference_mode()
+    def embed_features(self, features: Sequence[torch.Tensor]) -> list[WindowEmbeddings]:
+        """Window embeddings from precomputed :meth:`features` of several recordings."""
+        starts = [window_starts(f.shape[0], self.window_frames, self.overlap) for f in features]
+        lengths = [min(self.window_frames, f.shape[0]) for f in features]
+        outputs = [np.empty((len(s), 0), dtype=np.float32) for s in starts]
+        # Windows of one length batch together; within a recording all windows have one length.
+        by_length: dict[int, list[tuple[int, int]]] = {}
+        for index, (first_frames, length) in enumerate(zip(starts, lengths)):
+            by_length.setdefault(length, []).extend((index, w) for w in range(len(first_frames)))
+        for length, members in by_length.items():
+            for begin in range(0, len(members), self.batch_windows):
+                batch = members[begin:begin + self.batch_windows]
+                stacked = torch.stack([features[i][starts[i][w]:starts[i][w] + length] for i, w in batch])
+                embs = torch.nn.functional.normalize(self.encode(stacked), dim=-1).cpu().numpy()
+                for (i, w), row in zip(batch, embs):
+                    if outputs[i].shape[1] == 0:
+                        outputs[i] = np.empty((len(starts[i]), row.shape[0]), dtype=np.float32)
+                    outputs[i][w] = row
+        frontend = self.model.frontend
+        results = []
+        for output, first_frames, length in zip(outputs, starts, lengths):
+            begin = np.asarray(first_frames, dtype=np.float64) * self._frame_shift
+            results.append(WindowEmbeddings(output, begin / self.sample_rate,
+                                            (begin + frontend.num_samples(length)) / self.sample_rate))
+        return results
