@@ -1,35 +1,221 @@
-"""The ``voxprint`` command. Every user error ends as one ``voxprint: error: ...`` line and exit code 1."""
+"""The ``voxprint`` command.
+
+Exit codes: 0 success (for ``verify``: accept), 1 an error (one ``voxprint: error: ...`` line on
+stderr), 2 a usage error (argparse's message), 3 ``verify`` rejected the test recording, 130
+interrupted. Results go to stdout (``--json``: one JSON object per line); progress bars and
+warnings go to stderr.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+from voxprint import __version__
 from voxprint.errors import VoxprintError
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REJECT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EMBEDDING_SUFFIXES = (".npz", ".ark")
 
 
-def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
-    def decorator(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS[name] = func
-        return func
+@dataclass(frozen=True)
+class Verb:
+    """One sub-command: its parser set-up, what it does, and a usage example for its help."""
+
+    name: str
+    help: str
+    example: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+VERBS: dict[str, Verb] = {}
+
+
+def verb(name: str, help: str, example: str,
+         arguments: Callable[[argparse.ArgumentParser], None]) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def decorator(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        VERBS[name] = Verb(name, help, example, arguments, run)
+        return run
 
     return decorator
 
 
-@command("prepare")
+# ---------------------------------------------------------------------------------------------- shared options
+
+def default_threads() -> int:
+    """Torch threads when ``--threads`` is not given: ``VOXPRINT_THREADS``, else half the usable cores.
+
+    Half, because decoding, data loading and whatever else runs on the machine need cores too; a
+    busy 2-core machine with torch's default (all cores) ran training about 40x slower than with
+    one thread (docs/benchmarks.md, "Threads").
+    """
+    env = os.environ.get("VOXPRINT_THREADS")
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise VoxprintError(f"VOXPRINT_THREADS must be a whole number, not {env!r}") from None
+        if value < 1:
+            raise VoxprintError(f"VOXPRINT_THREADS must be at least 1, not {value}")
+        return value
+    return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be a rate between 0 and 1 (e.g. 0.01 for 1 %), got {text}")
+    return value
+
+
+def _model_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    if required:
+        p.add_argument("--model", required=True, help="trained run folder")
+    else:
+        p.add_argument("--model", default="default", help="trained run folder, or 'default' for the bundled model "
+                                                          "(default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA when available; default: cpu)")
+    _thread_option(p)
+    p.add_argument("--max-seconds", type=_positive_float, default=4 * 3600.0,
+                   help="refuse recordings longer than this (default: 4 hours)")
+
+
+def _thread_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads (default: $VOXPRINT_THREADS, else half the usable cores)")
+
+
+def _json_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print results as JSON, one object per line")
+
+
+def _quiet_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _on_error_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="a recording that cannot be embedded: fail (default; every file is checked first and the "
+                        "bad ones counted) or skip it and report it (scores that need it are reported missing)")
+
+
+def emit(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
+    """Print one result: a JSON line with ``--json``, else the human-readable text."""
+    print(json.dumps(record) if getattr(args, "json", False) else text, flush=True)
+
+
+def check_output_path(path: str | os.PathLike, what: str, suffixes: Sequence[str] | None = None) -> Path:
+    """Check before any slow work that ``path`` has an accepted suffix and can be written.
+
+    The folder is created if needed and probed with a real (immediately removed) file, because
+    permission bits alone do not tell (root, read-only mounts).
+    """
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise VoxprintError(f"{what} {path} must end in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise VoxprintError(f"{what} {path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".{path.name}.voxprint-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise VoxprintError(f"{what} {path} cannot be written: {exc.strerror or exc}") from None
+    return path
+
+
+def check_writable_folder(path: str | os.PathLike, what: str) -> Path:
+    """Like :func:`check_output_path` for an output folder."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise VoxprintError(f"{what} {folder} exists and is not a folder")
+    check_output_path(folder / "probe", what)
+    return folder
+
+
+def _load_model(args: argparse.Namespace):
+    from voxprint.inference import load_model
+
+    return load_model(args.model, device=args.device, max_seconds=args.max_seconds)
+
+
+def _refuse_builtin(model: str, action: str) -> None:
+    from voxprint.runs import is_builtin
+
+    if is_builtin(model):
+        raise VoxprintError(f"{action} writes into a trained run folder, not the built-in model {model!r}; "
+                            "train one with `voxprint train`")
+
+
+def _report_skipped(skipped: dict[str, str]) -> None:
+    """Skipped recordings are never dropped silently: each is named on stderr."""
+    for name, reason in skipped.items():
+        print(f"voxprint: skipped {name}: {reason}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------- verbs
+
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("audio_root", help="folder holding SPEAKER/UTTERANCE.wav (or .flac, .ogg, .mp3)")
+    p.add_argument("--out", help="output data folder (default: the audio folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing wav.scp/utt2spk/spk2utt in the output folder")
+    _json_option(p)
+
+
+@verb("prepare", "build wav.scp/utt2spk from a SPEAKER/UTTERANCE.wav tree",
+      "voxprint prepare ~/audio/speakers --out data/mine", _prepare_args)
 def _prepare(args: argparse.Namespace) -> int:
     from voxprint.data import prepare_data_folder
 
-    folder = prepare_data_folder(args.audio_root, args.out)
-    print(f"wrote {folder.root}: {len(folder)} utterances, {len(folder.speakers)} speakers")
-    return 0
+    if args.out:
+        check_writable_folder(args.out, "--out")
+    folder = prepare_data_folder(args.audio_root, args.out, overwrite=args.overwrite)
+    emit(args, {"folder": str(folder.root), "utterances": len(folder), "speakers": len(folder.speakers)},
+         f"wrote {folder.root}: {len(folder)} utterances, {len(folder.speakers)} speakers")
+    return EXIT_OK
 
 
-@command("train")
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("--out", required=True, help="run folder (checkpoint, model, history)")
+    p.add_argument("--data", help="training data folder (overrides data.train)")
+    p.add_argument("--epochs", type=_positive_int, help="override optim.epochs")
+    p.add_argument("--seed", type=int, help="override seed (a resumed run must keep its seed)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _thread_option(p)
+    _quiet_option(p)
+    _json_option(p)
+
+
+@verb("train", "train a model from a YAML config",
+      "voxprint train configs/ecapa_tdnn_c192.yaml --out exp/ecapa --threads 2", _train_args)
 def _train(args: argparse.Namespace) -> int:
     from voxprint.config import load_config
     from voxprint.training import train
@@ -42,191 +228,110 @@ def _train(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides["seed"] = args.seed
     config = load_config(args.config, overrides)
-    result = train(config, args.out, resume=args.resume, progress=not args.quiet)
-    metric = config["optim"]["select_by"].replace("_", " ")
-    print(f"trained {result.epochs_run} epochs; best {metric} {result.best_valid:.4f}; model in {result.out_dir}")
-    return 0
+    check_writable_folder(args.out, "--out")
+
+    def report_epoch(epoch: int, record: dict[str, Any]) -> None:
+        print(json.dumps({"epoch_end": record}), flush=True)
+
+    result = train(config, args.out, resume=args.resume, progress=not args.quiet and not args.json,
+                   on_epoch_end=report_epoch if args.json else None)
+    metric = config["optim"]["select_by"]
+    emit(args, {"out": str(result.out_dir), "epochs": result.epochs_run, "select_by": metric,
+                "best": result.best_valid},
+         f"trained {result.epochs_run} epochs; best {metric.replace('_', ' ')} {result.best_valid:.4f}; "
+         f"model in {result.out_dir}")
+    return EXIT_OK
 
 
-@command("embed")
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="*", help="audio files to embed (instead of --data); their ids are the paths")
+    p.add_argument("--data", help="data folder with wav.scp (utt2spk is not needed)")
+    p.add_argument("--out", required=True, help="embedding file: .npz, or .ark (Kaldi; an .scp is written beside it)")
+    _model_options(p)
+    _on_error_option(p)
+    _quiet_option(p)
+    _json_option(p)
+
+
+@verb("embed", "embed audio files or every utterance of a data folder",
+      "voxprint embed --data data/dev --out dev.npz   |   voxprint embed a.flac b.flac --out ab.npz",
+      _embed_args)
 def _embed(args: argparse.Namespace) -> int:
     from voxprint.data.embeddings import save_embeddings
-    from voxprint.inference import load_model
+    from voxprint.inference.speaker_model import raise_if_bad
 
-    ids, matrix = load_model(args.model).embed_folder(args.data, progress=not args.quiet)
-    path = save_embeddings(args.out, ids, matrix)
-    print(f"wrote {len(ids)} embeddings of size {matrix.shape[1]} to {path}")
-    return 0
+    if bool(args.files) == bool(args.data):
+        raise VoxprintError("give either audio files or --data DIR (not both)")
+    check_output_path(args.out, "--out", EMBEDDING_SUFFIXES)
+    model = _load_model(args)
+    if args.data:
+        result = model.embed_folder(args.data, progress=not args.quiet, on_error=args.on_error)
+    else:
+        if args.on_error == "fail":
+            raise_if_bad(model.check_files(args.files), "the command line")
+        result = model.embed_many(args.files, names=args.files, on_error=args.on_error, progress=not args.quiet)
+    _report_skipped(result.skipped)
+    if not result.ids:
+        raise VoxprintError("no recording could be embedded")
+    path = save_embeddings(args.out, result.ids, result.embeddings)
+    emit(args, {"out": str(path), "embeddings": len(result.ids), "dim": int(result.embeddings.shape[1]),
+                "skipped": result.skipped},
+         f"wrote {len(result.ids)} embeddings of size {result.embeddings.shape[1]} to {path}"
+         + (f" ({len(result.skipped)} skipped)" if result.skipped else ""))
+    return EXIT_OK
 
 
-@command("score")
+def _score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trials", required=True, help="trial list: 'LABEL ENROLL TEST' or 'ENROLL TEST' lines")
+    p.add_argument("--embeddings", required=True, help="embedding file from `voxprint embed` (.npz or .ark)")
+    p.add_argument("--out", required=True, help="score file to write ('ENROLL TEST SCORE [LABEL]' lines)")
+    _json_option(p)
+
+
+@verb("score", "cosine-score a trial list from stored embeddings",
+      "voxprint score --trials data/dev/trials.txt --embeddings dev.npz --out scores.txt", _score_args)
 def _score(args: argparse.Namespace) -> int:
     from voxprint.backends import cosine_score_trials, read_trials, write_scores
     from voxprint.data.embeddings import load_embeddings
     from voxprint.metrics import evaluate_scores
 
+    check_output_path(args.out, "--out")
     trials = read_trials(args.trials)
     ids, matrix = load_embeddings(args.embeddings)
+    trials, missing = _trials_with_embeddings(trials, set(ids))
     scores = cosine_score_trials(ids, matrix, trials)
     write_scores(args.out, trials, scores)
-    print(f"wrote {len(scores)} scores to {args.out}")
+    record: dict[str, Any] = {"out": args.out, "scores": len(scores), "scale": "cosine", "missing_trials": missing}
+    text = f"wrote {len(scores)} cosine scores to {args.out}" + (f" ({missing} trials missing)" if missing else "")
     if trials.labels is not None:
-        print(_format_result(evaluate_scores(scores, trials.labels).to_dict()))
-    return 0
+        metrics = evaluate_scores(scores, trials.labels).to_dict()
+        record.update(metrics)
+        text += "\n" + _format_metrics(metrics)
+    emit(args, record, text)
+    return EXIT_OK
 
 
-@command("eval")
-def _eval(args: argparse.Namespace) -> int:
-    from voxprint.backends import read_trials
-    from voxprint.backends.pipeline import ScoringBackend
-    from voxprint.inference import load_model
-    from voxprint.metrics import evaluate_scores
-    from voxprint.metrics.plots import plot_det
+def _trials_with_embeddings(trials: Any, available: set[str]) -> tuple[Any, int]:
+    """The trials whose both sides have an embedding, and how many were left out."""
+    import numpy as np
 
-    data = Path(args.data)
-    trials = read_trials(args.trials or data / "trials.txt")
-    if trials.labels is None:
-        raise VoxprintError(f"{trials.path} has no labels; eval needs 'LABEL ENROLL TEST' lines")
-    model = load_model(args.model)
-    chosen = {"kind": args.backend, "norm": args.norm, "calibrated": args.calibrated}
-    options = {**model.meta.get("backend", {}), **{k: v for k, v in chosen.items() if v is not None}}
-    backend = ScoringBackend.load(model.model_dir, **options) if options else ScoringBackend()
-    ids, matrix = model.embed_folder(data, progress=not (args.quiet or args.json))
-    if args.enroll:
-        from voxprint.backends.scoring import add_enrollment_models
-        from voxprint.data.trials import read_enrollments
+    from voxprint.backends import Trials
 
-        ids, matrix = add_enrollment_models(ids, matrix, read_enrollments(args.enroll))
-    scores = backend.score_trials(ids, matrix, trials)
-    result = {"backend": backend.name, **evaluate_scores(scores, trials.labels).to_dict()}
-    if args.det:
-        plot_det({f"{args.model} ({backend.name})": (scores, trials.labels)}, args.det)
-    if args.write_threshold:
-        _write_threshold(args.model, result, data, options, scores[trials.labels == 0], args.target_far)
-    print(json.dumps(result) if args.json else f"{backend.name}: {_format_result(result)}")
-    return 0
+    keep = np.fromiter((e in available and t in available for e, t in zip(trials.enroll, trials.test)),
+                       dtype=bool, count=len(trials))
+    if keep.all():
+        return trials, 0
+    if not keep.any():
+        raise VoxprintError(f"none of the {len(trials)} trials of {trials.path} has embeddings for both sides")
+    labels = trials.labels[keep] if trials.labels is not None else None
+    return Trials(labels=labels, enroll=trials.enroll[keep], test=trials.test[keep], path=trials.path), \
+        int((~keep).sum())
 
 
-def _write_threshold(model_name: str, result: dict, data: Path, backend: dict, nontarget_scores, far) -> None:
-    """Store the accept threshold and the back-end it belongs to in the run folder's meta.json."""
-    from voxprint.fileio import atomic_write_text
-    from voxprint.inference.speaker_model import BUILTIN_MODELS, resolve_model_dir
-    from voxprint.training.checkpoint import META_NAME
-
-    if model_name in BUILTIN_MODELS:
-        raise VoxprintError("--write-threshold changes a trained run folder, not a built-in model")
-    where = data.name if data.name != "dev" else f"{data.parent.name}/{data.name}"
-    if far is None:
-        threshold, rule = result["eer_threshold"], f"EER threshold on {where}"
-    else:
-        from voxprint.backends.calibration import threshold_for_false_accept_rate
-
-        threshold, rule = threshold_for_false_accept_rate(nontarget_scores, far), f"false-accept rate {far:g} on {where}"
-    meta_path = resolve_model_dir(model_name) / META_NAME
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    meta.update({"threshold": threshold, "threshold_rule": rule, "backend": backend, "eval": result})
-    atomic_write_text(meta_path, json.dumps(meta, indent=1))
-
-
-@command("fit-backend")
-def _fit_backend(args: argparse.Namespace) -> int:
-    from voxprint.backends.pipeline import fit_backend
-    from voxprint.data import read_data_folder
-    from voxprint.inference import load_model
-    from voxprint.inference.speaker_model import BUILTIN_MODELS
-
-    if args.model in BUILTIN_MODELS:
-        raise VoxprintError("fit-backend writes into a trained run folder, not a built-in model")
-    model = load_model(args.model)
-    data = args.data or model.config["data"].get("train")
-    if not data:
-        raise VoxprintError("no training data: pass --data")
-    folder = read_data_folder(data)
-    ids, matrix = model.embed_folder(folder.root, progress=not args.quiet)
-    summary = fit_backend(model.model_dir, ids, matrix, folder.utt2spk, top_n=args.top_n,
-                          calibration_trials=args.calibration_trials)
-    print(json.dumps(summary, indent=1))
-    return 0
-
-
-@command("clean")
-def _clean(args: argparse.Namespace) -> int:
-    from voxprint.backends.cleaning import REPORT_NAME, clean_data_folder
-    from voxprint.data import read_data_folder
-    from voxprint.inference import load_model
-
-    folder = read_data_folder(args.data)
-    out, report = clean_data_folder(folder, load_model(args.model), args.out, majority=args.majority,
-                                    silhouette=args.silhouette, progress=not args.quiet)
-    print(f"removed {len(report.removed)} of {len(folder)} utterances from {len(report.cleaned_speakers)} of "
-          f"{len(folder.speakers)} speakers; wrote {out} (decisions in {out / REPORT_NAME})")
-    return 0
-
-
-def _format_result(result: dict) -> str:
-    return (f"EER {100 * result['eer']:.2f}%  minDCF(0.01) {result['min_dcf_0.01']:.3f}  "
-            f"minDCF(0.001) {result['min_dcf_0.001']:.3f}  ({result['trials']} trials, {result['targets']} targets)")
-
-
-@command("similarity")
-def _similarity(args: argparse.Namespace) -> int:
-    from voxprint.inference import load_model
-
-    print(f"{load_model(args.model).compute_similarity(args.a, args.b):.4f}")
-    return 0
-
-
-@command("verify")
-def _verify(args: argparse.Namespace) -> int:
-    from voxprint.inference import load_model
-
-    model = load_model(args.model)
-    threshold = args.threshold if args.threshold is not None else model.threshold
-    if threshold is None:
-        raise VoxprintError(f"model {args.model!r} has no stored threshold; pass --threshold")
-    score = model.verification_score(args.enroll, args.test)
-    decision = "accept" if score >= threshold else "reject"
-    if args.json:
-        print(json.dumps({"score": score, "threshold": threshold, "decision": decision}))
-    else:
-        print(f"score {score:.4f}  threshold {threshold:.4f}  {decision}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voxprint", description="Speaker verification: train, embed, score, verify.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    model_help = "trained run folder, or 'default' for the bundled model"
-
-    p = sub.add_parser("prepare", help="build wav.scp/utt2spk from a SPEAKER/UTTERANCE.wav tree")
-    p.add_argument("audio_root")
-    p.add_argument("--out", help="output data folder (default: the audio folder)")
-
-    p = sub.add_parser("train", help="train a model from a YAML config")
-    p.add_argument("config")
-    p.add_argument("--out", required=True, help="run folder (checkpoint, model, history)")
-    p.add_argument("--data", help="training data folder (overrides data.train)")
-    p.add_argument("--epochs", type=int, help="override optim.epochs")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--quiet", action="store_true")
-
-    p = sub.add_parser("embed", help="embed every utterance of a data folder")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True, help=".npz or .ark file")
-    p.add_argument("--model", default="default", help=model_help)
-    p.add_argument("--quiet", action="store_true")
-
-    p = sub.add_parser("score", help="cosine-score a trial list from stored embeddings")
-    p.add_argument("--trials", required=True)
-    p.add_argument("--embeddings", required=True)
-    p.add_argument("--out", required=True)
-
-    p = sub.add_parser("eval", help="embed a data folder, score its trials, print EER and minDCF")
-    p.add_argument("--data", required=True)
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="data folder with wav.scp (and trials.txt unless --trials)")
     p.add_argument("--trials", help="trial list (default: DATA/trials.txt)")
-    p.add_argument("--model", default="default", help=model_help)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _model_options(p)
     p.add_argument("--det", help="save a DET curve PNG here")
     p.add_argument("--enroll", help="enrollment list 'MODEL UTT1 UTT2 ...': trials may then name models")
     p.add_argument("--backend", choices=["cosine", "plda"], help="scoring back-end (default: the model's)")
@@ -235,50 +340,247 @@ def build_parser() -> argparse.ArgumentParser:
                    help="map scores to log-likelihood ratios with the model's calibration")
     p.add_argument("--write-threshold", action="store_true",
                    help="store the threshold and this back-end in the model folder's meta.json (used by verify)")
-    p.add_argument("--target-far", type=float,
-                   help="with --write-threshold: threshold for this false-accept rate instead of the EER")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--target-far", type=_rate,
+                   help="with --write-threshold: threshold for this false-accept rate (0-1) instead of the EER")
+    _on_error_option(p)
+    _quiet_option(p)
+    _json_option(p)
 
-    p = sub.add_parser("fit-backend", help="fit cohort, PLDA and calibrations on a model's training data")
-    p.add_argument("--model", required=True, help="trained run folder")
-    p.add_argument("--data", help="training data folder (default: the model's data.train)")
-    p.add_argument("--top-n", type=int, default=100, help="AS-norm cohort size")
-    p.add_argument("--calibration-trials", type=int, default=100_000)
-    p.add_argument("--quiet", action="store_true")
 
-    p = sub.add_parser("clean", help="drop utterances filed under the wrong speaker (K=2 spherical k-means)")
-    p.add_argument("--data", required=True, help="data folder to clean")
+@verb("eval", "embed a data folder, score its trials, print EER and minDCF",
+      "voxprint eval --data data/dev --model exp/ecapa --backend plda --calibrated --det det.png",
+      _eval_args)
+def _eval(args: argparse.Namespace) -> int:
+    from voxprint.backends import read_trials
+    from voxprint.backends.pipeline import ScoringBackend
+    from voxprint.metrics import evaluate_scores
+    from voxprint.metrics.plots import plot_det
+    from voxprint.runs import RunLock, resolve_model_dir
+
+    data = Path(args.data)
+    if args.target_far is not None and not args.write_threshold:
+        raise VoxprintError("--target-far only applies with --write-threshold")
+    if args.write_threshold:
+        _refuse_builtin(args.model, "--write-threshold")
+    if args.det:
+        check_output_path(args.det, "--det", (".png",))
+    trials = read_trials(args.trials or data / "trials.txt")
+    if trials.labels is None:
+        raise VoxprintError(f"{trials.path} has no labels; eval needs 'LABEL ENROLL TEST' lines")
+    enrollments = None
+    if args.enroll:
+        from voxprint.data.trials import read_enrollments
+
+        enrollments = read_enrollments(args.enroll)
+    model = _load_model(args)
+    chosen = {"kind": args.backend, "norm": args.norm, "calibrated": args.calibrated}
+    options = {**model.meta.get("backend", {}), **{k: v for k, v in chosen.items() if v is not None}}
+    backend = ScoringBackend.load(model.model_dir, **options) if options else ScoringBackend()
+    lock = RunLock(resolve_model_dir(args.model), "eval --write-threshold") if args.write_threshold else None
+    if lock is not None:
+        lock.acquire()  # before the slow part, so a concurrent writer is reported at once
+    try:
+        embedded = model.embed_folder(data, progress=not (args.quiet or args.json), on_error=args.on_error)
+        _report_skipped(embedded.skipped)
+        ids, matrix = embedded.ids, embedded.embeddings
+        if enrollments is not None:
+            from voxprint.backends.scoring import add_enrollment_models
+
+            available = set(ids)
+            enrollments = {m: [u for u in utts if u in available] for m, utts in enrollments.items()}
+            ids, matrix = add_enrollment_models(ids, matrix, {m: u for m, u in enrollments.items() if u})
+        usable, missing = _trials_with_embeddings(trials, set(ids))
+        scores = backend.score_trials(ids, matrix, usable)
+        result = {"backend": backend.name, **evaluate_scores(scores, usable.labels).to_dict(),
+                  "missing_trials": missing}
+        if args.det:
+            plot_det({f"{args.model} ({backend.name})": (scores, usable.labels)}, args.det)
+        if args.write_threshold:
+            _write_threshold(model.model_dir, result, data, options, scores[usable.labels == 0], args.target_far)
+    finally:
+        if lock is not None:
+            lock.release()
+    missing_text = f"; {missing} trials missing (skipped recordings)" if missing else ""
+    emit(args, result, f"{backend.name}: {_format_metrics(result)}{missing_text}")
+    return EXIT_OK
+
+
+def _write_threshold(model_dir: Path, result: dict, data: Path, backend: dict, nontarget_scores, far) -> None:
+    """Store the accept threshold and the back-end it belongs to in the run folder's meta.json."""
+    from voxprint.runs import update_meta
+
+    where = data.name if data.name != "dev" else f"{data.parent.name}/{data.name}"
+    if far is None:
+        threshold, rule = result["eer_threshold"], f"EER threshold on {where}"
+    else:
+        from voxprint.backends.calibration import threshold_for_false_accept_rate
+
+        threshold, rule = threshold_for_false_accept_rate(nontarget_scores, far), f"false-accept rate {far:g} on {where}"
+    update_meta(model_dir, threshold=float(threshold), threshold_rule=rule, backend=backend, eval=result)
+
+
+def _fit_backend_args(p: argparse.ArgumentParser) -> None:
+    _model_options(p, required=True)
+    p.add_argument("--data", help="training data folder with utt2spk (default: the model's data.train)")
+    p.add_argument("--top-n", type=_positive_int, default=100, help="AS-norm cohort size (default: %(default)s)")
+    p.add_argument("--calibration-trials", type=_positive_int, default=100_000,
+                   help="trials drawn from the training speakers to fit the calibrations (default: %(default)s)")
+    _quiet_option(p)
+    _json_option(p)
+
+
+@verb("fit-backend", "fit cohort, PLDA and calibrations on a model's training data",
+      "voxprint fit-backend --model exp/ecapa", _fit_backend_args)
+def _fit_backend(args: argparse.Namespace) -> int:
+    from voxprint.backends.pipeline import fit_backend
+    from voxprint.data import read_data_folder
+    from voxprint.runs import RunLock
+
+    _refuse_builtin(args.model, "fit-backend")
+    model = _load_model(args)
+    data = args.data or model.config["data"].get("train")
+    if not data:
+        raise VoxprintError("no training data: pass --data")
+    folder = read_data_folder(data)
+    with RunLock(model.model_dir, "fit-backend"):
+        embedded = model.embed_folder(folder.root, progress=not args.quiet)
+        summary = fit_backend(model.model_dir, embedded.ids, embedded.embeddings, folder.utt2spk, top_n=args.top_n,
+                              calibration_trials=args.calibration_trials)
+    emit(args, summary, json.dumps(summary, indent=1))
+    return EXIT_OK
+
+
+def _clean_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="data folder to clean (wav.scp and utt2spk)")
     p.add_argument("--out", required=True, help="cleaned data folder (wav.scp, utt2spk, spk2utt, report.tsv)")
-    p.add_argument("--model", default="default", help=model_help)
-    p.add_argument("--majority", type=float, default=0.6,
+    _model_options(p)
+    p.add_argument("--majority", type=_rate, default=0.6,
                    help="the larger group must hold more than this fraction of a speaker's utterances")
     p.add_argument("--silhouette", type=float, default=0.3, help="the split's cosine silhouette must exceed this")
-    p.add_argument("--quiet", action="store_true")
+    _on_error_option(p)
+    _quiet_option(p)
+    _json_option(p)
 
-    p = sub.add_parser("similarity", help="cosine similarity of two recordings")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--model", default="default", help=model_help)
 
-    p = sub.add_parser("verify", help="accept or reject a test recording against enrollment recordings")
-    p.add_argument("--enroll", action="append", required=True, help="enrollment recording (repeatable)")
-    p.add_argument("--test", required=True)
-    p.add_argument("--model", default="default", help=model_help)
-    p.add_argument("--threshold", type=float, help="override the model's stored threshold")
-    p.add_argument("--json", action="store_true")
+@verb("clean", "drop utterances filed under the wrong speaker (K=2 spherical k-means)",
+      "voxprint clean --data data/train --out data/train_clean", _clean_args)
+def _clean(args: argparse.Namespace) -> int:
+    from voxprint.backends.cleaning import REPORT_NAME, clean_data_folder
+    from voxprint.data import read_data_folder
+
+    check_writable_folder(args.out, "--out")
+    folder = read_data_folder(args.data)
+    out, report = clean_data_folder(folder, _load_model(args), args.out, majority=args.majority,
+                                    silhouette=args.silhouette, progress=not (args.quiet or args.json),
+                                    on_error=args.on_error)
+    _report_skipped(report.skipped)
+    emit(args, {"out": str(out), "removed": sorted(report.removed), "utterances": len(folder),
+                "cleaned_speakers": report.cleaned_speakers, "skipped": report.skipped},
+         f"removed {len(report.removed)} of {len(folder)} utterances from {len(report.cleaned_speakers)} of "
+         f"{len(folder.speakers)} speakers; wrote {out} (decisions in {out / REPORT_NAME})"
+         + (f"; {len(report.skipped)} recordings skipped" if report.skipped else ""))
+    return EXIT_OK
+
+
+def _similarity_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="first recording")
+    p.add_argument("b", help="second recording")
+    _model_options(p)
+    _json_option(p)
+
+
+@verb("similarity", "cosine similarity of two recordings' embeddings (in [-1, 1], not calibrated)",
+      "voxprint similarity a.flac b.flac", _similarity_args)
+def _similarity(args: argparse.Namespace) -> int:
+    cosine = _load_model(args).compute_similarity(args.a, args.b)
+    emit(args, {"cosine": cosine}, f"cosine {cosine:.4f}")
+    return EXIT_OK
+
+
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--enroll", action="append", required=True,
+                   help="enrollment recording of the claimed speaker (repeat for several; all are used)")
+    p.add_argument("--test", required=True, help="recording to verify")
+    _model_options(p)
+    p.add_argument("--threshold", type=float,
+                   help="accept when the score is at least this (default: the model's stored threshold, on the "
+                        "scale of its back-end: a log-likelihood ratio for the bundled model)")
+    _json_option(p)
+
+
+@verb("verify", "accept or reject a test recording against enrollment recordings (exit 0 accept, 3 reject)",
+      "voxprint verify --enroll a1.flac --enroll a2.flac --test b.flac && echo same speaker", _verify_args)
+def _verify(args: argparse.Namespace) -> int:
+    model = _load_model(args)
+    threshold = args.threshold if args.threshold is not None else model.threshold
+    if threshold is None:
+        raise VoxprintError(f"model {args.model!r} has no stored threshold; pass --threshold "
+                            "(or store one with `voxprint eval --write-threshold`)")
+    score = model.verification_score(args.enroll, args.test)
+    decision = "accept" if score >= threshold else "reject"
+    scale = score_scale(model.backend)
+    emit(args, {"score": score, "scale": scale, "threshold": threshold, "decision": decision},
+         f"score {score:.4f} ({scale})  threshold {threshold:.4f}  {decision}")
+    return EXIT_OK if decision == "accept" else EXIT_REJECT
+
+
+def score_scale(backend: Any) -> str:
+    """What a back-end's scores are, in words, so a printed score can be read against its threshold."""
+    if backend.calibration is not None:
+        return "log-likelihood ratio"
+    if backend.kind == "plda":
+        return "PLDA log-likelihood ratio, uncalibrated"
+    return "cosine" if backend.norm == "none" else f"{backend.norm}-normalised cosine"
+
+
+def _format_metrics(result: dict) -> str:
+    return (f"EER {100 * result['eer']:.2f}%  minDCF(0.01) {result['min_dcf_0.01']:.3f}  "
+            f"minDCF(0.001) {result['min_dcf_0.001']:.3f}  ({result['trials']} trials, {result['targets']} targets)")
+
+
+# ----------------------------------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voxprint", description="Speaker recognition: train, embed, score, verify.",
+        epilog="exit codes: 0 ok (verify: accept), 1 error, 2 usage error, 3 verify: reject",
+    )
+    parser.add_argument("--version", action="version", version=f"voxprint {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for v in VERBS.values():
+        p = sub.add_parser(v.name, help=v.help, description=v.help, epilog=f"example:\n  {v.example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        v.arguments(p)
     return parser
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if "threads" not in args:
+        return
+    import torch
+
+    torch.set_num_threads(args.threads or default_threads())
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process (e.g. main() called twice in tests)
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        _set_threads(args)
+        return VERBS[args.command].run(args)
     except VoxprintError as exc:
         print(f"voxprint: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    except OSError as exc:  # a file the user named could not be read or written
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"voxprint: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("voxprint: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -133,17 +133,29 @@ def read_data_folder(folder: str | os.PathLike, require_speakers: bool = True) -
     return DataFolder(wav=wav, utt2spk=utt2spk, root=root)
 
 
-def prepare_data_folder(audio_root: str | os.PathLike, out: str | os.PathLike | None = None) -> DataFolder:
+FOLDER_FILES = ("wav.scp", "utt2spk", "spk2utt")
+
+
+def prepare_data_folder(audio_root: str | os.PathLike, out: str | os.PathLike | None = None,
+                        overwrite: bool = False) -> DataFolder:
     """Build a data folder from a ``speaker/utterance.wav`` tree (``voxprint prepare``).
 
     The speaker is the first folder under ``audio_root``; deeper folders (e.g. VoxCeleb's
     ``speaker/video/utt.wav``) are folded into the utterance id. Writes ``wav.scp``, ``utt2spk``
     and ``spk2utt`` into ``out`` (default: ``audio_root``) with paths relative to ``out`` when possible.
+
+    Raises:
+        DataError: the tree is not ``SPEAKER/UTTERANCE.wav``, or ``out`` already holds a data folder
+            and ``overwrite`` is False (its ids may be what a trial list beside it refers to).
     """
     audio_root = Path(audio_root).expanduser().resolve()
     if not audio_root.is_dir():
         raise DataError(f"audio folder {audio_root} does not exist")
     out_dir = Path(out).expanduser().resolve() if out else audio_root
+    existing = [name for name in FOLDER_FILES if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise DataError(f"{out_dir} already holds {', '.join(existing)}; choose another --out, or pass --overwrite "
+                        "to replace them (trial lists that use the old utterance ids will no longer match)")
     files = sorted(p for p in audio_root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     wav: dict[str, Path] = {}
     utt2spk: dict[str, str] = {}

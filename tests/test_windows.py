@@ -1,0 +1,142 @@
+"""The sliding-window embedder: times, bounded batches and chunks, the encoder contract, long audio."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+
+import voxprint.audio.io as audio_io
+from voxprint.audio import load_audio
+from voxprint.config import load_config
+from voxprint.errors import AudioError
+from voxprint.inference import SlidingWindowEmbedder, SpeakerModel, window_starts
+from voxprint.models import build_embedding_model
+from voxprint.registry import MODELS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def lstm_model() -> SpeakerModel:
+    torch.manual_seed(0)
+    config = load_config(None, {"model": {"name": "lstm_dvector", "hidden_size": 32, "proj_size": 16,
+                                          "num_layers": 1, "embedding_dim": 12}})
+    return SpeakerModel(build_embedding_model(config), config)
+
+
+@pytest.fixture(scope="module")
+def long_wave(train_dir) -> np.ndarray:
+    """75 s of real speech: four speakers' utterances joined."""
+    files = [f for spk in ("SPEAKER0001", "SPEAKER0005", "SPEAKER0006", "SPEAKER0026") for f in sorted((train_dir / spk).glob("*.flac"))]
+    wave = np.concatenate([load_audio(f) for f in files])
+    assert len(wave) >= 75 * 16000
+    return wave[: 75 * 16000]
+
+
+def test_windows_carry_their_times_in_seconds(lstm_model, speech_file):
+    windows = lstm_model.extract_window_embeddings(speech_file)
+    frames = lstm_model.model.frontend.num_frames(len(load_audio(speech_file)))
+    starts = window_starts(frames, 160, 0.5)
+    assert len(windows) == len(starts) > 2
+    np.testing.assert_allclose(windows.starts, np.array(starts) * 0.01)
+    # 160 frames of 25 ms every 10 ms span 1.615 s of audio.
+    np.testing.assert_allclose(windows.ends - windows.starts, 1.615)
+    assert windows.ends[-1] <= len(load_audio(speech_file)) / 16000
+    np.testing.assert_allclose(np.linalg.norm(windows.embeddings, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(windows.utterance_embedding(), lstm_model.extract_embedding(speech_file), atol=1e-6)
+
+
+def test_encoder_batches_are_bounded_and_do_not_change_the_result(lstm_model, long_wave):
+    sizes: list[int] = []
+
+    def spy(frames: torch.Tensor) -> torch.Tensor:
+        sizes.append(frames.shape[0])
+        return lstm_model.model.encode(frames)
+
+    small = SlidingWindowEmbedder(lstm_model.model, 160, 0.5, batch_windows=16, encode=spy)(long_wave)
+    assert max(sizes) == 16 and len(small) > 90
+    whole = SlidingWindowEmbedder(lstm_model.model, 160, 0.5, batch_windows=10_000)(long_wave)
+    np.testing.assert_allclose(small.embeddings, whole.embeddings, atol=1e-5)
+
+
+@pytest.mark.parametrize("normalize", ["segment", "sliding"])
+def test_chunked_features_equal_whole_features(long_wave, normalize):
+    config = load_config(None, {"features": {"normalize": normalize},
+                                "model": {"name": "lstm_dvector", "hidden_size": 8, "proj_size": 4,
+                                          "num_layers": 1, "embedding_dim": 4}})
+    model = build_embedding_model(config).eval()
+    calls: list[int] = []
+    frontend_forward = model.frontend.forward
+
+    def counting(waves: torch.Tensor) -> torch.Tensor:
+        calls.append(waves.shape[-1])
+        return frontend_forward(waves)
+
+    model.frontend.forward = counting
+    chunked = SlidingWindowEmbedder(model, 160, 0.5, chunk_seconds=7.0).features(long_wave)
+    assert len(calls) == 11 and max(calls) < 11 * 16000  # 75 s: ten chunks of 7 s and one of 5 s
+    with torch.no_grad():
+        whole = model.features(torch.from_numpy(long_wave)[None])[0]
+    assert chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=1e-5)
+
+
+def _config_for(name: str) -> dict:
+    """The features + model sections of the first shipped YAML using encoder ``name``."""
+    for path in sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "recipes").rglob("*.yaml")):
+        raw = yaml.safe_load(path.read_text()) or {}
+        if raw.get("model", {}).get("name") == name:
+            return {key: raw[key] for key in ("features", "model", "sample_rate", "inference") if key in raw}
+    return {"model": {"name": name}}
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_registered_encoder_follows_the_contract(name, speech_file):
+    """frames (B, F, D) of equal length -> (B, embedding_dim) float32; a row depends on its segment only."""
+    torch.manual_seed(0)
+    config = load_config(None, _config_for(name))
+    model = build_embedding_model(config).eval()
+    wave = load_audio(speech_file)[: 3 * 16000]
+    with torch.no_grad():
+        feats = model.features(torch.from_numpy(wave)[None])[0]
+        window = min(int(config["inference"]["window_frames"]), feats.shape[0] // 2)
+        segments = torch.stack([feats[:window], feats[window:2 * window]])
+        batch = model.encode(segments)
+        alone = model.encode(segments[1:])
+    assert batch.shape == (2, model.encoder.embedding_dim) and batch.dtype == torch.float32
+    assert torch.isfinite(batch).all()
+    torch.testing.assert_close(batch[1:], alone, atol=1e-4, rtol=1e-4)
+    embedder = SlidingWindowEmbedder(model, window, 0.5)
+    windows = embedder(wave)
+    assert len(windows) >= 3 and windows.embeddings.shape[1] == model.encoder.embedding_dim
+    np.testing.assert_allclose(np.linalg.norm(windows.embeddings, axis=1), 1.0, atol=1e-4)
+
+
+def test_long_files_are_streamed_with_the_same_result(monkeypatch, fsdd_dir, tmp_path):
+    """An 8 kHz file decoded and resampled block by block equals the one-shot decode."""
+    path = sorted((fsdd_dir / "george").glob("*.flac"))[0]
+    whole = load_audio(path, target_rate=16000)
+    monkeypatch.setattr(audio_io, "_STREAM_SAMPLES", 1000)
+    monkeypatch.setattr(audio_io, "_BLOCK_FRAMES", 512)
+    streamed = load_audio(path, target_rate=16000)
+    assert abs(len(streamed) - len(whole)) <= 1
+    n = min(len(streamed), len(whole))
+    np.testing.assert_allclose(streamed[:n], whole[:n], atol=2e-3)
+    # A stereo file is mixed down the same way when streamed.
+    wave, rate = soundfile.read(path, dtype="float32")
+    soundfile.write(tmp_path / "stereo.wav", np.stack([wave, 0.5 * wave], axis=1), rate)
+    mixed = load_audio(tmp_path / "stereo.wav", target_rate=rate)
+    np.testing.assert_allclose(mixed, 0.75 * wave, atol=1e-4)
+
+
+def test_a_file_over_the_duration_limit_is_refused_before_decoding(monkeypatch, speech_file):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded a file that its header already ruled out")
+
+    monkeypatch.setattr(audio_io.sf, "read", no_decoding)
+    with pytest.raises(AudioError, match="limit"):
+        load_audio(speech_file, max_seconds=1.0)
+    with pytest.raises(AudioError, match="limit"):
+        load_audio(np.zeros(32000, dtype=np.float32), sample_rate=16000, max_seconds=1.0)
