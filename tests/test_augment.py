@@ -18,6 +18,7 @@ from voxprint.data.augment import (
     speed_label,
     speed_perturb,
 )
+from voxprint.data import rir, signal
 from voxprint.errors import ConfigError
 from voxprint.features.specaugment import SpecAugment
 
@@ -140,6 +141,34 @@ def test_rir_bank_is_cached_and_rirs_are_physical(bank_path, bank):
         RIRBank(cache=bank_path, **{**BANK, "seed": 1})
 
 
+def test_moved_names_stay_importable_from_augment():
+    assert RIRBank is rir.RIRBank
+    assert (add_at_snr, coloured_noise, speed_perturb) == (signal.add_at_snr, signal.coloured_noise,
+                                                            signal.speed_perturb)
+    assert Augmenter.reverberate is signal.reverberate
+
+
+@pytest.mark.parametrize("failure", [OSError("No space left on device"), KeyboardInterrupt()])
+def test_rir_cache_save_interrupted_midway_leaves_nothing(tmp_path, monkeypatch, bank, failure):
+    real_savez = np.savez
+
+    def savez_then_fail(handle, **arrays):
+        real_savez(handle, **arrays)  # the archive is written, then the process dies before the move
+        handle.write(b"half")
+        raise failure
+
+    monkeypatch.setattr(RIRBank, "_simulate", lambda self: bank.rirs)  # no need to simulate again
+    monkeypatch.setattr(rir.np, "savez", savez_then_fail)
+    cache = tmp_path / "cache" / "rirs.npz"
+    with pytest.raises(type(failure)):
+        RIRBank(cache=cache, **BANK)
+    assert not cache.exists()
+    assert list(cache.parent.iterdir()) == []  # no temporary file left beside it either
+    monkeypatch.undo()
+    assert not RIRBank(cache=cache, **BANK).loaded_from_cache  # a later run simulates and saves afresh
+    assert RIRBank(cache=cache, **BANK).loaded_from_cache
+
+
 def envelope_db(wave: np.ndarray, hop: int = 80) -> np.ndarray:
     """RMS level of 5 ms frames, in dB."""
     frames = wave[:len(wave) // hop * hop].astype(np.float64).reshape(-1, hop)
@@ -224,7 +253,8 @@ def test_speed_as_new_speakers_labels():
 
 def test_config_rejects_typos_and_bad_values():
     assert not AugmentConfig.from_dict(None).enabled
-    with pytest.raises(ConfigError, match="unknown augment option"):
+    with pytest.raises(ConfigError, match="unknown key 'noise_probability' in section 'augment'; "
+                                          "did you mean 'noise_prob'"):
         AugmentConfig.from_dict({"noise_probability": 0.5})
     with pytest.raises(ConfigError, match="probability"):
         AugmentConfig.from_dict({"reverb_prob": 1.5})

@@ -5,9 +5,14 @@ pipeline nothing and a GPU batch never visits the CPU.
 """
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
+from voxprint.config import check_keys
 from voxprint.errors import ConfigError
 
 __all__ = ["SpecAugment"]
@@ -57,6 +62,29 @@ class SpecAugment(nn.Module):
         self.max_time_width = int(max_time_width)
         self.freq_masks = int(freq_masks)
         self.max_freq_width = int(max_freq_width)
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any]) -> SpecAugment:
+        """Build from the ``specaugment:`` section of a config; unknown keys are errors.
+
+        Arguments
+        ---------
+        options : Mapping[str, Any]
+            Constructor arguments by name.
+
+        Returns
+        -------
+        SpecAugment
+
+        Example
+        -------
+        >>> SpecAugment.from_config({"time_mask": 2})
+        Traceback (most recent call last):
+        ...
+        voxprint.errors.ConfigError: config: unknown key 'time_mask' in section 'specaugment'; did you mean 'time_masks'?
+        """
+        check_keys(options, inspect.signature(cls).parameters, "specaugment")
+        return cls(**options)
 
     def masks(self, batch: int, frames: int, dims: int, device: torch.device | str | None = None,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,9 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voxprint.config import check_keys
 from voxprint.errors import ConfigError
 
 KINDS = ("so", "srip")
+
+# Keys of a ``regularizer:`` config section: the regulariser's own, then those of its schedule kind.
+REGULARIZER_OPTIONS: tuple[str, ...] = ("kind", "layer_names", "iterations", "schedule")
+SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {"constant": ("value",), "decreasing": ("values", "milestones")}
 
 # The decreasing coefficients of the speaker-verification paper's schedule (Zhu and Mak, 2020).
 DECREASING_VALUES: tuple[float, ...] = (0.2, 1e-2, 1e-4, 1e-6, 0.0)
@@ -212,15 +217,7 @@ class LambdaSchedule:
         >>> LambdaSchedule.from_config({"schedule": "constant", "value": 0.05}, total_epochs=40).values
         (0.05,)
         """
-        options = dict(options)
-        kind = options.pop("schedule", "constant")
-        allowed = {"constant": {"value"}, "decreasing": {"values", "milestones"}}
-        if kind not in allowed:
-            raise ConfigError(f"regularizer schedule must be constant or decreasing, not {kind!r}")
-        unknown = sorted(set(options) - allowed[kind])
-        if unknown:
-            raise ConfigError(f"unknown option(s) {unknown} for a {kind} regularizer schedule; "
-                              f"known: {sorted(allowed[kind] | {'schedule'})}")
+        kind = _check_options(options, ("schedule",))
         if kind == "constant":
             return cls.constant(options.get("value", 0.1))
         milestones = options.get("milestones")
@@ -294,6 +291,7 @@ class OrthogonalRegularizer:
         >>> reg.kind, reg.layer_names, reg.schedule.milestones
         ('srip', ['encoder.embedding'], (1, 3, 4, 6))
         """
+        _check_options(options, REGULARIZER_OPTIONS)
         options = dict(options)
         if "kind" not in options:
             raise ConfigError(f"regularizer needs a kind ({' or '.join(KINDS)})")
@@ -361,6 +359,18 @@ class OrthogonalRegularizer:
         if matches:
             raise ConfigError(f"regularizer layer {name!r} is ambiguous: it matches {matches}; give the full name")
         raise ConfigError(f"regularizer layer {name!r} not found in the model; linear layers: {_linear_names(modules)}")
+
+
+def _check_options(options: Mapping[str, Any], own: Sequence[str]) -> str:
+    """Reject keys of a regularizer section other than ``own`` and its schedule kind's; return that kind."""
+    kind = options.get("schedule", "constant")
+    if kind not in SCHEDULE_OPTIONS:
+        raise ConfigError(f"regularizer schedule must be constant or decreasing, not {kind!r}")
+    # A key of the other schedule kind is no typo: say which schedule takes it.
+    reasons = {key: f"is an option of a {other} schedule, but regularizer.schedule is {kind!r}"
+               for other, keys in SCHEDULE_OPTIONS.items() if other != kind for key in keys}
+    check_keys(options, tuple(own) + SCHEDULE_OPTIONS[kind], "regularizer", reasons)
+    return kind
 
 
 def _linear_names(modules: dict[str, nn.Module]) -> str:
