@@ -1,4 +1,6 @@
 """Embedders and the name registry."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +11,8 @@ from voxprint.errors import ConfigError
 from voxprint.models import build_embedding_model
 from voxprint.models.lstm_dvector import LSTMDVector
 from voxprint.registry import LOSSES, MODELS, Registry
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("pooling", ["mean", "last"])
@@ -31,7 +35,7 @@ def test_last_frame_pooling_ignores_earlier_frames_only_through_the_recurrence()
 def test_default_config_starts_with_distinct_embeddings(train_dir):
     """Regression: PyTorch's default LSTM init mapped every utterance to cosine 0.9999 and GE2E never learned."""
     torch.manual_seed(0)
-    config = load_config("configs/ge2e_lstm_small.yaml")
+    config = load_config(REPO / "configs" / "ge2e_lstm_small.yaml")
     model = build_embedding_model(config)
     waves = [load_audio(p)[:16000 * 2] for p in sorted(train_dir.glob("SPEAKER000*/*.flac"))[:6]]
     with torch.no_grad():
@@ -42,7 +46,7 @@ def test_default_config_starts_with_distinct_embeddings(train_dir):
 
 
 def test_paper_config_builds_paper_sizes():
-    config = load_config("configs/ge2e_lstm_paper.yaml")
+    config = load_config(REPO / "configs" / "ge2e_lstm_paper.yaml")
     model = build_embedding_model(config)
     lstm = model.encoder.lstm
     assert (lstm.hidden_size, lstm.proj_size, lstm.num_layers) == (768, 256, 3)

@@ -1,5 +1,7 @@
 """RawNet2 (Jung et al., 2020): sinc-conv band-pass filters, feature map scaling, shapes, the config
 on real speech and the paper's test-time augmentation as sliding-window inference."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from voxprint.models.sinc_conv import SincConv, frequency_response
 from voxprint.registry import MODELS
 
 RATE = 16000
-SMALL_CONFIG = "configs/rawnet2_small.yaml"
+SMALL_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "rawnet2_small.yaml"
 # Narrow widths keep the tests fast; the topology is the paper's at any width.
 TINY = {"first_channels": 8, "block_channels": [8, 8, 16], "gru_size": 16, "embedding_dim": 12}
 
@@ -230,7 +232,7 @@ def test_small_config_builds_and_embeds_real_speech(small_config, speech_file):
 
 
 def test_paper_config_loads_with_table_1_sizes():
-    config = load_config("configs/rawnet2_paper.yaml")
+    config = load_config(SMALL_CONFIG.with_name("rawnet2_paper.yaml"))
     model = config["model"]
     assert model["block_channels"] == [128, 128, 256, 256, 256, 256] and model["gru_size"] == 1024
     assert config["data"]["crop_frames"] == [59049, 59049] and config["inference"]["overlap"] == 0.2
