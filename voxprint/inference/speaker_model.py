@@ -126,7 +126,10 @@ class SpeakerModel:
         """A view of this model with other window settings (the weights are shared, not copied).
 
         Example:
-            >>> model.with_inference(window_frames=10**9, overlap=0.0)  # doctest: +SKIP
+            >>> model = load_model("default")
+            >>> whole = model.with_inference(window_frames=10**9, overlap=0.0)
+            >>> whole.window_frames, model.window_frames, whole.model is model.model
+            (1000000000, 3000, True)
         """
         other = copy.copy(self)
         other.window_frames = self.window_frames if window_frames is None else int(window_frames)
