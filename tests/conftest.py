@@ -37,6 +37,21 @@ def speech_file(train_dir: Path) -> Path:
     return train_dir / "SPEAKER0001" / "000010053.flac"
 
 
+@pytest.fixture(scope="session")
+def small_model():
+    """A small untrained LSTM d-vector SpeakerModel (fixed seed): enough for windowing and batching checks."""
+    import torch
+
+    from voxprint.config import load_config
+    from voxprint.inference import SpeakerModel
+    from voxprint.models import build_embedding_model
+
+    torch.manual_seed(0)
+    config = load_config(None, {"model": {"name": "lstm_dvector", "hidden_size": 32, "proj_size": 16,
+                                          "num_layers": 2, "embedding_dim": 12}})
+    return SpeakerModel(build_embedding_model(config), config)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _single_torch_thread():
     """Two cores are shared by the test process and its subprocesses: one thread avoids oversubscription."""

@@ -10,14 +10,6 @@ from voxprint.inference import SpeakerModel, load_model, window_starts
 from voxprint.models import build_embedding_model
 
 
-@pytest.fixture(scope="module")
-def small_model() -> SpeakerModel:
-    torch.manual_seed(0)
-    config = load_config(None, {"model": {"name": "lstm_dvector", "hidden_size": 32, "proj_size": 16,
-                                          "num_layers": 2, "embedding_dim": 12}})
-    return SpeakerModel(build_embedding_model(config), config)
-
-
 def test_window_starts_cover_the_utterance_with_half_overlap():
     assert window_starts(100, 160, 0.5) == [0]
     assert window_starts(160, 160, 0.5) == [0]

@@ -11,19 +11,11 @@ import voxprint.audio.io as audio_io
 from voxprint.audio import load_audio
 from voxprint.config import load_config
 from voxprint.errors import AudioError
-from voxprint.inference import SlidingWindowEmbedder, SpeakerModel, window_starts
+from voxprint.inference import SlidingWindowEmbedder, window_starts
 from voxprint.models import build_embedding_model
 from voxprint.registry import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def lstm_model() -> SpeakerModel:
-    torch.manual_seed(0)
-    config = load_config(None, {"model": {"name": "lstm_dvector", "hidden_size": 32, "proj_size": 16,
-                                          "num_layers": 1, "embedding_dim": 12}})
-    return SpeakerModel(build_embedding_model(config), config)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +27,9 @@ def long_wave(train_dir) -> np.ndarray:
     return wave[: 75 * 16000]
 
 
-def test_windows_carry_their_times_in_seconds(lstm_model, speech_file):
-    windows = lstm_model.extract_window_embeddings(speech_file)
-    frames = lstm_model.model.frontend.num_frames(len(load_audio(speech_file)))
+def test_windows_carry_their_times_in_seconds(small_model, speech_file):
+    windows = small_model.extract_window_embeddings(speech_file)
+    frames = small_model.model.frontend.num_frames(len(load_audio(speech_file)))
     starts = window_starts(frames, 160, 0.5)
     assert len(windows) == len(starts) > 2
     np.testing.assert_allclose(windows.starts, np.array(starts) * 0.01)
@@ -45,19 +37,19 @@ def test_windows_carry_their_times_in_seconds(lstm_model, speech_file):
     np.testing.assert_allclose(windows.ends - windows.starts, 1.615)
     assert windows.ends[-1] <= len(load_audio(speech_file)) / 16000
     np.testing.assert_allclose(np.linalg.norm(windows.embeddings, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(windows.utterance_embedding(), lstm_model.extract_embedding(speech_file), atol=1e-6)
+    np.testing.assert_allclose(windows.utterance_embedding(), small_model.extract_embedding(speech_file), atol=1e-6)
 
 
-def test_encoder_batches_are_bounded_and_do_not_change_the_result(lstm_model, long_wave):
+def test_encoder_batches_are_bounded_and_do_not_change_the_result(small_model, long_wave):
     sizes: list[int] = []
 
     def spy(frames: torch.Tensor) -> torch.Tensor:
         sizes.append(frames.shape[0])
-        return lstm_model.model.encode(frames)
+        return small_model.model.encode(frames)
 
-    small = SlidingWindowEmbedder(lstm_model.model, 160, 0.5, batch_windows=16, encode=spy)(long_wave)
+    small = SlidingWindowEmbedder(small_model.model, 160, 0.5, batch_windows=16, encode=spy)(long_wave)
     assert max(sizes) == 16 and len(small) > 90
-    whole = SlidingWindowEmbedder(lstm_model.model, 160, 0.5, batch_windows=10_000)(long_wave)
+    whole = SlidingWindowEmbedder(small_model.model, 160, 0.5, batch_windows=10_000)(long_wave)
     np.testing.assert_allclose(small.embeddings, whole.embeddings, atol=1e-5)
 
 
