@@ -57,35 +57,25 @@ def validate_waveform(
 
     These are the checks shared by file and array input of :func:`load_audio`.
 
-    Arguments
-    ---------
-    wave : np.ndarray
-        1-D waveform, floating point, nominally in [-1, 1].
-    name : str
-        What to call the audio in error messages (a file path or a description
-        of the array).
-    sample_rate : int
-        Sample rate of ``wave`` in Hz, used to report durations.
-    min_seconds : float
-        Minimum accepted duration in seconds (0 accepts any non-empty audio).
+    Args:
+        wave: 1-D waveform, floating point, nominally in [-1, 1].
+        name: What to call the audio in error messages (a file path or a description
+            of the array).
+        sample_rate: Sample rate of ``wave`` in Hz, used to report durations.
+        min_seconds: Minimum accepted duration in seconds (0 accepts any non-empty audio).
 
-    Returns
-    -------
-    np.ndarray
+    Returns:
         The waveform as C-contiguous float32, clipped to [-1, 1] (small
         overshoots come from resampling or float files and are harmless).
 
-    Raises
-    ------
-    AudioError
-        If the waveform is not 1-D, is empty, contains NaN or Inf, is digitally
-        silent, is far outside [-1, 1], or is shorter than ``min_seconds``.
+    Raises:
+        AudioError: If the waveform is not 1-D, is empty, contains NaN or Inf, is digitally
+            silent, is far outside [-1, 1], or is shorter than ``min_seconds``.
 
-    Example
-    -------
-    >>> wave = validate_waveform(np.full(16000, 0.1), "example", 16000, min_seconds=0.5)
-    >>> wave.dtype, wave.shape
-    (dtype('float32'), (16000,))
+    Example:
+        >>> wave = validate_waveform(np.full(16000, 0.1), "example", 16000, min_seconds=0.5)
+        >>> wave.dtype, wave.shape
+        (dtype('float32'), (16000,))
     """
     wave = np.asarray(wave)
     if wave.ndim != 1:
@@ -143,42 +133,31 @@ def load_audio(
     channels; the result is resampled with soxr (high quality) when its rate
     differs from ``target_rate``.
 
-    Arguments
-    ---------
-    source : str | os.PathLike | np.ndarray
-        An audio file path, or a waveform array. Arrays may be float (in
-        [-1, 1]) or integer PCM (int16 is scaled by 1/32768, int32 by 1/2**31,
-        uint8 is offset-binary), 1-D, or 2-D as (samples, channels) or
-        (channels, samples) with at most 8 channels on the short axis.
-    sample_rate : int | None
-        Sample rate of an array ``source`` in Hz; required for arrays. For a
-        file the rate comes from its header; if given, it must match it.
-    target_rate : int
-        Sample rate of the returned waveform in Hz.
-    min_seconds : float
-        Minimum accepted duration in seconds, measured after resampling.
-    max_seconds : float | None
-        Maximum accepted duration in seconds (None: no limit). A file's duration is checked from its
-        header, before anything is decoded; long files are decoded and resampled block by block.
+    Args:
+        source: An audio file path, or a waveform array. Arrays may be float (in
+            [-1, 1]) or integer PCM (int16 is scaled by 1/32768, int32 by 1/2**31,
+            uint8 is offset-binary), 1-D, or 2-D as (samples, channels) or
+            (channels, samples) with at most 8 channels on the short axis.
+        sample_rate: Sample rate of an array ``source`` in Hz; required for arrays. For a
+            file the rate comes from its header; if given, it must match it.
+        target_rate: Sample rate of the returned waveform in Hz.
+        min_seconds: Minimum accepted duration in seconds, measured after resampling.
+        max_seconds: Maximum accepted duration in seconds (None: no limit). A file's duration is checked from its
+            header, before anything is decoded; long files are decoded and resampled block by block.
 
-    Returns
-    -------
-    np.ndarray
+    Returns:
         1-D float32 waveform in [-1, 1] at ``target_rate``.
 
-    Raises
-    ------
-    AudioError
-        For a missing, empty, unreadable or corrupt file, a directory, an
-        array without ``sample_rate``, an unusable array shape or dtype, and
-        for audio that is empty, non-finite, digitally silent or shorter than
-        ``min_seconds`` or longer than ``max_seconds``.
+    Raises:
+        AudioError: For a missing, empty, unreadable or corrupt file, a directory, an
+            array without ``sample_rate``, an unusable array shape or dtype, and
+            for audio that is empty, non-finite, digitally silent or shorter than
+            ``min_seconds`` or longer than ``max_seconds``.
 
-    Example
-    -------
-    >>> tone = (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32)
-    >>> load_audio(tone, sample_rate=8000, target_rate=16000).shape
-    (16000,)
+    Example:
+        >>> tone = (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32)
+        >>> load_audio(tone, sample_rate=8000, target_rate=16000).shape
+        (16000,)
     """
     if isinstance(target_rate, bool) or not isinstance(target_rate, (int, np.integer)) or target_rate <= 0:
         raise AudioError(f"target_rate must be a positive integer number of Hz, got {target_rate!r}.")
@@ -236,10 +215,9 @@ def audio_file_problem(path: str | os.PathLike, min_seconds: float = 0.0,
 
     Batch commands call this on every file before any slow work, so a bad file is reported up front.
 
-    Example
-    -------
-    >>> audio_file_problem("missing.flac").startswith("audio file not found")
-    True
+    Example:
+        >>> audio_file_problem("missing.flac").startswith("audio file not found")
+        True
     """
     try:
         info = _read_header(Path(path))

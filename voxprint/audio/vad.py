@@ -52,34 +52,25 @@ def energy_vad_mask(
     edges, like Kaldi's ``snip_edges``), so frame ``i`` covers samples
     ``[i * shift, i * shift + frame)``.
 
-    Arguments
-    ---------
-    wave : np.ndarray
-        1-D mono waveform.
-    sample_rate : int
-        Sample rate in Hz.
-    frame_ms : float
-        Frame length in milliseconds.
-    shift_ms : float
-        Frame shift in milliseconds.
-    threshold_db : float
-        A frame is speech when its energy, in dB relative to the loudest frame
-        of the utterance, is above this (negative) value.
+    Args:
+        wave: 1-D mono waveform.
+        sample_rate: Sample rate in Hz.
+        frame_ms: Frame length in milliseconds.
+        shift_ms: Frame shift in milliseconds.
+        threshold_db: A frame is speech when its energy, in dB relative to the loudest frame
+            of the utterance, is above this (negative) value.
 
-    Returns
-    -------
-    np.ndarray
+    Returns:
         Boolean array with one entry per frame, True for speech. Audio with no
         contrast at all (e.g. all zeros) is all True: there is nothing to
         tell speech from silence by.
 
-    Example
-    -------
-    >>> wave = np.zeros(16000, dtype=np.float32)
-    >>> wave[4000:8000] = 0.1 * np.sin(np.arange(4000) / 3)
-    >>> mask = energy_vad_mask(wave, 16000)
-    >>> bool(mask[40]), bool(mask[0])
-    (True, False)
+    Example:
+        >>> wave = np.zeros(16000, dtype=np.float32)
+        >>> wave[4000:8000] = 0.1 * np.sin(np.arange(4000) / 3)
+        >>> mask = energy_vad_mask(wave, 16000)
+        >>> bool(mask[40]), bool(mask[0])
+        (True, False)
     """
     wave = _as_wave(wave)
     n = wave.shape[0]
@@ -116,37 +107,26 @@ def remove_silence(
     word onsets, soft endings and short pauses (up to about twice the margin)
     survive; only longer silences are cut out.
 
-    Arguments
-    ---------
-    wave : np.ndarray
-        1-D mono waveform.
-    sample_rate : int
-        Sample rate in Hz.
-    threshold_db : float
-        Speech threshold relative to the loudest frame (see :func:`energy_vad_mask`).
-    min_keep_seconds : float
-        If less than this much audio would remain, ``wave`` is returned
-        unchanged: an over-eager VAD must not turn a quiet utterance into a
-        fragment too short to embed.
-    margin_ms : float
-        Audio kept on each side of every speech frame, in milliseconds.
-    frame_ms : float
-        VAD frame length in milliseconds.
-    shift_ms : float
-        VAD frame shift in milliseconds.
+    Args:
+        wave: 1-D mono waveform.
+        sample_rate: Sample rate in Hz.
+        threshold_db: Speech threshold relative to the loudest frame (see :func:`energy_vad_mask`).
+        min_keep_seconds: If less than this much audio would remain, ``wave`` is returned
+            unchanged: an over-eager VAD must not turn a quiet utterance into a
+            fragment too short to embed.
+        margin_ms: Audio kept on each side of every speech frame, in milliseconds.
+        frame_ms: VAD frame length in milliseconds.
+        shift_ms: VAD frame shift in milliseconds.
 
-    Returns
-    -------
-    np.ndarray
+    Returns:
         The speech samples in their original order (a new array), or ``wave``
         itself when nothing is removed or too little would remain.
 
-    Example
-    -------
-    >>> speech = 0.1 * np.sin(np.arange(16000) / 3)
-    >>> padded = np.concatenate([np.zeros(16000), speech, np.zeros(16000)])
-    >>> len(remove_silence(padded, 16000)) < 20000
-    True
+    Example:
+        >>> speech = 0.1 * np.sin(np.arange(16000) / 3)
+        >>> padded = np.concatenate([np.zeros(16000), speech, np.zeros(16000)])
+        >>> len(remove_silence(padded, 16000)) < 20000
+        True
     """
     wave = _as_wave(wave)
     n = wave.shape[0]

@@ -22,14 +22,10 @@ _WINDOWS = ("povey", "hamming", "hann")
 def mel_scale(freq: torch.Tensor | float) -> torch.Tensor | float:
     """Converts Hz to Kaldi's mel scale, ``1127 ln(1 + f / 700)``.
 
-    Arguments
-    ---------
-    freq : torch.Tensor | float
-        Frequency in Hz.
+    Args:
+        freq: Frequency in Hz.
 
-    Returns
-    -------
-    torch.Tensor | float
+    Returns:
         The same frequency in mel.
     """
     if isinstance(freq, torch.Tensor):
@@ -40,16 +36,11 @@ def mel_scale(freq: torch.Tensor | float) -> torch.Tensor | float:
 def kaldi_window(window: str, length: int) -> torch.Tensor:
     """Builds a Kaldi analysis window of ``length`` samples (float32).
 
-    Arguments
-    ---------
-    window : str
-        ``"povey"`` (Hann raised to 0.85, Kaldi's default), ``"hamming"`` or ``"hann"``.
-    length : int
-        Window length in samples.
+    Args:
+        window: ``"povey"`` (Hann raised to 0.85, Kaldi's default), ``"hamming"`` or ``"hann"``.
+        length: Window length in samples.
 
-    Returns
-    -------
-    torch.Tensor
+    Returns:
         The window, shape ``(length,)``.
     """
     if window not in _WINDOWS:
@@ -79,29 +70,19 @@ def kaldi_mel_banks(
     Triangles are linear in the mel domain, and (as in Kaldi) the Nyquist bin
     gets no weight.
 
-    Arguments
-    ---------
-    n_mels : int
-        Number of mel bands.
-    n_fft : int
-        FFT size (the padded window length).
-    sample_rate : float
-        Sample rate in Hz.
-    low_freq : float
-        Lower edge of the first band in Hz.
-    high_freq : float
-        Upper edge of the last band in Hz; ``<= 0`` means Nyquist + ``high_freq``.
+    Args:
+        n_mels: Number of mel bands.
+        n_fft: FFT size (the padded window length).
+        sample_rate: Sample rate in Hz.
+        low_freq: Lower edge of the first band in Hz.
+        high_freq: Upper edge of the last band in Hz; ``<= 0`` means Nyquist + ``high_freq``.
 
-    Returns
-    -------
-    torch.Tensor
+    Returns:
         Float32 matrix of shape ``(n_fft // 2 + 1, n_mels)``, to right-multiply
         a power spectrum with.
 
-    Raises
-    ------
-    ConfigError
-        If the frequency range is invalid or some band covers no FFT bin.
+    Raises:
+        ConfigError: If the frequency range is invalid or some band covers no FFT bin.
     """
     nyquist = 0.5 * sample_rate
     high = high_freq if high_freq > 0.0 else nyquist + high_freq
@@ -140,39 +121,26 @@ class LogMelFbank(torch.nn.Module):
     --use-energy=false`` (deterministic: no dither). Frames are taken without
     edge padding, so ``num_frames(T) = 1 + (T - frame_length) // frame_shift``.
 
-    Arguments
-    ---------
-    sample_rate : int
-        Sample rate of the input in Hz.
-    n_mels : int
-        Number of mel bands (output feature dimension).
-    frame_length_ms : float
-        Window length in milliseconds.
-    frame_shift_ms : float
-        Frame shift in milliseconds.
-    preemphasis : float
-        Pre-emphasis coefficient (0 disables it).
-    low_freq : float
-        Lower edge of the mel filterbank in Hz.
-    high_freq : float
-        Upper edge in Hz; ``<= 0`` means Nyquist + ``high_freq``.
-    remove_dc_offset : bool
-        Subtract each frame's mean before windowing.
-    window : str
-        ``"povey"``, ``"hamming"`` or ``"hann"``.
-    log_floor : float
-        Mel energies are floored at this before the log (Kaldi uses float epsilon).
-    input_scale : float
-        The [-1, 1] waveform is multiplied by this first; 32768 reproduces
-        Kaldi's values, which are computed on int16-valued samples.
+    Args:
+        sample_rate: Sample rate of the input in Hz.
+        n_mels: Number of mel bands (output feature dimension).
+        frame_length_ms: Window length in milliseconds.
+        frame_shift_ms: Frame shift in milliseconds.
+        preemphasis: Pre-emphasis coefficient (0 disables it).
+        low_freq: Lower edge of the mel filterbank in Hz.
+        high_freq: Upper edge in Hz; ``<= 0`` means Nyquist + ``high_freq``.
+        remove_dc_offset: Subtract each frame's mean before windowing.
+        window: ``"povey"``, ``"hamming"`` or ``"hann"``.
+        log_floor: Mel energies are floored at this before the log (Kaldi uses float epsilon).
+        input_scale: The [-1, 1] waveform is multiplied by this first; 32768 reproduces
+            Kaldi's values, which are computed on int16-valued samples.
 
-    Example
-    -------
-    >>> fbank = LogMelFbank(n_mels=80)
-    >>> fbank(torch.randn(2, 16000) * 0.1).shape
-    torch.Size([2, 98, 80])
-    >>> fbank.num_frames(16000), fbank.num_samples(98)
-    (98, 15920)
+    Example:
+        >>> fbank = LogMelFbank(n_mels=80)
+        >>> fbank(torch.randn(2, 16000) * 0.1).shape
+        torch.Size([2, 98, 80])
+        >>> fbank.num_frames(16000), fbank.num_samples(98)
+        (98, 15920)
     """
 
     def __init__(
@@ -230,14 +198,10 @@ class LogMelFbank(torch.nn.Module):
     def num_frames(self, num_samples: int) -> int:
         """Number of frames produced from ``num_samples`` samples (0 if shorter than one window).
 
-        Arguments
-        ---------
-        num_samples : int
-            Waveform length in samples.
+        Args:
+            num_samples: Waveform length in samples.
 
-        Returns
-        -------
-        int
+        Returns:
             Number of feature frames.
         """
         if num_samples < self._frame_length:
@@ -247,14 +211,10 @@ class LogMelFbank(torch.nn.Module):
     def num_samples(self, num_frames: int) -> int:
         """Smallest number of samples that yields exactly ``num_frames`` frames.
 
-        Arguments
-        ---------
-        num_frames : int
-            Desired number of feature frames (>= 0).
+        Args:
+            num_frames: Desired number of feature frames (>= 0).
 
-        Returns
-        -------
-        int
+        Returns:
             Waveform length in samples (0 for 0 frames).
         """
         if num_frames < 0:
@@ -266,20 +226,14 @@ class LogMelFbank(torch.nn.Module):
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Computes log mel filterbank features.
 
-        Arguments
-        ---------
-        waveforms : torch.Tensor
-            Float waveform(s) in [-1, 1], shape ``(T,)`` or ``(B, T)``.
+        Args:
+            waveforms: Float waveform(s) in [-1, 1], shape ``(T,)`` or ``(B, T)``.
 
-        Returns
-        -------
-        torch.Tensor
+        Returns:
             Float32 features, ``(frames, n_mels)`` or ``(B, frames, n_mels)``.
 
-        Raises
-        ------
-        AudioError
-            If the input is shorter than one window, or not a 1-D/2-D float tensor.
+        Raises:
+            AudioError: If the input is shorter than one window, or not a 1-D/2-D float tensor.
         """
         if waveforms.dim() not in (1, 2):
             raise AudioError(

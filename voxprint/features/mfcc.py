@@ -25,23 +25,17 @@ def dct_matrix(n_mels: int, n_mfcc: int) -> torch.Tensor:
     Row ``k`` of the transform is ``sqrt(2 / N) cos(pi k (j + 1/2) / N)``, with ``sqrt(1 / N)`` for
     ``k = 0`` (Kaldi's ``ComputeDctMatrix``); only the first ``n_mfcc`` rows are kept.
 
-    Arguments
-    ---------
-    n_mels : int
-        Number of log mel energies N (the DCT length).
-    n_mfcc : int
-        Number of cepstral coefficients kept (``<= n_mels``).
+    Args:
+        n_mels: Number of log mel energies N (the DCT length).
+        n_mfcc: Number of cepstral coefficients kept (``<= n_mels``).
 
-    Returns
-    -------
-    torch.Tensor
+    Returns:
         Float32 matrix of shape ``(n_mels, n_mfcc)``.
 
-    Example
-    -------
-    >>> d = dct_matrix(40, 40)
-    >>> torch.allclose(d.T @ d, torch.eye(40), atol=1e-5)
-    True
+    Example:
+        >>> d = dct_matrix(40, 40)
+        >>> torch.allclose(d.T @ d, torch.eye(40), atol=1e-5)
+        True
     """
     if not 1 <= n_mfcc <= n_mels:
         raise ConfigError(f"n_mfcc must be between 1 and n_mels ({n_mels}), got {n_mfcc}.")
@@ -58,24 +52,18 @@ def lifter_coefficients(n_mfcc: int, cepstral_lifter: float) -> torch.Tensor:
     Liftering rescales the higher cepstra, which are otherwise numerically much smaller than the
     first few, to a comparable range.
 
-    Arguments
-    ---------
-    n_mfcc : int
-        Number of cepstral coefficients.
-    cepstral_lifter : float
-        The lifter constant Q (Kaldi's default 22); 0 disables liftering.
+    Args:
+        n_mfcc: Number of cepstral coefficients.
+        cepstral_lifter: The lifter constant Q (Kaldi's default 22); 0 disables liftering.
 
-    Returns
-    -------
-    torch.Tensor
+    Returns:
         Float32 weights, shape ``(n_mfcc,)``.
 
-    Example
-    -------
-    >>> lifter_coefficients(3, 0.0)
-    tensor([1., 1., 1.])
-    >>> round(float(lifter_coefficients(12, 22.0)[11]), 3)
-    12.0
+    Example:
+        >>> lifter_coefficients(3, 0.0)
+        tensor([1., 1., 1.])
+        >>> round(float(lifter_coefficients(12, 22.0)[11]), 3)
+        12.0
     """
     if cepstral_lifter < 0:
         raise ConfigError(f"cepstral_lifter must be >= 0, got {cepstral_lifter}.")
@@ -91,24 +79,18 @@ def mean_variance_normalize(feats: torch.Tensor, eps: float = 1e-5) -> torch.Ten
     Mean removal takes out stationary channel effects; the variance scaling puts the cepstra, whose
     ranges differ by an order of magnitude, on one scale for the LSTM's saturating gates.
 
-    Arguments
-    ---------
-    feats : torch.Tensor
-        Features ``(frames, dim)`` or ``(batch, frames, dim)``; each utterance of a batch is
-        normalised over its own frames.
-    eps : float
-        Floor of the standard deviation, so constant (e.g. digitally silent) dimensions stay finite.
+    Args:
+        feats: Features ``(frames, dim)`` or ``(batch, frames, dim)``; each utterance of a batch is
+            normalised over its own frames.
+        eps: Floor of the standard deviation, so constant (e.g. digitally silent) dimensions stay finite.
 
-    Returns
-    -------
-    torch.Tensor
+    Returns:
         Normalised features, same shape and dtype.
 
-    Example
-    -------
-    >>> out = mean_variance_normalize(torch.randn(2, 50, 3) * 5 + 2)
-    >>> bool(out.mean(1).abs().max() < 1e-5), bool((out.std(1, unbiased=False) - 1).abs().max() < 1e-4)
-    (True, True)
+    Example:
+        >>> out = mean_variance_normalize(torch.randn(2, 50, 3) * 5 + 2)
+        >>> bool(out.mean(1).abs().max() < 1e-5), bool((out.std(1, unbiased=False) - 1).abs().max() < 1e-4)
+        (True, True)
     """
     if feats.dim() not in (2, 3):
         raise ValueError(
@@ -129,31 +111,23 @@ class MFCC(nn.Module):
     --use-energy=false``: log mel energies from :class:`LogMelFbank` (same framing, window,
     pre-emphasis and log floor), the orthonormal DCT-II, then the optional cepstral lifter.
 
-    Arguments
-    ---------
-    sample_rate : int
-        Sample rate of the input in Hz.
-    n_mels : int
-        Number of mel bands the cepstra are computed from.
-    n_mfcc : int
-        Number of cepstral coefficients (the output dimension, :attr:`dim`); ``<= n_mels``.
-    frame_length_ms : float
-        Window length in milliseconds.
-    frame_shift_ms : float
-        Frame shift in milliseconds.
-    cepstral_lifter : float
-        Lifter constant Q (Kaldi's default 22); 0 disables liftering.
-    preemphasis, low_freq, high_freq, remove_dc_offset, window
-        As in :class:`LogMelFbank` (listed here, not passed as ``**kwargs``, because the embedder
-        gives a front-end only the config options its signature names).
+    Args:
+        sample_rate: Sample rate of the input in Hz.
+        n_mels: Number of mel bands the cepstra are computed from.
+        n_mfcc: Number of cepstral coefficients (the output dimension, :attr:`dim`); ``<= n_mels``.
+        frame_length_ms: Window length in milliseconds.
+        frame_shift_ms: Frame shift in milliseconds.
+        cepstral_lifter: Lifter constant Q (Kaldi's default 22); 0 disables liftering.
+        preemphasis, low_freq, high_freq, remove_dc_offset, window: As in :class:`LogMelFbank` (listed
+            here, not passed as ``**kwargs``, because the embedder gives a front-end only the config
+            options its signature names).
 
-    Example
-    -------
-    >>> mfcc = MFCC(n_mels=40, n_mfcc=30)
-    >>> mfcc(torch.randn(2, 16000) * 0.1).shape
-    torch.Size([2, 98, 30])
-    >>> mfcc.dim, mfcc.num_frames(16000), mfcc.num_samples(98)
-    (30, 98, 15920)
+    Example:
+        >>> mfcc = MFCC(n_mels=40, n_mfcc=30)
+        >>> mfcc(torch.randn(2, 16000) * 0.1).shape
+        torch.Size([2, 98, 30])
+        >>> mfcc.dim, mfcc.num_frames(16000), mfcc.num_samples(98)
+        (30, 98, 15920)
     """
 
     def __init__(
@@ -208,14 +182,10 @@ class MFCC(nn.Module):
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Computes MFCCs.
 
-        Arguments
-        ---------
-        waveforms : torch.Tensor
-            Float waveform(s) in [-1, 1], shape ``(T,)`` or ``(B, T)``.
+        Args:
+            waveforms: Float waveform(s) in [-1, 1], shape ``(T,)`` or ``(B, T)``.
 
-        Returns
-        -------
-        torch.Tensor
+        Returns:
             Float32 cepstra, ``(frames, n_mfcc)`` or ``(B, frames, n_mfcc)``.
         """
         # The lifter is folded into the DCT matrix: one matmul per batch.

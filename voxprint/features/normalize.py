@@ -20,27 +20,21 @@ def _check_feats(feats: torch.Tensor, fn: str) -> None:
 def mean_normalize(feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Subtracts each utterance's mean over time (per-utterance CMN).
 
-    Arguments
-    ---------
-    feats : torch.Tensor
-        Features ``(frames, dim)`` or a padded batch ``(batch, frames, dim)``.
-    lengths : torch.Tensor | None
-        Number of valid frames of each utterance in a batch, shape ``(batch,)``
-        (absolute frame counts, not relative lengths). Only valid frames enter
-        the mean, and padding frames are returned as zeros. ``None`` means all
-        frames are valid.
+    Args:
+        feats: Features ``(frames, dim)`` or a padded batch ``(batch, frames, dim)``.
+        lengths: Number of valid frames of each utterance in a batch, shape ``(batch,)``
+            (absolute frame counts, not relative lengths). Only valid frames enter
+            the mean, and padding frames are returned as zeros. ``None`` means all
+            frames are valid.
 
-    Returns
-    -------
-    torch.Tensor
+    Returns:
         Normalised features, same shape and dtype as ``feats``.
 
-    Example
-    -------
-    >>> feats = torch.randn(2, 5, 3)
-    >>> out = mean_normalize(feats, torch.tensor([5, 3]))
-    >>> bool(out[1, 3:].eq(0).all()), bool(out[1, :3].mean(0).abs().max() < 1e-6)
-    (True, True)
+    Example:
+        >>> feats = torch.randn(2, 5, 3)
+        >>> out = mean_normalize(feats, torch.tensor([5, 3]))
+        >>> bool(out[1, 3:].eq(0).all()), bool(out[1, :3].mean(0).abs().max() < 1e-6)
+        (True, True)
     """
     _check_feats(feats, "mean_normalize")
     if lengths is None:
@@ -69,24 +63,18 @@ def sliding_mean_normalize(feats: torch.Tensor, window_frames: int = 300) -> tor
     shifted to stay inside the utterance, and an utterance shorter than the
     window uses its whole length (so it reduces to :func:`mean_normalize`).
 
-    Arguments
-    ---------
-    feats : torch.Tensor
-        Features ``(frames, dim)`` or ``(batch, frames, dim)``; every utterance
-        in a batch is treated as having all ``frames`` frames.
-    window_frames : int
-        Window length in frames (300 frames = 3 s at a 10 ms shift).
+    Args:
+        feats: Features ``(frames, dim)`` or ``(batch, frames, dim)``; every utterance
+            in a batch is treated as having all ``frames`` frames.
+        window_frames: Window length in frames (300 frames = 3 s at a 10 ms shift).
 
-    Returns
-    -------
-    torch.Tensor
+    Returns:
         Normalised features, same shape and dtype as ``feats``.
 
-    Example
-    -------
-    >>> feats = torch.randn(1000, 40)
-    >>> sliding_mean_normalize(feats, 300).shape
-    torch.Size([1000, 40])
+    Example:
+        >>> feats = torch.randn(1000, 40)
+        >>> sliding_mean_normalize(feats, 300).shape
+        torch.Size([1000, 40])
     """
     _check_feats(feats, "sliding_mean_normalize")
     if window_frames < 1:

@@ -31,24 +31,18 @@ class SpecAugment(nn.Module):
     If an utterance is too short for the requested bands, widths and then counts shrink to fit
     (``n`` bands need at least ``2n - 1`` frames).
 
-    Arguments
-    ---------
-    time_masks : int
-        Number of time bands per utterance.
-    max_time_width : int
-        Largest time band, in frames.
-    freq_masks : int
-        Number of frequency bands per utterance.
-    max_freq_width : int
-        Largest frequency band, in feature bins.
+    Args:
+        time_masks: Number of time bands per utterance.
+        max_time_width: Largest time band, in frames.
+        freq_masks: Number of frequency bands per utterance.
+        max_freq_width: Largest frequency band, in feature bins.
 
-    Example
-    -------
-    >>> aug = SpecAugment(time_masks=2, max_time_width=5, freq_masks=1, max_freq_width=4)
-    >>> feats = torch.randn(3, 100, 40)
-    >>> out = aug(feats)
-    >>> out.shape, bool(aug.eval()(feats).equal(feats))
-    (torch.Size([3, 100, 40]), True)
+    Example:
+        >>> aug = SpecAugment(time_masks=2, max_time_width=5, freq_masks=1, max_freq_width=4)
+        >>> feats = torch.randn(3, 100, 40)
+        >>> out = aug(feats)
+        >>> out.shape, bool(aug.eval()(feats).equal(feats))
+        (torch.Size([3, 100, 40]), True)
     """
 
     def __init__(self, time_masks: int = 1, max_time_width: int = 10, freq_masks: int = 1,
@@ -67,21 +61,17 @@ class SpecAugment(nn.Module):
     def from_config(cls, options: Mapping[str, Any]) -> SpecAugment:
         """Build from the ``specaugment:`` section of a config; unknown keys are errors.
 
-        Arguments
-        ---------
-        options : Mapping[str, Any]
-            Constructor arguments by name.
+        Args:
+            options: Constructor arguments by name.
 
-        Returns
-        -------
-        SpecAugment
+        Returns:
+            A new :class:`SpecAugment`.
 
-        Example
-        -------
-        >>> SpecAugment.from_config({"time_mask": 2})
-        Traceback (most recent call last):
-        ...
-        voxprint.errors.ConfigError: config: unknown key 'time_mask' in section 'specaugment'; did you mean 'time_masks'?
+        Example:
+            >>> SpecAugment.from_config({"time_mask": 2})
+            Traceback (most recent call last):
+            ...
+            voxprint.errors.ConfigError: config: unknown key 'time_mask' in section 'specaugment'; did you mean 'time_masks'?
         """
         check_keys(options, inspect.signature(cls).parameters, "specaugment")
         return cls(**options)
@@ -90,18 +80,12 @@ class SpecAugment(nn.Module):
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Draws the boolean masks of a batch.
 
-        Arguments
-        ---------
-        batch, frames, dims : int
-            Batch size, frames per utterance, feature bins.
-        device : torch.device | str | None
-            Where to build the masks.
-        generator : torch.Generator | None
-            Random source (on ``device``); the global one by default.
+        Args:
+            batch, frames, dims: Batch size, frames per utterance, feature bins.
+            device: Where to build the masks.
+            generator: Random source (on ``device``); the global one by default.
 
-        Returns
-        -------
-        tuple[torch.Tensor, torch.Tensor]
+        Returns:
             ``time_mask`` ``(batch, frames)`` and ``freq_mask`` ``(batch, dims)``, True where masked.
         """
         time_mask = _bands(batch, frames, self.time_masks, self.max_time_width, device, generator)
@@ -111,16 +95,11 @@ class SpecAugment(nn.Module):
     def forward(self, feats: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Masks ``feats`` when training; returns it unchanged in eval mode.
 
-        Arguments
-        ---------
-        feats : torch.Tensor
-            Features ``(batch, frames, dims)`` or ``(frames, dims)``.
-        generator : torch.Generator | None
-            Random source (on the features' device); the global one by default.
+        Args:
+            feats: Features ``(batch, frames, dims)`` or ``(frames, dims)``.
+            generator: Random source (on the features' device); the global one by default.
 
-        Returns
-        -------
-        torch.Tensor
+        Returns:
             Masked features, same shape, dtype and device.
         """
         if feats.dim() not in (2, 3):

@@ -63,7 +63,7 @@ class AffineCosineLoss(nn.Module):
 class GE2ELoss(AffineCosineLoss):
     """GE2E loss with the paper's softmax (eq. 6) or contrast (eq. 7) variant.
 
-    Arguments:
+    Args:
         variant: ``"softmax"`` or ``"contrast"``.
         init_weight, init_bias: initial w and b (paper: 10 and -5).
         reduction: ``"mean"`` over the N*M utterances, or ``"sum"`` as written in the paper.

@@ -93,7 +93,7 @@ class _ClassifierLoss(nn.Module):
 class SoftmaxLoss(_ClassifierLoss):
     """Plain softmax cross-entropy: a linear classifier (weight + bias) on the raw embedding.
 
-    Arguments:
+    Args:
         embedding_dim: size E of the embedding.
         num_classes: number K of training speakers.
 
@@ -125,7 +125,7 @@ class AMSoftmaxLoss(_ClassifierLoss):
     Weights and embeddings are L2-normalised, so every logit is a scaled cosine; with ``margin=0`` and
     ``scale=1`` this is softmax cross-entropy on the cosines.
 
-    Arguments:
+    Args:
         embedding_dim: size E of the embedding.
         num_classes: number K of training speakers.
         margin: additive cosine margin m (>= 0).
@@ -180,7 +180,7 @@ class AAMSoftmaxLoss(_ClassifierLoss):
     uses the epoch-0 margin until :meth:`set_epoch` is called. With ``ramp_end_epoch <= ramp_start_epoch``
     (the default) there is no ramp and the full margin is used from the start.
 
-    Arguments:
+    Args:
         embedding_dim: size E of the embedding.
         num_classes: number K of training speakers.
         margin: final additive angle margin m in radians, in [0, pi / 2).
@@ -309,7 +309,7 @@ class SphereFaceLoss(_ClassifierLoss):
     evaluation-mode calls do not advance it. The defaults follow the authors' released configuration
     (base 1000, gamma 0.12, power 1, lambda_min 5). ``lambda_base=0, lambda_min=0`` gives pure A-softmax.
 
-    Arguments:
+    Args:
         embedding_dim: size E of the embedding.
         num_classes: number K of training speakers.
         margin: integer angular multiplier m >= 1 (1 is plain normalised-weight softmax).

@@ -55,12 +55,11 @@ def gram_minus_identity(weight: torch.Tensor) -> torch.Tensor:
     Weights with more than two dimensions (convolutions) are flattened to (out, in * kernel), as in
     Bansal et al.
 
-    Example
-    -------
-    >>> gram_minus_identity(torch.ones(3, 2)).tolist()  # tall: W^T W is 2 x 2
-    [[2.0, 3.0], [3.0, 2.0]]
-    >>> gram_minus_identity(torch.ones(2, 3)).shape  # wide: W W^T is 2 x 2
-    torch.Size([2, 2])
+    Example:
+        >>> gram_minus_identity(torch.ones(3, 2)).tolist()  # tall: W^T W is 2 x 2
+        [[2.0, 3.0], [3.0, 2.0]]
+        >>> gram_minus_identity(torch.ones(2, 3)).shape  # wide: W W^T is 2 x 2
+        torch.Size([2, 2])
     """
     w = weight.reshape(weight.shape[0], -1)
     rows, cols = w.shape
@@ -71,12 +70,11 @@ def gram_minus_identity(weight: torch.Tensor) -> torch.Tensor:
 def soft_orthogonality(weight: torch.Tensor) -> torch.Tensor:
     """Soft orthogonality ``||G - I||_F^2`` of ``weight`` (out, in), ``G`` its smaller Gram matrix.
 
-    Example
-    -------
-    >>> float(soft_orthogonality(torch.eye(4, 3)))  # orthonormal columns
-    0.0
-    >>> float(soft_orthogonality(2 * torch.eye(2)))  # (4 - 1)^2 on each of 2 diagonal entries
-    18.0
+    Example:
+        >>> float(soft_orthogonality(torch.eye(4, 3)))  # orthonormal columns
+        0.0
+        >>> float(soft_orthogonality(2 * torch.eye(2)))  # (4 - 1)^2 on each of 2 diagonal entries
+        18.0
     """
     return gram_minus_identity(weight).square().sum()
 
@@ -98,23 +96,18 @@ def srip(weight: torch.Tensor, iterations: int = 2, generator: torch.Generator |
     backpropagating through the iteration (Bansal et al.'s code) gives the same value but a gradient
     that also chases the random start.
 
-    Arguments
-    ---------
-    weight : torch.Tensor
-        (out, in) weight of a linear layer (more dimensions are flattened to (out, -1)).
-    iterations : int
-        Multiplications by ``A`` (the papers: 2).
-    generator : torch.Generator | None
-        Source of the random start (a CPU generator works for weights on any device); the global
-        RNG when None.
+    Args:
+        weight: (out, in) weight of a linear layer (more dimensions are flattened to (out, -1)).
+        iterations: Multiplications by ``A`` (the papers: 2).
+        generator: Source of the random start (a CPU generator works for weights on any device); the global
+            RNG when None.
 
-    Example
-    -------
-    >>> float(srip(torch.eye(5, 3)))  # orthonormal columns: A = 0
-    0.0
-    >>> w = torch.diag(torch.tensor([2.0, 1.0, 0.5]))  # A = diag(3, 0, -0.75)
-    >>> round(float(srip(w, iterations=30, generator=torch.Generator().manual_seed(0))), 4)
-    3.0
+    Example:
+        >>> float(srip(torch.eye(5, 3)))  # orthonormal columns: A = 0
+        0.0
+        >>> w = torch.diag(torch.tensor([2.0, 1.0, 0.5]))  # A = diag(3, 0, -0.75)
+        >>> round(float(srip(w, iterations=30, generator=torch.Generator().manual_seed(0))), 4)
+        3.0
     """
     if iterations < 1:
         raise ValueError(f"SRIP needs at least 1 power iteration, not {iterations}")
@@ -135,22 +128,18 @@ class LambdaSchedule:
     Epochs count from 0 like the trainer's loop: ``milestones = (20,)`` keeps ``values[0]`` for epochs
     0 .. 19 (the first 20) and uses ``values[1]`` from epoch 20 on.
 
-    Arguments
-    ---------
-    values : tuple[float, ...]
-        Coefficients, non-negative, one more than ``milestones``.
-    milestones : tuple[int, ...]
-        Non-decreasing epochs at which the next value starts (equal milestones skip a value).
+    Args:
+        values: Coefficients, non-negative, one more than ``milestones``.
+        milestones: Non-decreasing epochs at which the next value starts (equal milestones skip a value).
 
-    Example
-    -------
-    >>> schedule = LambdaSchedule.decreasing(total_epochs=20)
-    >>> schedule.milestones
-    (2, 5, 7, 12)
-    >>> [schedule.value_at(epoch) for epoch in (0, 1, 2, 6, 11, 12, 19)]
-    [0.2, 0.2, 0.01, 0.0001, 1e-06, 0.0, 0.0]
-    >>> LambdaSchedule.constant().value_at(1000)
-    0.1
+    Example:
+        >>> schedule = LambdaSchedule.decreasing(total_epochs=20)
+        >>> schedule.milestones
+        (2, 5, 7, 12)
+        >>> [schedule.value_at(epoch) for epoch in (0, 1, 2, 6, 11, 12, 19)]
+        [0.2, 0.2, 0.01, 0.0001, 1e-06, 0.0, 0.0]
+        >>> LambdaSchedule.constant().value_at(1000)
+        0.1
     """
 
     values: tuple[float, ...]
@@ -185,12 +174,11 @@ class LambdaSchedule:
         regulariser is on for the first epoch and off for the last 40 % of any run; this needs the
         default four drops, i.e. five ``values``. Given ``milestones`` are absolute epochs.
 
-        Example
-        -------
-        >>> LambdaSchedule.decreasing().milestones
-        (20, 50, 70, 120)
-        >>> LambdaSchedule.decreasing(total_epochs=30).milestones
-        (3, 8, 11, 18)
+        Example:
+            >>> LambdaSchedule.decreasing().milestones
+            (20, 50, 70, 120)
+            >>> LambdaSchedule.decreasing(total_epochs=30).milestones
+            (3, 8, 11, 18)
         """
         if milestones is None:
             if len(values) != len(REFERENCE_MILESTONES) + 1:
@@ -210,12 +198,11 @@ class LambdaSchedule:
         ``schedule`` defaults to "constant"; a decreasing schedule without ``milestones`` is scaled to
         ``total_epochs`` (see :meth:`decreasing`).
 
-        Example
-        -------
-        >>> LambdaSchedule.from_config({"schedule": "decreasing"}, total_epochs=40).milestones
-        (4, 10, 14, 24)
-        >>> LambdaSchedule.from_config({"schedule": "constant", "value": 0.05}, total_epochs=40).values
-        (0.05,)
+        Example:
+            >>> LambdaSchedule.from_config({"schedule": "decreasing"}, total_epochs=40).milestones
+            (4, 10, 14, 24)
+            >>> LambdaSchedule.from_config({"schedule": "constant", "value": 0.05}, total_epochs=40).values
+            (0.05,)
         """
         kind = _check_options(options, ("schedule",))
         if kind == "constant":
@@ -242,28 +229,22 @@ class OrthogonalRegularizer:
     named :class:`torch.nn.LSTM` with ``proj_size > 0`` stands for its (bias-free) projection
     matrices ``weight_hr_l{k}``, each regularised as its own layer.
 
-    Arguments
-    ---------
-    kind : str
-        "so" (soft orthogonality) or "srip".
-    layer_names : Sequence[str]
-        Modules to regularise.
-    schedule : LambdaSchedule | None
-        Coefficient per epoch; constant 0.1 when None.
-    iterations : int
-        Power iterations of SRIP (ignored by SO).
+    Args:
+        kind: "so" (soft orthogonality) or "srip".
+        layer_names: Modules to regularise.
+        schedule: Coefficient per epoch; constant 0.1 when None.
+        iterations: Power iterations of SRIP (ignored by SO).
 
-    Example
-    -------
-    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3, bias=False))
-    >>> reg = OrthogonalRegularizer("so", ["2"], LambdaSchedule.constant(0.1))
-    >>> penalty = reg(model, epoch=0)
-    >>> bool(torch.isclose(penalty, 0.1 * soft_orthogonality(model[2].weight)))
-    True
-    >>> OrthogonalRegularizer("so", ["0"])(model, epoch=0)
-    Traceback (most recent call last):
-    ...
-    voxprint.errors.ConfigError: regularizer layer '0' has a bias, but orthogonal regularisation needs a bias-free layer: set `embedding_bias: false` in the model config
+    Example:
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3, bias=False))
+        >>> reg = OrthogonalRegularizer("so", ["2"], LambdaSchedule.constant(0.1))
+        >>> penalty = reg(model, epoch=0)
+        >>> bool(torch.isclose(penalty, 0.1 * soft_orthogonality(model[2].weight)))
+        True
+        >>> OrthogonalRegularizer("so", ["0"])(model, epoch=0)
+        Traceback (most recent call last):
+        ...
+        voxprint.errors.ConfigError: regularizer layer '0' has a bias, but orthogonal regularisation needs a bias-free layer: set `embedding_bias: false` in the model config
     """
 
     def __init__(self, kind: str, layer_names: Sequence[str], schedule: LambdaSchedule | None = None,
@@ -285,11 +266,10 @@ class OrthogonalRegularizer:
         """Build from a config section: ``kind``, ``layer_names`` (default ``[encoder.embedding]``),
         ``iterations`` (default 2) and the :meth:`LambdaSchedule.from_config` keys.
 
-        Example
-        -------
-        >>> reg = OrthogonalRegularizer.from_config({"kind": "srip", "schedule": "decreasing"}, total_epochs=10)
-        >>> reg.kind, reg.layer_names, reg.schedule.milestones
-        ('srip', ['encoder.embedding'], (1, 3, 4, 6))
+        Example:
+            >>> reg = OrthogonalRegularizer.from_config({"kind": "srip", "schedule": "decreasing"}, total_epochs=10)
+            >>> reg.kind, reg.layer_names, reg.schedule.milestones
+            ('srip', ['encoder.embedding'], (1, 3, 4, 6))
         """
         _check_options(options, REGULARIZER_OPTIONS)
         options = dict(options)
@@ -303,11 +283,9 @@ class OrthogonalRegularizer:
     def weights(self, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
         """The regularised weight matrices of ``module`` by full name.
 
-        Raises
-        ------
-        ConfigError
-            A name matches no module (or several), names a module that is not a linear layer or a
-            projected LSTM, or names a linear layer with a bias.
+        Raises:
+            ConfigError: A name matches no module (or several), names a module that is not a linear layer or a
+                projected LSTM, or names a linear layer with a bias.
         """
         modules = dict(module.named_modules())
         found: list[tuple[str, torch.Tensor]] = []

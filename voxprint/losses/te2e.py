@@ -43,24 +43,17 @@ def te2e_negative_speakers(n_speakers: int, n_utts: int, device: torch.device | 
     the rotation modulo N - 1 keeps it off j, and spreads the negatives evenly over the other
     speakers when M is a multiple of N - 1.
 
-    Arguments
-    ---------
-    n_speakers : int
-        N, at least 2 (a negative tuple needs another speaker).
-    n_utts : int
-        M, utterances per speaker.
-    device : torch.device, optional
-        Device of the returned tensor.
+    Args:
+        n_speakers: N, at least 2 (a negative tuple needs another speaker).
+        n_utts: M, utterances per speaker.
+        device: Device of the returned tensor.
 
-    Returns
-    -------
-    torch.Tensor
+    Returns:
         int64 tensor of shape (N, M).
 
-    Example
-    -------
-    >>> te2e_negative_speakers(3, 4).tolist()
-    [[1, 2, 1, 2], [2, 0, 2, 0], [0, 1, 0, 1]]
+    Example:
+        >>> te2e_negative_speakers(3, 4).tolist()
+        [[1, 2, 1, 2], [2, 0, 2, 0], [0, 1, 0, 1]]
     """
     if n_speakers < 2:
         raise ValueError("TE2E needs at least 2 speakers per batch (N >= 2) to build negative tuples")
@@ -73,26 +66,22 @@ def te2e_scores(embeddings: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores ``s = w * cos(e_j~, c_k) + b`` of the 2 * N * M tuples of a batch.
 
-    Arguments
-    ---------
-    embeddings : torch.Tensor
-        Shape (N, M, D), speaker-major.
-    weight, bias : torch.Tensor
-        Scalars w (should be > 0) and b.
+    Args:
+        embeddings: Shape (N, M, D), speaker-major.
+        weight, bias: Scalars w (should be > 0) and b.
 
-    Returns
-    -------
-    scores : torch.Tensor
-        Shape (2 * N * M,): for each utterance in batch order, its positive then its negative tuple.
-    positive : torch.Tensor
-        Bool, same shape: True for positive tuples (alternating True, False, ...).
+    Returns:
+        A tuple ``(scores, positive)``:
 
-    Example
-    -------
-    >>> emb = torch.eye(2).repeat_interleave(2, dim=0).reshape(2, 2, 2)  # 2 speakers, orthogonal
-    >>> scores, positive = te2e_scores(emb, torch.tensor(10.0), torch.tensor(-5.0))
-    >>> scores.tolist(), positive.tolist()
-    ([5.0, -5.0, 5.0, -5.0, 5.0, -5.0, 5.0, -5.0], [True, False, True, False, True, False, True, False])
+        - ``scores``: shape (2 * N * M,): for each utterance in batch order, its positive then its negative
+          tuple.
+        - ``positive``: bool, same shape: True for positive tuples (alternating True, False, ...).
+
+    Example:
+        >>> emb = torch.eye(2).repeat_interleave(2, dim=0).reshape(2, 2, 2)  # 2 speakers, orthogonal
+        >>> scores, positive = te2e_scores(emb, torch.tensor(10.0), torch.tensor(-5.0))
+        >>> scores.tolist(), positive.tolist()
+        ([5.0, -5.0, 5.0, -5.0, 5.0, -5.0, 5.0, -5.0], [True, False, True, False, True, False, True, False])
     """
     n_speakers, n_utts, _ = embeddings.shape
     if n_utts < 2:
@@ -112,23 +101,18 @@ def te2e_scores(embeddings: torch.Tensor, weight: torch.Tensor,
 class TE2ELoss(AffineCosineLoss):
     """TE2E loss (GE2E paper eq. 1-3) over the tuples of an N x M batch.
 
-    Arguments
-    ---------
-    variant : str
-        ``"paper"``: eq. 3, ``1 - sigmoid(s)`` for positive and ``sigmoid(s)`` for negative tuples;
-        ``"logistic"``: Heigold et al.'s cross-entropy, ``-log sigmoid(s)`` and
-        ``-log(1 - sigmoid(s))``.
-    init_weight, init_bias : float
-        Initial w and b (the GE2E paper uses 10 and -5).
-    reduction : str
-        ``"mean"`` over the 2 * N * M tuples, or ``"sum"``.
+    Args:
+        variant: ``"paper"``: eq. 3, ``1 - sigmoid(s)`` for positive and ``sigmoid(s)`` for negative tuples;
+            ``"logistic"``: Heigold et al.'s cross-entropy, ``-log sigmoid(s)`` and
+            ``-log(1 - sigmoid(s))``.
+        init_weight, init_bias: Initial w and b (the GE2E paper uses 10 and -5).
+        reduction: ``"mean"`` over the 2 * N * M tuples, or ``"sum"``.
 
-    Example
-    -------
-    >>> loss = TE2ELoss()
-    >>> emb = torch.nn.functional.normalize(torch.randn(4 * 3, 8), dim=-1)
-    >>> 0 < loss(emb, n_speakers=4).item() < 1
-    True
+    Example:
+        >>> loss = TE2ELoss()
+        >>> emb = torch.nn.functional.normalize(torch.randn(4 * 3, 8), dim=-1)
+        >>> 0 < loss(emb, n_speakers=4).item() < 1
+        True
     """
 
     variants = ("paper", "logistic")

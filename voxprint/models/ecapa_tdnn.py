@@ -116,30 +116,20 @@ class ECAPATDNN(nn.Module):
     Encoder parameters at 80 mels, embedding 192: C=256 2.05 M; C=512 6.19 M (the paper's 6.2 M);
     C=1024 20.76 M (the paper's 14.7 M keeps the aggregation at 1536 channels instead of 3C).
 
-    Arguments
-    ---------
-    input_dim : int
-        Feature bins per frame.
-    channels : int
-        Width C of the frame layers (paper: 512 or 1024); divisible by ``scale``.
-    embedding_dim : int
-        Size of the embedding (paper: 192).
-    scale : int
-        Res2Net scale: channel groups per block.
-    se_bottleneck : int
-        Bottleneck of the squeeze-excitation gates.
-    attention_dim : int
-        Bottleneck of the pooling attention (used by "ASTP" only).
-    pooling : str
-        A :data:`voxprint.models.pooling.POOLING` name; "ASTP" in the paper.
-    global_context : bool
-        Give the attention the utterance mean and std (the paper's context-dependent pooling).
+    Args:
+        input_dim: Feature bins per frame.
+        channels: Width C of the frame layers (paper: 512 or 1024); divisible by ``scale``.
+        embedding_dim: Size of the embedding (paper: 192).
+        scale: Res2Net scale: channel groups per block.
+        se_bottleneck: Bottleneck of the squeeze-excitation gates.
+        attention_dim: Bottleneck of the pooling attention (used by "ASTP" only).
+        pooling: A :data:`voxprint.models.pooling.POOLING` name; "ASTP" in the paper.
+        global_context: Give the attention the utterance mean and std (the paper's context-dependent pooling).
 
-    Example
-    -------
-    >>> model = ECAPATDNN(input_dim=40, channels=64, embedding_dim=16, se_bottleneck=8, attention_dim=8)
-    >>> model(torch.randn(2, 50, 40)).shape
-    torch.Size([2, 16])
+    Example:
+        >>> model = ECAPATDNN(input_dim=40, channels=64, embedding_dim=16, se_bottleneck=8, attention_dim=8)
+        >>> model(torch.randn(2, 50, 40)).shape
+        torch.Size([2, 16])
     """
 
     #: Safe to trace for inference (no data-dependent Python control flow in forward).

@@ -33,7 +33,7 @@ def init_lstm_(lstm: nn.LSTM) -> None:
 class LSTMDVector(nn.Module):
     """Stacked projected LSTM over log-mel frames (Wan et al., 2018).
 
-    Arguments:
+    Args:
         input_dim: feature bins per frame.
         hidden_size, proj_size, num_layers: LSTM sizes (paper: 768, 256, 3).
         embedding_dim: size of the d-vector (paper: 256).

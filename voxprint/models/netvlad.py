@@ -27,25 +27,20 @@ class NetVLAD(nn.Module):
     in the softmax but are dropped from the output: frames that fit no speaker-relevant cluster
     (noise, silence) can be assigned to them instead of polluting the real clusters.
 
-    Arguments
-    ---------
-    dim : int
-        Feature dimension D of the frames.
-    clusters : int
-        Number K of output clusters.
-    ghost_clusters : int
-        Extra clusters in the assignment only.
+    Args:
+        dim: Feature dimension D of the frames.
+        clusters: Number K of output clusters.
+        ghost_clusters: Extra clusters in the assignment only.
 
-    Example
-    -------
-    >>> pool = NetVLAD(dim=6, clusters=4, ghost_clusters=1)
-    >>> x = torch.randn(2, 30, 6)
-    >>> pool(x).shape, pool.output_dim
-    (torch.Size([2, 24]), 24)
-    >>> pool.assignments(x).shape
-    torch.Size([2, 30, 5])
-    >>> torch.allclose(pool(x).norm(dim=-1), torch.ones(2))
-    True
+    Example:
+        >>> pool = NetVLAD(dim=6, clusters=4, ghost_clusters=1)
+        >>> x = torch.randn(2, 30, 6)
+        >>> pool(x).shape, pool.output_dim
+        (torch.Size([2, 24]), 24)
+        >>> pool.assignments(x).shape
+        torch.Size([2, 30, 5])
+        >>> torch.allclose(pool(x).norm(dim=-1), torch.ones(2))
+        True
     """
 
     def __init__(self, dim: int, clusters: int = 8, ghost_clusters: int = 0):
@@ -104,35 +99,24 @@ class LSTMNetVLAD(nn.Module):
     The pooled vector is batch-normalised, passed through ``Linear -> BatchNorm -> ReLU`` blocks and
     a final linear layer, and L2-normalised.
 
-    Arguments
-    ---------
-    input_dim : int
-        Feature bins per frame (30 MFCCs in the paper).
-    hidden_size : int
-        LSTM units per direction.
-    num_layers : int
-        Number of stacked bidirectional LSTM layers (3 in the paper).
-    pooling : str
-        ``"netvlad"`` or ``"average"`` (temporal mean of the concatenated outputs).
-    clusters : int
-        NetVLAD clusters.
-    ghost_clusters : int
-        NetVLAD ghost clusters (0: plain NetVLAD).
-    fc_dims : tuple of int
-        Widths of the hidden fully connected layers.
-    embedding_dim : int
-        Size of the embedding.
-    input_mvn : bool
-        Apply per-segment mean/variance normalisation to the input first.
+    Args:
+        input_dim: Feature bins per frame (30 MFCCs in the paper).
+        hidden_size: LSTM units per direction.
+        num_layers: Number of stacked bidirectional LSTM layers (3 in the paper).
+        pooling: ``"netvlad"`` or ``"average"`` (temporal mean of the concatenated outputs).
+        clusters: NetVLAD clusters.
+        ghost_clusters: NetVLAD ghost clusters (0: plain NetVLAD).
+        fc_dims: Widths of the hidden fully connected layers.
+        embedding_dim: Size of the embedding.
+        input_mvn: Apply per-segment mean/variance normalisation to the input first.
 
-    Example
-    -------
-    >>> model = LSTMNetVLAD(input_dim=30, hidden_size=8, clusters=4, fc_dims=(16,), embedding_dim=12)
-    >>> model.frame_dim, model.pooled_dim
-    (48, 192)
-    >>> emb = model(torch.randn(3, 40, 30))
-    >>> emb.shape, torch.allclose(emb.norm(dim=-1), torch.ones(3))
-    (torch.Size([3, 12]), True)
+    Example:
+        >>> model = LSTMNetVLAD(input_dim=30, hidden_size=8, clusters=4, fc_dims=(16,), embedding_dim=12)
+        >>> model.frame_dim, model.pooled_dim
+        (48, 192)
+        >>> emb = model(torch.randn(3, 40, 30))
+        >>> emb.shape, torch.allclose(emb.norm(dim=-1), torch.ones(3))
+        (torch.Size([3, 12]), True)
     """
 
     def __init__(self, input_dim: int = 30, hidden_size: int = 256, num_layers: int = 3, pooling: str = "netvlad",

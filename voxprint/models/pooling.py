@@ -18,11 +18,10 @@ from voxprint.errors import ConfigError
 def length_mask(lengths: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
     """Boolean (batch, 1, frames) mask of the valid frames of ``x``, or None when every frame is valid.
 
-    Example
-    -------
-    >>> length_mask(torch.tensor([2, 3]), torch.zeros(2, 4, 3)).squeeze(1)
-    tensor([[ True,  True, False],
-            [ True,  True,  True]])
+    Example:
+        >>> length_mask(torch.tensor([2, 3]), torch.zeros(2, 4, 3)).squeeze(1)
+        tensor([[ True,  True, False],
+                [ True,  True,  True]])
     """
     if lengths is None:
         return None
@@ -40,11 +39,10 @@ def weighted_mean_std(x: torch.Tensor, weights: torch.Tensor, eps: float = 1e-5)
     loses float32 precision only when a channel's |mean| exceeds its std ~1000-fold, which normalised
     frame-level features do not reach, and the floor absorbs the rounding.
 
-    Example
-    -------
-    >>> x = torch.tensor([[[1.0, 3.0]]])
-    >>> weighted_mean_std(x, torch.full((1, 1, 2), 0.5))
-    (tensor([[2.]]), tensor([[1.]]))
+    Example:
+        >>> x = torch.tensor([[[1.0, 3.0]]])
+        >>> weighted_mean_std(x, torch.full((1, 1, 2), 0.5))
+        (tensor([[2.]]), tensor([[1.]]))
     """
     weighted = weights * x
     mean = weighted.sum(dim=-1)
@@ -67,16 +65,13 @@ def _zero_padding(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 class TemporalAveragePooling(nn.Module):
     """TAP: the mean over valid frames.
 
-    Arguments
-    ---------
-    in_dim : int
-        Channels of the input; the output has as many (``out_dim``).
+    Args:
+        in_dim: Channels of the input; the output has as many (``out_dim``).
 
-    Example
-    -------
-    >>> pool = TemporalAveragePooling(4)
-    >>> pool(torch.randn(2, 4, 30), lengths=torch.tensor([30, 12])).shape
-    torch.Size([2, 4])
+    Example:
+        >>> pool = TemporalAveragePooling(4)
+        >>> pool(torch.randn(2, 4, 30), lengths=torch.tensor([30, 12])).shape
+        torch.Size([2, 4])
     """
 
     def __init__(self, in_dim: int):
@@ -92,18 +87,14 @@ class TemporalAveragePooling(nn.Module):
 class TemporalStatisticsPooling(nn.Module):
     """TSTP: mean and standard deviation over valid frames, concatenated (x-vector statistics pooling).
 
-    Arguments
-    ---------
-    in_dim : int
-        Channels of the input; the output has twice as many (``out_dim``): means, then stds.
-    eps : float
-        Floor of the variance (see :func:`weighted_mean_std`).
+    Args:
+        in_dim: Channels of the input; the output has twice as many (``out_dim``): means, then stds.
+        eps: Floor of the variance (see :func:`weighted_mean_std`).
 
-    Example
-    -------
-    >>> pool = TemporalStatisticsPooling(4)
-    >>> pool(torch.randn(2, 4, 30)).shape
-    torch.Size([2, 8])
+    Example:
+        >>> pool = TemporalStatisticsPooling(4)
+        >>> pool(torch.randn(2, 4, 30)).shape
+        torch.Size([2, 8])
     """
 
     def __init__(self, in_dim: int, eps: float = 1e-5):
@@ -127,24 +118,17 @@ class AttentiveStatisticsPooling(nn.Module):
     the utterance's mean and std next to each frame, so "important" is judged relative to the whole
     recording (ECAPA-TDNN's context-dependent variant).
 
-    Arguments
-    ---------
-    in_dim : int
-        Channels of the input; the output has twice as many (``out_dim``): weighted means, then stds.
-    attention_dim : int
-        Bottleneck size of the scorer.
-    global_context : bool
-        Append the utterance mean and std to each frame before scoring.
-    channel_wise : bool
-        One weight per channel and frame (ECAPA) rather than one per frame (Okabe).
-    eps : float
-        Floor of the variance (see :func:`weighted_mean_std`).
+    Args:
+        in_dim: Channels of the input; the output has twice as many (``out_dim``): weighted means, then stds.
+        attention_dim: Bottleneck size of the scorer.
+        global_context: Append the utterance mean and std to each frame before scoring.
+        channel_wise: One weight per channel and frame (ECAPA) rather than one per frame (Okabe).
+        eps: Floor of the variance (see :func:`weighted_mean_std`).
 
-    Example
-    -------
-    >>> pool = AttentiveStatisticsPooling(4, attention_dim=3, global_context=True)
-    >>> pool(torch.randn(2, 4, 30), lengths=torch.tensor([30, 12])).shape
-    torch.Size([2, 8])
+    Example:
+        >>> pool = AttentiveStatisticsPooling(4, attention_dim=3, global_context=True)
+        >>> pool(torch.randn(2, 4, 30), lengths=torch.tensor([30, 12])).shape
+        torch.Size([2, 8])
     """
 
     def __init__(self, in_dim: int, attention_dim: int = 128, global_context: bool = False,
@@ -195,10 +179,9 @@ POOLING: dict[str, type[nn.Module]] = {
 def build_pooling(name: str, in_dim: int, **options: Any) -> nn.Module:
     """The :data:`POOLING` module called ``name`` for ``in_dim`` channels; its ``out_dim`` is the output size.
 
-    Example
-    -------
-    >>> build_pooling("TSTP", 16).out_dim
-    32
+    Example:
+        >>> build_pooling("TSTP", 16).out_dim
+        32
     """
     try:
         cls = POOLING[name]

@@ -58,26 +58,21 @@ class FeatureMapScaling(nn.Module):
     "none"          ``c``
     ==============  ===================================================================
 
-    Arguments
-    ---------
-    channels : int
-        Filters of the feature map.
-    mode : str
-        One of :data:`FMS_MODES`.
-    se_reduction : int
-        Bottleneck ratio of the "se" mode (``channels // se_reduction`` hidden units, at least 1).
+    Args:
+        channels: Filters of the feature map.
+        mode: One of :data:`FMS_MODES`.
+        se_reduction: Bottleneck ratio of the "se" mode (``channels // se_reduction`` hidden units, at least 1).
 
-    Example
-    -------
-    >>> fms = FeatureMapScaling(4, "mul-add")
-    >>> x = torch.randn(2, 4, 10)
-    >>> (s,) = fms.scales(x)
-    >>> s.shape
-    torch.Size([2, 4])
-    >>> torch.allclose(fms(x), x * s[..., None] + s[..., None])
-    True
-    >>> len(FeatureMapScaling(4, "mul-add-sep").scales(x)), len(FeatureMapScaling(4, "none").scales(x))
-    (2, 0)
+    Example:
+        >>> fms = FeatureMapScaling(4, "mul-add")
+        >>> x = torch.randn(2, 4, 10)
+        >>> (s,) = fms.scales(x)
+        >>> s.shape
+        torch.Size([2, 4])
+        >>> torch.allclose(fms(x), x * s[..., None] + s[..., None])
+        True
+        >>> len(FeatureMapScaling(4, "mul-add-sep").scales(x)), len(FeatureMapScaling(4, "none").scales(x))
+        (2, 0)
     """
 
     def __init__(self, channels: int, mode: str = "mul-add", se_reduction: int = 8):
@@ -131,23 +126,17 @@ class PreActResidualBlock(nn.Module):
 
     The skip is a 1x1 convolution when the number of filters changes, the identity otherwise.
 
-    Arguments
-    ---------
-    in_channels : int
-        Filters of the input.
-    out_channels : int
-        Filters of the output.
-    negative_slope : float
-        Slope of the LeakyReLUs (0.3, Keras' default, in the paper).
-    pre_activation : bool
-        Start with BN and LeakyReLU. The first block skips them: the first layer already ends with
-        BN and LeakyReLU, and normalising twice in a row adds nothing (as in the authors' code).
+    Args:
+        in_channels: Filters of the input.
+        out_channels: Filters of the output.
+        negative_slope: Slope of the LeakyReLUs (0.3, Keras' default, in the paper).
+        pre_activation: Start with BN and LeakyReLU. The first block skips them: the first layer already ends with
+            BN and LeakyReLU, and normalising twice in a row adds nothing (as in the authors' code).
 
-    Example
-    -------
-    >>> block = PreActResidualBlock(4, 8)
-    >>> block(torch.randn(2, 4, 30)).shape
-    torch.Size([2, 8, 10])
+    Example:
+        >>> block = PreActResidualBlock(4, 8)
+        >>> block(torch.randn(2, 4, 30)).shape
+        torch.Size([2, 8, 10])
     """
 
     def __init__(self, in_channels: int, out_channels: int, negative_slope: float = 0.3,
@@ -171,10 +160,9 @@ class PreActResidualBlock(nn.Module):
 def preemphasis(waves: torch.Tensor, coefficient: float = 0.97) -> torch.Tensor:
     """First-order high-pass ``y[t] = x[t] - a x[t-1]`` over the last axis (``y[0] = x[0]``).
 
-    Example
-    -------
-    >>> preemphasis(torch.tensor([1.0, 1.0, 2.0]), 0.5).tolist()
-    [1.0, 0.5, 1.5]
+    Example:
+        >>> preemphasis(torch.tensor([1.0, 1.0, 2.0]), 0.5).tolist()
+        [1.0, 0.5, 1.5]
     """
     return torch.cat([waves[..., :1], waves[..., 1:] - coefficient * waves[..., :-1]], dim=-1)
 
@@ -182,11 +170,10 @@ def preemphasis(waves: torch.Tensor, coefficient: float = 0.97) -> torch.Tensor:
 def layer_normalize(waves: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Zero mean and unit standard deviation over the samples of each waveform (last axis).
 
-    Example
-    -------
-    >>> y = layer_normalize(3.0 * torch.randn(2, 1000) + 1.0)
-    >>> bool(y.mean(-1).abs().max() < 1e-5), bool((y.std(-1) - 1).abs().max() < 1e-3)
-    (True, True)
+    Example:
+        >>> y = layer_normalize(3.0 * torch.randn(2, 1000) + 1.0)
+        >>> bool(y.mean(-1).abs().max() < 1e-5), bool((y.std(-1) - 1).abs().max() < 1e-3)
+        (True, True)
     """
     mean = waves.mean(dim=-1, keepdim=True)
     std = waves.std(dim=-1, keepdim=True) if waves.shape[-1] > 1 else torch.ones_like(mean)
@@ -211,49 +198,31 @@ class RawNet2(nn.Module):
     inputs shorter than :attr:`min_samples` (2,187 samples for the paper's sinc-conv) are zero-padded
     at the end.
 
-    Arguments
-    ---------
-    input_dim : int
-        Feature bins per frame; must be 1 (the ``raw`` front-end's (batch, samples, 1)).
-    sample_rate : int
-        Sample rate of the input, for the sinc-conv's cut-offs in Hz.
-    input_norm : str
-        "layernorm" (RawNet2), "preemphasis" (``preemphasis_coefficient``, as RawNet1) or "none".
-    first_layer : str
-        "sinc" (the paper's) or "conv" (an ordinary learned convolution, RawNet1's first layer).
-    first_channels : int
-        Filters of the first layer (paper: 128).
-    first_kernel : int | None
-        Its length; None: 251 for "sinc" (the paper explores 125 to 375), 3 for "conv" (RawNet1).
-    first_stride : int | None
-        Its stride; None: 1 for "sinc" (striding a band-pass bank would alias), ``first_kernel`` for
-        "conv" (RawNet1's non-overlapping strided convolution).
-    sinc_min_low_hz, sinc_min_band_hz, sinc_init : float, float, str
-        :class:`~voxprint.models.sinc_conv.SincConv` options.
-    block_channels : Sequence[int]
-        Filters of each residual block (paper: 128, 128, 256, 256, 256, 256).
-    fms : str
-        Feature map scaling after each block, one of :data:`FMS_MODES` (paper's best: "mul-add").
-    se_reduction : int
-        Bottleneck ratio of ``fms="se"``.
-    gru_size : int
-        GRU units (paper: 1024).
-    gru_layers : int
-        Stacked GRU layers (paper: 1).
-    embedding_dim : int
-        Size of the embedding (paper: 1024).
-    negative_slope : float
-        Slope of every LeakyReLU (paper: 0.3).
-    preemphasis_coefficient : float
-        Coefficient of ``input_norm="preemphasis"``.
+    Args:
+        input_dim: Feature bins per frame; must be 1 (the ``raw`` front-end's (batch, samples, 1)).
+        sample_rate: Sample rate of the input, for the sinc-conv's cut-offs in Hz.
+        input_norm: "layernorm" (RawNet2), "preemphasis" (``preemphasis_coefficient``, as RawNet1) or "none".
+        first_layer: "sinc" (the paper's) or "conv" (an ordinary learned convolution, RawNet1's first layer).
+        first_channels: Filters of the first layer (paper: 128).
+        first_kernel: Its length; None: 251 for "sinc" (the paper explores 125 to 375), 3 for "conv" (RawNet1).
+        first_stride: Its stride; None: 1 for "sinc" (striding a band-pass bank would alias), ``first_kernel`` for
+            "conv" (RawNet1's non-overlapping strided convolution).
+        sinc_min_low_hz, sinc_min_band_hz, sinc_init: :class:`~voxprint.models.sinc_conv.SincConv` options.
+        block_channels: Filters of each residual block (paper: 128, 128, 256, 256, 256, 256).
+        fms: Feature map scaling after each block, one of :data:`FMS_MODES` (paper's best: "mul-add").
+        se_reduction: Bottleneck ratio of ``fms="se"``.
+        gru_size: GRU units (paper: 1024).
+        gru_layers: Stacked GRU layers (paper: 1).
+        embedding_dim: Size of the embedding (paper: 1024).
+        negative_slope: Slope of every LeakyReLU (paper: 0.3).
+        preemphasis_coefficient: Coefficient of ``input_norm="preemphasis"``.
 
-    Example
-    -------
-    >>> model = RawNet2(first_channels=8, block_channels=[8, 16], gru_size=12, embedding_dim=6)
-    >>> model(torch.randn(2, 4000, 1)).shape
-    torch.Size([2, 6])
-    >>> model.min_samples
-    27
+    Example:
+        >>> model = RawNet2(first_channels=8, block_channels=[8, 16], gru_size=12, embedding_dim=6)
+        >>> model(torch.randn(2, 4000, 1)).shape
+        torch.Size([2, 6])
+        >>> model.min_samples
+        27
     """
 
     def __init__(self, input_dim: int = 1, sample_rate: int = 16000, input_norm: str = "layernorm",

@@ -45,26 +45,18 @@ class ResNet34(nn.Module):
     Encoder parameters at 80 mels, embedding 256, TSTP: base 32 6.63 M (ResNet18: 4.11 M),
     base 64 23.90 M.
 
-    Arguments
-    ---------
-    input_dim : int
-        Feature bins per frame (the image height).
-    embedding_dim : int
-        Size of the embedding.
-    layers : Sequence[int]
-        Basic blocks per stage: [3, 4, 6, 3] is ResNet34, [2, 2, 2, 2] ResNet18 (see :func:`resnet18`).
-    base_width : int
-        Channels of the first stage; stage k has ``base_width * 2**k`` (r-vector: 32; ResNet: 64).
-    widths : list[int] | None
-        Channels of the four stages, overriding ``base_width``.
-    pooling : str
-        A :data:`voxprint.models.pooling.POOLING` name; "TSTP" in the r-vector paper.
+    Args:
+        input_dim: Feature bins per frame (the image height).
+        embedding_dim: Size of the embedding.
+        layers: Basic blocks per stage: [3, 4, 6, 3] is ResNet34, [2, 2, 2, 2] ResNet18 (see :func:`resnet18`).
+        base_width: Channels of the first stage; stage k has ``base_width * 2**k`` (r-vector: 32; ResNet: 64).
+        widths: Channels of the four stages, overriding ``base_width``.
+        pooling: A :data:`voxprint.models.pooling.POOLING` name; "TSTP" in the r-vector paper.
 
-    Example
-    -------
-    >>> model = ResNet34(input_dim=40, embedding_dim=16, layers=[1, 1, 1, 1], base_width=4)
-    >>> model(torch.randn(2, 50, 40)).shape
-    torch.Size([2, 16])
+    Example:
+        >>> model = ResNet34(input_dim=40, embedding_dim=16, layers=[1, 1, 1, 1], base_width=4)
+        >>> model(torch.randn(2, 50, 40)).shape
+        torch.Size([2, 16])
     """
 
     def __init__(self, input_dim: int = 80, embedding_dim: int = 256, base_width: int = 32,
@@ -109,9 +101,8 @@ class ResNet34(nn.Module):
 def resnet18(**options: Any) -> ResNet34:
     """ResNet18 r-vector: :class:`ResNet34`'s class with [2, 2, 2, 2] blocks (~4.1 M parameters at base 32).
 
-    Example
-    -------
-    >>> resnet18(input_dim=40, base_width=4, embedding_dim=8)(torch.randn(1, 30, 40)).shape
-    torch.Size([1, 8])
+    Example:
+        >>> resnet18(input_dim=40, base_width=4, embedding_dim=8)(torch.randn(1, 30, 40)).shape
+        torch.Size([1, 8])
     """
     return ResNet34(**{"layers": (2, 2, 2, 2), **options})

@@ -41,44 +41,33 @@ METHODS = ("auto", "direct", "fft")
 class SincConv(nn.Module):
     """Learnable band-pass filter bank applied as a 1-D convolution to raw waveforms.
 
-    Arguments
-    ---------
-    out_channels : int
-        Number of band-pass filters.
-    kernel_size : int
-        Filter length in samples; odd, so every filter is symmetric (linear phase) around its centre
-        tap. SincNet uses 251; RawNet2 explores lengths from 125 to 375.
-    sample_rate : int
-        Sample rate of the input in Hz.
-    min_low_hz : float
-        Lowest possible low cut-off.
-    min_band_hz : float
-        Narrowest possible band; keeps the two cut-offs from crossing during training.
-    init : str
-        "mel": band edges equally spaced on the mel scale from 30 Hz to the Nyquist frequency, so
-        adjacent filters share an edge and low frequencies get narrow bands (SincNet); "linear":
-        equally spaced in Hz.
-    stride : int
-        Convolution stride.
-    padding : int
-        Zeros added on both sides of the input (``kernel_size // 2`` keeps the length at stride 1).
-    method : str
-        "direct" (``conv1d``), "fft" (:func:`fft_conv1d`) or "auto": FFT for filters of
-        :data:`FFT_MIN_KERNEL` taps or more on CPU, where it is about 3x faster for 251 taps (training
-        and inference); direct convolution elsewhere (GPU kernels are fast at any length).
+    Args:
+        out_channels: Number of band-pass filters.
+        kernel_size: Filter length in samples; odd, so every filter is symmetric (linear phase) around its centre
+            tap. SincNet uses 251; RawNet2 explores lengths from 125 to 375.
+        sample_rate: Sample rate of the input in Hz.
+        min_low_hz: Lowest possible low cut-off.
+        min_band_hz: Narrowest possible band; keeps the two cut-offs from crossing during training.
+        init: "mel": band edges equally spaced on the mel scale from 30 Hz to the Nyquist frequency, so
+            adjacent filters share an edge and low frequencies get narrow bands (SincNet); "linear":
+            equally spaced in Hz.
+        stride: Convolution stride.
+        padding: Zeros added on both sides of the input (``kernel_size // 2`` keeps the length at stride 1).
+        method: "direct" (``conv1d``), "fft" (:func:`fft_conv1d`) or "auto": FFT for filters of
+            :data:`FFT_MIN_KERNEL` taps or more on CPU, where it is about 3x faster for 251 taps (training
+            and inference); direct convolution elsewhere (GPU kernels are fast at any length).
 
-    Example
-    -------
-    >>> sinc = SincConv(8, kernel_size=101, padding=50)
-    >>> sinc(torch.randn(2, 1, 1600)).shape
-    torch.Size([2, 8, 1600])
-    >>> low, high = sinc.cutoffs()
-    >>> bool((high > low).all()), round(low[0].item())
-    (True, 30)
-    >>> sinc.filters().shape
-    torch.Size([8, 101])
-    >>> sum(p.numel() for p in sinc.parameters())  # two per filter
-    16
+    Example:
+        >>> sinc = SincConv(8, kernel_size=101, padding=50)
+        >>> sinc(torch.randn(2, 1, 1600)).shape
+        torch.Size([2, 8, 1600])
+        >>> low, high = sinc.cutoffs()
+        >>> bool((high > low).all()), round(low[0].item())
+        (True, 30)
+        >>> sinc.filters().shape
+        torch.Size([8, 101])
+        >>> sum(p.numel() for p in sinc.parameters())  # two per filter
+        16
     """
 
     def __init__(self, out_channels: int, kernel_size: int = 251, sample_rate: int = 16000,
@@ -160,11 +149,10 @@ def fft_conv1d(x: torch.Tensor, filters: torch.Tensor, padding: int = 0) -> torc
     ``x`` is (batch, 1, samples) and ``filters`` (channels, taps). The cost grows with
     log(samples) instead of taps, which pays off for long filters.
 
-    Example
-    -------
-    >>> x, w = torch.randn(2, 1, 500), torch.randn(3, 51)
-    >>> torch.allclose(fft_conv1d(x, w, 25), F.conv1d(x, w[:, None], padding=25), atol=1e-4)
-    True
+    Example:
+        >>> x, w = torch.randn(2, 1, 500), torch.randn(3, 51)
+        >>> torch.allclose(fft_conv1d(x, w, 25), F.conv1d(x, w[:, None], padding=25), atol=1e-4)
+        True
     """
     taps = filters.shape[-1]
     padded = F.pad(x, (padding, padding))
@@ -182,11 +170,10 @@ def fft_conv1d(x: torch.Tensor, filters: torch.Tensor, padding: int = 0) -> torc
 def frequency_response(filters: torch.Tensor, sample_rate: int, n_fft: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Magnitude responses of (C, K) FIR filters: (frequencies in Hz (n_fft//2 + 1,), gains (C, n_fft//2 + 1)).
 
-    Example
-    -------
-    >>> freqs, gains = frequency_response(torch.tensor([[1.0]]), 16000, n_fft=8)
-    >>> freqs.tolist(), gains.tolist()
-    ([0.0, 2000.0, 4000.0, 6000.0, 8000.0], [[1.0, 1.0, 1.0, 1.0, 1.0]])
+    Example:
+        >>> freqs, gains = frequency_response(torch.tensor([[1.0]]), 16000, n_fft=8)
+        >>> freqs.tolist(), gains.tolist()
+        ([0.0, 2000.0, 4000.0, 6000.0, 8000.0], [[1.0, 1.0, 1.0, 1.0, 1.0]])
     """
     if filters.shape[-1] > n_fft:
         raise ValueError(f"n_fft ({n_fft}) must be at least the filter length ({filters.shape[-1]})")

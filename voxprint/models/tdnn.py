@@ -38,22 +38,16 @@ CONTEXT: int = sum(dilation * (kernel - 1) // 2 for kernel, dilation in FRAME_LA
 class TDNNLayer(nn.Module):
     """One Kaldi frame layer: unpadded dilated convolution, ReLU, batch norm.
 
-    Arguments
-    ---------
-    in_channels : int
-        Channels (feature bins for the first layer) of the input.
-    out_channels : int
-        Channels of the output.
-    kernel_size : int
-        Frames spliced together, ``dilation`` apart.
-    dilation : int
-        Spacing of the spliced frames.
+    Args:
+        in_channels: Channels (feature bins for the first layer) of the input.
+        out_channels: Channels of the output.
+        kernel_size: Frames spliced together, ``dilation`` apart.
+        dilation: Spacing of the spliced frames.
 
-    Example
-    -------
-    >>> layer = TDNNLayer(4, 6, kernel_size=3, dilation=2)
-    >>> layer(torch.randn(2, 4, 10)).shape  # no padding: 2 * 2 frames fewer
-    torch.Size([2, 6, 6])
+    Example:
+        >>> layer = TDNNLayer(4, 6, kernel_size=3, dilation=2)
+        >>> layer(torch.randn(2, 4, 10)).shape  # no padding: 2 * 2 frames fewer
+        torch.Size([2, 6, 6])
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
@@ -85,32 +79,23 @@ class TDNNXVector(nn.Module):
     embedding_dim 512): 4,516,244 at 40 mels, 4,490,644 at 30 MFCCs (Kaldi's VoxCeleb recipe input); 512 fewer
     with ``embedding_bias=False``. segment6 (1.54 M) and frame2/frame3 (0.79 M each) dominate.
 
-    Arguments
-    ---------
-    input_dim : int
-        Feature bins per frame.
-    channels : int
-        Width of frame1 .. frame4 (Kaldi: 512).
-    stats_channels : int
-        Width of frame5, whose mean and std are pooled (Kaldi: 1500, so 3000 statistics).
-    segment6_dim : int
-        Width of segment6 (Kaldi: 512).
-    embedding_dim : int
-        Output of segment7, the embedding (paper: 512).
-    embedding_bias : bool
-        Bias in segment7. Orthogonal regularisation of the embedding layer needs it off
-        (see :mod:`voxprint.losses.orthogonal`).
-    normalize_output : bool
-        L2-normalise the embedding. Off by default: the GE2E and margin losses normalise inside their
-        cosine, and back-ends such as PLDA want the raw vector.
+    Args:
+        input_dim: Feature bins per frame.
+        channels: Width of frame1 .. frame4 (Kaldi: 512).
+        stats_channels: Width of frame5, whose mean and std are pooled (Kaldi: 1500, so 3000 statistics).
+        segment6_dim: Width of segment6 (Kaldi: 512).
+        embedding_dim: Output of segment7, the embedding (paper: 512).
+        embedding_bias: Bias in segment7. Orthogonal regularisation of the embedding layer needs it off
+            (see :mod:`voxprint.losses.orthogonal`).
+        normalize_output: L2-normalise the embedding. Off by default: the GE2E and margin losses normalise inside their
+            cosine, and back-ends such as PLDA want the raw vector.
 
-    Example
-    -------
-    >>> model = TDNNXVector(input_dim=40, channels=32, stats_channels=48, segment6_dim=24, embedding_dim=16)
-    >>> model(torch.randn(2, 50, 40)).shape
-    torch.Size([2, 16])
-    >>> model.frame_features(torch.randn(2, 50, 40)).shape  # one frame-level output per input frame
-    torch.Size([2, 48, 50])
+    Example:
+        >>> model = TDNNXVector(input_dim=40, channels=32, stats_channels=48, segment6_dim=24, embedding_dim=16)
+        >>> model(torch.randn(2, 50, 40)).shape
+        torch.Size([2, 16])
+        >>> model.frame_features(torch.randn(2, 50, 40)).shape  # one frame-level output per input frame
+        torch.Size([2, 48, 50])
     """
 
     def __init__(self, input_dim: int = 40, channels: int = 512, stats_channels: int = 1500,
