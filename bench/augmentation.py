@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
+from voxprint.config import load_config
+from voxprint.data import GE2EBatchSampler
+from voxprint.data.dataset import collate_crops
+from voxprint.models import build_embedding_model
+from voxprint.report import format_table, machine_description, write_markdown_section
+from voxprint.training.trainer import TrainingStep, build_datasets, build_loss, build_optimizer, build_spec_augment
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from bench.common import format_table, machine_description, write_markdown_section  # noqa: E402
-from voxprint.config import load_config  # noqa: E402
-from voxprint.data import GE2EBatchSampler  # noqa: E402
-from voxprint.data.dataset import collate_crops  # noqa: E402
-from voxprint.models import build_embedding_model  # noqa: E402
-from voxprint.training.trainer import TrainingStep, build_datasets, build_loss, build_optimizer, build_spec_augment  # noqa: E402
 
 SECTION = "Training data pipeline"
 

@@ -19,17 +19,20 @@ from pathlib import Path
 
 import torch
 
+# bench/verification.py: `python bench/leaderboard.py` puts bench/ on the path.
+from verification import decode, measure_resemblyzer, optimized, speed_subset, time_extraction
+
+from voxprint.backends.backend import PLDA_FILE, ScoringBackend, fit_backend
+from voxprint.data import read_data_folder
+from voxprint.data.trials import read_trials
+from voxprint.inference import load_model
+from voxprint.metrics import evaluate_scores
+from voxprint.metrics.plots import plot_det
+from voxprint.paths import data_root
+from voxprint.report import format_table, machine_description, write_markdown_section
+from voxprint.runs import BACKEND_DIR, RunLock
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from bench.common import format_table, machine_description, write_markdown_section  # noqa: E402
-from bench.verification import decode, measure_resemblyzer, optimized, speed_subset, time_extraction  # noqa: E402
-from voxprint.backends import read_trials  # noqa: E402
-from voxprint.backends.pipeline import BACKEND_DIR, ScoringBackend, fit_backend  # noqa: E402
-from voxprint.data import read_data_folder  # noqa: E402
-from voxprint.inference import load_model  # noqa: E402
-from voxprint.metrics import evaluate_scores  # noqa: E402
-from voxprint.metrics.plots import plot_det  # noqa: E402
-from voxprint.paths import data_root  # noqa: E402
 
 SECTION = "Leaderboard: speechocean762 dev"
 # (name, run folder, recipe command that trains it, run it starts from (its training time is added))
@@ -47,11 +50,12 @@ BACKENDS = [("cosine", "none"), ("cosine", "asnorm"), ("plda", "none")]
 
 
 def ensure_backend(model, run: Path) -> None:
-    if (run / BACKEND_DIR / "plda.npz").is_file():
+    if (run / BACKEND_DIR / PLDA_FILE).is_file():
         return
     folder = read_data_folder(model.config["data"]["train"])
-    ids, matrix = model.embed_folder(folder.root, progress=True)
-    fit_backend(run, ids, matrix, folder.utt2spk)
+    with RunLock(run, "fit-backend"):  # as `voxprint fit-backend`: no other process writes the run meanwhile
+        embedded = model.embed_folder(folder.root, progress=True)
+        fit_backend(run, embedded.ids, embedded.embeddings, folder.utt2spk)
 
 
 def training_minutes(run: Path) -> float:
@@ -85,7 +89,8 @@ def main() -> int:
         model = load_model(run)
         ensure_backend(model, run)
         torch.set_num_threads(os.cpu_count() or 1)
-        ids, matrix = model.embed_folder(dev, progress=True)
+        embedded = model.embed_folder(dev, progress=True)
+        ids, matrix = embedded.ids, embedded.embeddings
         params = sum(p.numel() for p in model.model.encoder.parameters()) / 1e6
         speed = time_extraction(optimized(run, 1), waves, rate, threads=1)
         minutes = training_minutes(run) + (training_minutes(REPO / parent) if parent else 0.0)

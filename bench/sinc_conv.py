@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
+from voxprint.config import load_config
+from voxprint.models import build_embedding_model
+from voxprint.models.sinc_conv import SincConv
+from voxprint.report import format_table, machine_description, write_markdown_section
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from bench.common import format_table, machine_description, write_markdown_section  # noqa: E402
-from voxprint.config import load_config  # noqa: E402
-from voxprint.models import build_embedding_model  # noqa: E402
-from voxprint.models.sinc_conv import SincConv  # noqa: E402
 
 SECTION = "Sinc-conv filtering on CPU"
 

@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import torch
+from common import run_peer  # bench/common.py: `python bench/verification.py` puts bench/ on the path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import format_table, machine_description, run_peer, write_markdown_section  # noqa: E402
-from voxprint.backends import Trials, cosine_score_trials, read_trials  # noqa: E402
-from voxprint.data import read_data_folder  # noqa: E402
-from voxprint.inference import load_model  # noqa: E402
-from voxprint.metrics import evaluate_scores  # noqa: E402
-from voxprint.paths import data_root  # noqa: E402
+from voxprint.backends.scoring import cosine_score_trials
+from voxprint.data import read_data_folder
+from voxprint.data.trials import Trials, read_trials
+from voxprint.inference import load_model
+from voxprint.metrics import evaluate_scores
+from voxprint.paths import data_root
+from voxprint.report import format_table, machine_description, write_markdown_section
 
 SECTION = "Verification: speechocean762 dev"
 
@@ -113,7 +114,8 @@ def main() -> int:
 
     model = load_model(args.model)
     torch.set_num_threads(all_threads)
-    ids, matrix = model.embed_folder(dev, progress=True)
+    embedded = model.embed_folder(dev, progress=True)
+    ids, matrix = embedded.ids, embedded.embeddings
     ours = evaluate_scores(model.backend.score_trials(ids, matrix, trials), trials.labels)
 
     subset = speed_subset(folder, args.speed_seconds)

@@ -28,19 +28,19 @@ from typing import Any
 import numpy as np
 import yaml
 
+from voxprint.backends.scoring import cosine_score_trials
+from voxprint.config import load_config
+from voxprint.data import read_data_folder
+from voxprint.data.cleaning import clean_data_folder
+from voxprint.data.trials import read_trials
+from voxprint.fileio import atomic_write_text
+from voxprint.inference import SpeakerModel, load_model
+from voxprint.metrics import evaluate_scores
+from voxprint.paths import data_root
+from voxprint.report import format_table, machine_description
+from voxprint.training import train
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-from bench.common import format_table  # noqa: E402
-from voxprint.backends import cosine_score_trials, read_trials  # noqa: E402
-from voxprint.backends.cleaning import clean_data_folder  # noqa: E402
-from voxprint.config import load_config  # noqa: E402
-from voxprint.data import read_data_folder  # noqa: E402
-from voxprint.fileio import atomic_write_text  # noqa: E402
-from voxprint.inference import SpeakerModel, load_model  # noqa: E402
-from voxprint.metrics import evaluate_scores  # noqa: E402
-from voxprint.paths import data_root  # noqa: E402
-from voxprint.training import train  # noqa: E402
 
 # Inference settings under which a run is scored besides its config's own: name -> SpeakerModel
 # attributes. "full" embeds each utterance in one window (no TTA / SEA).
@@ -135,8 +135,9 @@ def score_dev(model: SpeakerModel, extra_scorings: Mapping[str, Mapping[str, Any
     trials = read_trials(dev / "trials.txt")
 
     def metrics() -> dict[str, float]:
-        ids, matrix = model.embed_folder(dev, progress=False)
-        return evaluate_scores(cosine_score_trials(ids, matrix, trials), trials.labels).to_dict()
+        embedded = model.embed_folder(dev, progress=False)
+        return evaluate_scores(cosine_score_trials(embedded.ids, embedded.embeddings, trials),
+                               trials.labels).to_dict()
 
     result = metrics()
     own = {name: getattr(model, name) for scoring in extra_scorings.values() for name in scoring}
@@ -286,8 +287,6 @@ def run_study_cli(study: Study, title: str, intro: str, tables: list[Table],
     results into extra text placed after the tables; ``claims`` are the papers' relative findings to
     check (:func:`claims_table`)."""
     import argparse
-
-    from bench.common import machine_description
 
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=title)

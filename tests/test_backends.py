@@ -16,18 +16,19 @@ from voxprint.backends.calibration import (
     LinearCalibration,
     bayes_threshold,
     cllr,
-    make_calibration_trials,
     min_cllr,
     threshold_for_false_accept_rate,
 )
-from voxprint.backends.plda import LDA, PLDABackend, TwoCovariancePLDA
+from voxprint.backends.lda import LDA
+from voxprint.backends.plda import PLDABackend, TwoCovariancePLDA
 from voxprint.backends.score_norm import (
     asnorm,
     cohort_statistics,
     normalize_trial_scores,
     snorm,
 )
-from voxprint.backends.scoring import Trials, cosine_score_trials
+from voxprint.backends.scoring import cosine_score_trials
+from voxprint.data.trials import Trials, make_calibration_trials
 from voxprint.errors import DataError
 from voxprint.metrics import compute_eer
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from conftest import make_subset_folder
 
-from voxprint.backends.cleaning import REPORT_NAME, clean_speakers, spherical_kmeans
 from voxprint.cli import main
+from voxprint.clustering import cosine_silhouette, spherical_kmeans
+from voxprint.data.cleaning import REPORT_NAME, clean_speakers
 from voxprint.data import read_data_folder
-from voxprint.errors import ConfigError
+from voxprint.errors import ConfigError, DataError
 
 SPEAKERS, UTTERANCES, PLANTED = 6, 10, 2
 
@@ -27,15 +28,23 @@ def two_directions(seed: int = 0, n: tuple[int, int] = (30, 20), dim: int = 16, 
 
 def test_spherical_kmeans_recovers_two_directions() -> None:
     x, truth, directions = two_directions()
-    labels, centroids = spherical_kmeans(x, k=2, seed=0)
+    result = spherical_kmeans(x, k=2, seed=0)
+    labels, centroids, objective = result
     if labels[0] != 0:  # cluster numbering is arbitrary
         labels, centroids = 1 - labels, centroids[::-1]
     assert np.array_equal(labels, truth)
+    assert sorted(result.sizes.tolist()) == [20, 30]
     assert np.allclose(np.linalg.norm(centroids, axis=1), 1.0)
     assert (np.sum(centroids * directions, axis=1) > 0.98).all()
-    assert np.array_equal(spherical_kmeans(x, k=2, seed=3)[0], spherical_kmeans(x, k=2, seed=3)[0])  # deterministic
+    # The objective is the total cosine of the rows to their centroids.
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    assert objective == pytest.approx(float((unit * result.centroids[result.labels]).sum()))
+    assert np.array_equal(spherical_kmeans(x, k=2, seed=3).labels, spherical_kmeans(x, k=2, seed=3).labels)
+    assert cosine_silhouette(x, truth) > 0.5 > 0.1 > cosine_silhouette(x, np.arange(len(x)) % 2)
     with pytest.raises(ValueError):
         spherical_kmeans(x[:1], k=2)
+    with pytest.raises(DataError, match="1 rows to cluster have zero length.*rows 1"):
+        spherical_kmeans(np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]), k=2)
 
 
 def test_clean_speakers_synthetic_decisions_and_thresholds() -> None:

@@ -1,4 +1,4 @@
-"""Trial lists, cosine scoring and score files (real speechocean762 dev trial list)."""
+"""Trial lists, cosine scoring, enrolled-model rows and score files (real speechocean762 dev trial list)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 import voxprint.backends.scoring as scoring
-from voxprint.backends import (
-    Trials,
+from voxprint.backends.rows import RowIndex, unit_rows
+from voxprint.backends.scoring import (
+    add_enrollment_models,
     cosine_score_trials,
     cosine_similarity,
     mean_embedding,
-    read_trials,
-    write_scores,
 )
+from voxprint.data.trials import Trials, read_trials, write_scores
 from voxprint.errors import DataError
 from voxprint.metrics import evaluate_scores
 
@@ -215,3 +215,45 @@ def test_hand_built_trials_are_checked():
         Trials(np.array([1, 0, 1], dtype=np.int8), np.array(["a", "b"]), np.array(["c", "d"]))
     trials = Trials(None, ["a"], ["b"], path="t.txt")
     assert isinstance(trials.enroll, np.ndarray) and trials.path == Path("t.txt")
+
+
+def test_add_enrollment_models_appends_mean_rows():
+    ids = ["u1", "u2", "u3"]
+    emb = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
+    all_ids, rows = add_enrollment_models(ids, emb, {"m1": ["u1", "u2"], "m2": ["u3"]})
+    assert all_ids == ["u1", "u2", "u3", "m1", "m2"] and rows.dtype == np.float32
+    np.testing.assert_allclose(rows[3], mean_embedding(emb[:2]))
+    np.testing.assert_allclose(rows[4], emb[2] / np.linalg.norm(emb[2]), rtol=1e-6)
+    assert add_enrollment_models(ids, emb, {})[0] == ids
+    with pytest.raises(DataError, match="model ids must differ from utterance ids; 'u2' is both"):
+        add_enrollment_models(ids, emb, {"u2": ["u1"]})
+    with pytest.raises(DataError, match=r"2 enrollment utterance\(s\) have no embedding: x, y"):
+        add_enrollment_models(ids, emb, {"m1": ["u1", "y"], "m2": ["x"]})
+
+
+def test_row_lookup_is_the_same_for_grouped_and_scattered_ids():
+    rng = np.random.default_rng(5)
+    ids = np.array([f"u{i}" for i in rng.permutation(50)])
+    index = RowIndex(ids)
+    grouped = np.repeat(ids[:5], 40)  # runs of equal ids: looked up once per run
+    scattered = rng.permutation(grouped)
+    for wanted in (grouped, scattered):
+        rows = index.rows(wanted)
+        assert (ids[rows] == wanted).all()
+    rows, found = index.find(np.array(["u1", "nope", "u1"]))
+    assert found.tolist() == [True, False, True] and ids[rows[0]] == "u1"
+    with pytest.raises(DataError, match=r"2 id\(s\) of t.txt have no embedding: a, b; do this"):
+        index.rows(["b", "u1", "a", "a"], where="t.txt", hint="do this")
+    assert not RowIndex([]).find(["a"])[1].any()
+
+
+def test_unit_rows_scale_and_name_zero_rows():
+    x = np.array([[3.0, 4.0], [0.0, 2.0]], dtype=np.float32)
+    np.testing.assert_allclose(unit_rows(x, "rows"), [[0.6, 0.8], [0.0, 1.0]])
+    assert unit_rows(x, "rows").dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(unit_rows(x, "rows", length=np.sqrt(2)), axis=1), np.sqrt(2))
+    zeros = np.zeros((7, 2))
+    with pytest.raises(DataError, match=r"7 rows have zero length and no direction to score \(rows 0, 1, 2, 3, 4, \.\.\.\)"):
+        unit_rows(zeros, "rows")
+    with pytest.raises(DataError, match=r"1 embedding rows are odd \(b\)"):
+        unit_rows(np.array([[1.0], [0.0]]), "embedding rows", ["a", "b"], why="are odd")

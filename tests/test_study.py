@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
+from voxprint.inference.speaker_model import EmbeddedSet
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from recipes import study as study_module  # noqa: E402
@@ -93,7 +95,7 @@ def test_extra_scorings_see_their_settings_and_the_model_gets_its_own_back(dev_d
             # Speaker-dependent embeddings plus noise: a window of 10**9 frames gets much less noise.
             base = {s: rng.standard_normal(16) for s in sorted(set(speakers))}
             noise = 5.0 if self.window_frames == 200 else 0.1
-            return ids, np.stack([base[s] + noise * rng.standard_normal(16) for s in speakers])
+            return EmbeddedSet(ids, np.stack([base[s] + noise * rng.standard_normal(16) for s in speakers]))
 
     model = FakeModel()
     result = score_dev(model, {"full": study_module.WHOLE_UTTERANCE})

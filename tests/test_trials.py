@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from voxprint.backends.scoring import read_trials
 from voxprint.data import read_data_folder
 from voxprint.data.folder import DataFolder
 from voxprint.data.trials import (
@@ -14,6 +13,7 @@ from voxprint.data.trials import (
     make_wrong_text_trials,
     read_enrollments,
     read_texts,
+    read_trials,
     write_enrollment_trials,
 )
 from voxprint.errors import DataError

@@ -291,7 +291,8 @@ def _score_args(p: argparse.ArgumentParser) -> None:
 @verb("score", "cosine-score a trial list from stored embeddings",
       "voxprint score --trials data/dev/trials.txt --embeddings dev.npz --out scores.txt", _score_args)
 def _score(args: argparse.Namespace) -> int:
-    from voxprint.backends import cosine_score_trials, read_trials, write_scores
+    from voxprint.backends.scoring import cosine_score_trials
+    from voxprint.data.trials import read_trials, write_scores
     from voxprint.data.embeddings import load_embeddings
     from voxprint.metrics import evaluate_scores
 
@@ -315,7 +316,7 @@ def _trials_with_embeddings(trials: Any, available: set[str]) -> tuple[Any, int]
     """The trials whose both sides have an embedding, and how many were left out."""
     import numpy as np
 
-    from voxprint.backends import Trials
+    from voxprint.data.trials import Trials
 
     keep = np.fromiter((e in available and t in available for e, t in zip(trials.enroll, trials.test)),
                        dtype=bool, count=len(trials))
@@ -351,8 +352,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
       "voxprint eval --data data/dev --model exp/ecapa --backend plda --calibrated --det det.png",
       _eval_args)
 def _eval(args: argparse.Namespace) -> int:
-    from voxprint.backends import read_trials
-    from voxprint.backends.pipeline import ScoringBackend
+    from voxprint.data.trials import read_trials
+    from voxprint.backends.backend import ScoringBackend
     from voxprint.metrics import evaluate_scores
     from voxprint.metrics.plots import plot_det
     from voxprint.runs import RunLock, resolve_model_dir
@@ -380,7 +381,7 @@ def _eval(args: argparse.Namespace) -> int:
     if lock is not None:
         lock.acquire()  # before the slow part, so a concurrent writer is reported at once
     try:
-        embedded = model.embed_folder(data, progress=not (args.quiet or args.json), on_error=args.on_error)
+        embedded = model.embed_folder(data, progress=not args.quiet, on_error=args.on_error)
         _report_skipped(embedded.skipped)
         ids, matrix = embedded.ids, embedded.embeddings
         if enrollments is not None:
@@ -432,7 +433,7 @@ def _fit_backend_args(p: argparse.ArgumentParser) -> None:
 @verb("fit-backend", "fit cohort, PLDA and calibrations on a model's training data",
       "voxprint fit-backend --model exp/ecapa", _fit_backend_args)
 def _fit_backend(args: argparse.Namespace) -> int:
-    from voxprint.backends.pipeline import fit_backend
+    from voxprint.backends.backend import fit_backend
     from voxprint.data import read_data_folder
     from voxprint.runs import RunLock
 
@@ -465,13 +466,13 @@ def _clean_args(p: argparse.ArgumentParser) -> None:
 @verb("clean", "drop utterances filed under the wrong speaker (K=2 spherical k-means)",
       "voxprint clean --data data/train --out data/train_clean", _clean_args)
 def _clean(args: argparse.Namespace) -> int:
-    from voxprint.backends.cleaning import REPORT_NAME, clean_data_folder
+    from voxprint.data.cleaning import REPORT_NAME, clean_data_folder
     from voxprint.data import read_data_folder
 
     check_writable_folder(args.out, "--out")
     folder = read_data_folder(args.data)
     out, report = clean_data_folder(folder, _load_model(args), args.out, majority=args.majority,
-                                    silhouette=args.silhouette, progress=not (args.quiet or args.json),
+                                    silhouette=args.silhouette, progress=not args.quiet,
                                     on_error=args.on_error)
     _report_skipped(report.skipped)
     emit(args, {"out": str(out), "removed": sorted(report.removed), "utterances": len(folder),
@@ -518,19 +519,10 @@ def _verify(args: argparse.Namespace) -> int:
                             "(or store one with `voxprint eval --write-threshold`)")
     score = model.verification_score(args.enroll, args.test)
     decision = "accept" if score >= threshold else "reject"
-    scale = score_scale(model.backend)
+    scale = model.backend.scale
     emit(args, {"score": score, "scale": scale, "threshold": threshold, "decision": decision},
          f"score {score:.4f} ({scale})  threshold {threshold:.4f}  {decision}")
     return EXIT_OK if decision == "accept" else EXIT_REJECT
-
-
-def score_scale(backend: Any) -> str:
-    """What a back-end's scores are, in words, so a printed score can be read against its threshold."""
-    if backend.calibration is not None:
-        return "log-likelihood ratio"
-    if backend.kind == "plda":
-        return "PLDA log-likelihood ratio, uncalibrated"
-    return "cosine" if backend.norm == "none" else f"{backend.norm}-normalised cosine"
 
 
 def _format_metrics(result: dict) -> str:

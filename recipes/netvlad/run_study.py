@@ -12,23 +12,28 @@ embeddings). Scores each on the speechocean762 dev trials by cosine with split-e
 windows, 50 % overlap) and on whole utterances, and writes docs/results/netvlad.md with the
 training-loss curves and the reading in recipes/netvlad/reading.md.
 """
+import importlib.util
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from recipes.study import REPO, WHOLE_UTTERANCE, Claim, Study, Table, run_study_cli  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
+# The runner the studies share, recipes/study.py, is loaded from its file, so this script runs as
+# `python recipes/netvlad/run_study.py` without editing sys.path.
+_RUNNER = importlib.util.spec_from_file_location("recipes.study", HERE.parent / "study.py")
+study = importlib.util.module_from_spec(_RUNNER)
+sys.modules[_RUNNER.name] = study  # its dataclasses look the module up while it is executed
+_RUNNER.loader.exec_module(study)
+
 POOLING = ("avgpool", "netvlad_k8", "netvlad_k14", "netvlad_k30")
 MARGIN_AND_CLEANING = ("netvlad_k14", "netvlad_k14_am", "netvlad_k14_cleaned", "netvlad_k14_cleaned_am")
 # The design choices of Kaseva & Kurimo's system, each checked as "it helps" (their tables could not be
 # read here, so the direction is that of the system they built, not a quoted result).
-CLAIMS = [Claim(f"SphereDiar design: NetVLAD (K={k}) over average pooling", f"netvlad_k{k}", "avgpool")
+CLAIMS = [study.Claim(f"SphereDiar design: NetVLAD (K={k}) over average pooling", f"netvlad_k{k}", "avgpool")
           for k in (8, 14, 30)] + [
-    Claim("SphereDiar design: AM-softmax fine-tuning after softmax", "netvlad_k14_am", "netvlad_k14"),
-    Claim("SphereDiar design: cleaned training data (AM-softmax stage)", "netvlad_k14_cleaned_am", "netvlad_k14_am"),
-    Claim("SphereDiar design: cleaned training data (softmax stage)", "netvlad_k14_cleaned", "netvlad_k14"),
-    Claim("SphereDiar design: SEA over whole-utterance embedding", "netvlad_k14_am", "netvlad_k14_am:full"),
+    study.Claim("SphereDiar design: AM-softmax fine-tuning after softmax", "netvlad_k14_am", "netvlad_k14"),
+    study.Claim("SphereDiar design: cleaned training data (AM-softmax stage)", "netvlad_k14_cleaned_am", "netvlad_k14_am"),
+    study.Claim("SphereDiar design: cleaned training data (softmax stage)", "netvlad_k14_cleaned", "netvlad_k14"),
+    study.Claim("SphereDiar design: SEA over whole-utterance embedding", "netvlad_k14_am", "netvlad_k14_am:full"),
 ]
 
 
@@ -42,16 +47,16 @@ def cleaning_notes(results: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(run_study_cli(
-        Study("netvlad", HERE / "systems", REPO / "exp" / "netvlad", {"full": WHOLE_UTTERANCE}),
+    sys.exit(study.run_study_cli(
+        study.Study("netvlad", HERE / "systems", study.REPO / "exp" / "netvlad", {"full": study.WHOLE_UTTERANCE}),
         "LSTM-NetVLAD study (speechocean762, CPU scale)",
         "Each system trains on 2 s crops of speechocean762/train (125 speakers): 30 MFCCs, three bidirectional "
         "LSTM layers of 64 units per direction with concatenated outputs, the pooling named, a 256-unit FC layer "
         "and a 128-d L2-normalised embedding. Scored by cosine on the 114,960 speechocean762 dev trials; "
         "± is the sample standard deviation over seeds. The training time of a fine-tuned system (`_am`) "
         "is that of the fine-tuning alone.",
-        [Table("Pooling (softmax), with SEA", POOLING),
-         Table("AM-softmax fine-tuning and speaker cleaning (K=14), with SEA", MARGIN_AND_CLEANING),
-         Table("Every system on whole utterances (no SEA)", None, "full")],
+        [study.Table("Pooling (softmax), with SEA", POOLING),
+         study.Table("AM-softmax fine-tuning and speaker cleaning (K=14), with SEA", MARGIN_AND_CLEANING),
+         study.Table("Every system on whole utterances (no SEA)", None, "full")],
         {"pooling": lambda s: s in POOLING, "AM-softmax and cleaning": lambda s: s in MARGIN_AND_CLEANING},
         curve_key="train_loss", notes=cleaning_notes, claims=CLAIMS))

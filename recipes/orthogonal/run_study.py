@@ -11,13 +11,18 @@ speechocean762 dev trials by cosine, and writes docs/results/orthogonal.md with 
 (docs/results/orthogonal_curves.png) and the reading in recipes/orthogonal/reading.md. ``--paper``
 applies each YAML's ``paper:`` section (the paper's sizes; meant for a GPU and VoxCeleb-sized data).
 """
+import importlib.util
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from recipes.study import REPO, Claim, Study, Table, run_study_cli  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
+# The runner the studies share, recipes/study.py, is loaded from its file, so this script runs as
+# `python recipes/orthogonal/run_study.py` without editing sys.path.
+_RUNNER = importlib.util.spec_from_file_location("recipes.study", HERE.parent / "study.py")
+study = importlib.util.module_from_spec(_RUNNER)
+sys.modules[_RUNNER.name] = study  # its dataclasses look the module up while it is executed
+_RUNNER.loader.exec_module(study)
+
 LSTM_REGULARISERS = ("lstm_none", "lstm_so_const", "lstm_so_dec", "lstm_srip_const", "lstm_srip_dec")
 TDNN_REGULARISERS = tuple(name.replace("lstm", "tdnn") for name in LSTM_REGULARISERS)
 LOSSES = ("lstm_none", "lstm_ge2e_contrast", "lstm_te2e", "lstm_softmax")
@@ -25,22 +30,23 @@ REGULARISER_NAMES = {"so_const": "SO, constant λ", "so_dec": "SO, decreasing λ
                      "srip_dec": "SRIP, decreasing λ"}
 # The orthogonal-training paper reports gains from its regularisers on both architectures (abstract:
 # "significant gains"); the GE2E paper reports GE2E ahead of TE2E (abstract: >10 % lower EER).
-CLAIMS = [Claim(f"orthogonal paper: {label} helps the {arch.upper()}", f"{arch}_{name}", f"{arch}_none")
+CLAIMS = [study.Claim(f"orthogonal paper: {label} helps the {arch.upper()}", f"{arch}_{name}", f"{arch}_none")
           for arch in ("lstm", "tdnn") for name, label in REGULARISER_NAMES.items()] + [
-    Claim("GE2E paper: GE2E (softmax) beats TE2E", "lstm_none", "lstm_te2e"),
-    Claim("GE2E paper: GE2E (contrast) beats TE2E", "lstm_ge2e_contrast", "lstm_te2e"),
-    Claim("ours: GE2E (softmax) beats speaker-classification softmax", "lstm_none", "lstm_softmax"),
-    Claim("ours: MultiReader with fsdd digits vs speechocean762 alone", "lstm_multireader", "lstm_none"),
+    study.Claim("GE2E paper: GE2E (softmax) beats TE2E", "lstm_none", "lstm_te2e"),
+    study.Claim("GE2E paper: GE2E (contrast) beats TE2E", "lstm_ge2e_contrast", "lstm_te2e"),
+    study.Claim("ours: GE2E (softmax) beats speaker-classification softmax", "lstm_none", "lstm_softmax"),
+    study.Claim("ours: MultiReader with fsdd digits vs speechocean762 alone", "lstm_multireader", "lstm_none"),
 ]
 
 if __name__ == "__main__":
-    sys.exit(run_study_cli(
-        Study("orthogonal", HERE / "systems", REPO / "exp" / "orthogonal"),
+    sys.exit(study.run_study_cli(
+        study.Study("orthogonal", HERE / "systems", study.REPO / "exp" / "orthogonal"),
         "Orthogonal regularisation study (speechocean762, CPU scale)",
         "Each system trains on speechocean762/train (125 speakers) and is scored by cosine on the 114,960 "
         "speechocean762 dev trials; ± is the sample standard deviation over seeds. `lstm_none` is GE2E (softmax "
         "variant) without a regulariser.",
-        [Table("LSTM: regularisers", LSTM_REGULARISERS), Table("TDNN (x-vector): regularisers", TDNN_REGULARISERS),
-         Table("LSTM: losses", LOSSES), Table("LSTM: MultiReader", ("lstm_none", "lstm_multireader"))],
+        [study.Table("LSTM: regularisers", LSTM_REGULARISERS),
+         study.Table("TDNN (x-vector): regularisers", TDNN_REGULARISERS),
+         study.Table("LSTM: losses", LOSSES), study.Table("LSTM: MultiReader", ("lstm_none", "lstm_multireader"))],
         {"LSTM": lambda s: s.startswith("lstm"), "TDNN": lambda s: s.startswith("tdnn")},
         default_seeds=(0, 1), claims=CLAIMS))

@@ -10,36 +10,41 @@ paper's test-time augmentation (mean of the unit embeddings of training-length c
 20 %) and on the whole utterance at once, and writes docs/results/rawnet2.md with the training-loss
 curves and the reading in recipes/rawnet2/reading.md.
 """
+import importlib.util
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from recipes.study import REPO, WHOLE_UTTERANCE, Claim, Study, Table, run_study_cli  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
+# The runner the studies share, recipes/study.py, is loaded from its file, so this script runs as
+# `python recipes/rawnet2/run_study.py` without editing sys.path.
+_RUNNER = importlib.util.spec_from_file_location("recipes.study", HERE.parent / "study.py")
+study = importlib.util.module_from_spec(_RUNNER)
+sys.modules[_RUNNER.name] = study  # its dataclasses look the module up while it is executed
+_RUNNER.loader.exec_module(study)
+
 SCALING = ("fms_none", "fms_add", "fms_mul", "fms_add_mul", "fms_mul_add", "fms_mul_add_sep", "se")
 FIRST_LAYER = ("first_conv", "sinc125", "fms_mul_add", "sinc375")
 # The abstract reports that feature map scaling helps; Table 1's system uses a sinc-conv first layer
 # where RawNet1 had a strided convolution, and keeps RawNet1's test-time augmentation. The other two
 # rows are our own comparisons.
-CLAIMS = [Claim(f"RawNet2 paper: FMS {mode} beats no FMS", f"fms_{mode.replace('-', '_')}", "fms_none")
+CLAIMS = [study.Claim(f"RawNet2 paper: FMS {mode} beats no FMS", f"fms_{mode.replace('-', '_')}", "fms_none")
           for mode in ("add", "mul", "add-mul", "mul-add", "mul-add-sep")] + [
-    Claim("RawNet2 design: sinc-conv first layer over the strided convolution", "fms_mul_add", "first_conv"),
-    Claim("RawNet design: test-time augmentation over whole utterances", "fms_mul_add", "fms_mul_add:full"),
-    Claim("ours: FMS (mul-add) vs squeeze-excitation", "fms_mul_add", "se"),
-    Claim("ours: mul-add vs add-mul FMS", "fms_mul_add", "fms_add_mul"),
+    study.Claim("RawNet2 design: sinc-conv first layer over the strided convolution", "fms_mul_add", "first_conv"),
+    study.Claim("RawNet design: test-time augmentation over whole utterances", "fms_mul_add", "fms_mul_add:full"),
+    study.Claim("ours: FMS (mul-add) vs squeeze-excitation", "fms_mul_add", "se"),
+    study.Claim("ours: mul-add vs add-mul FMS", "fms_mul_add", "fms_add_mul"),
 ]
 
 if __name__ == "__main__":
-    sys.exit(run_study_cli(
-        Study("rawnet2", HERE / "systems", REPO / "exp" / "rawnet2", {"full": WHOLE_UTTERANCE}),
+    sys.exit(study.run_study_cli(
+        study.Study("rawnet2", HERE / "systems", study.REPO / "exp" / "rawnet2", {"full": study.WHOLE_UTTERANCE}),
         "RawNet2 study (speechocean762, CPU scale)",
         "Each system trains with softmax on 1 s raw-waveform crops of speechocean762/train (125 speakers) and "
         "is scored by cosine on the 114,960 speechocean762 dev trials; ± is the sample standard deviation over seeds. "
         "All systems share the widths of the YAMLs (16 first-layer filters, residual blocks of 32, 32, 64, 64 "
         "filters, GRU 128, 128-d embedding); only the named part changes.",
-        [Table("Feature map scaling (sinc-conv 251), with test-time augmentation", SCALING),
-         Table("First layer (FMS mul-add), with test-time augmentation", FIRST_LAYER),
-         Table("Every system on whole utterances (no test-time augmentation)", None, "full")],
+        [study.Table("Feature map scaling (sinc-conv 251), with test-time augmentation", SCALING),
+         study.Table("First layer (FMS mul-add), with test-time augmentation", FIRST_LAYER),
+         study.Table("Every system on whole utterances (no test-time augmentation)", None, "full")],
         {"feature map scaling": lambda s: s in SCALING, "first layer": lambda s: s in FIRST_LAYER},
         curve_key="train_loss", claims=CLAIMS))

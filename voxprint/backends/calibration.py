@@ -33,14 +33,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from voxprint.backends.scoring import Trials
 from voxprint.errors import DataError
 from voxprint.fileio import atomic_write_text
 
@@ -49,7 +47,6 @@ __all__ = [
     "LinearCalibration",
     "bayes_threshold",
     "cllr",
-    "make_calibration_trials",
     "min_cllr",
     "threshold_for_false_accept_rate",
 ]
@@ -260,78 +257,6 @@ def threshold_for_false_accept_rate(nontarget_scores: ArrayLike, far: float) -> 
         if i == s.size:
             return float(np.nextafter(s[-1], np.inf))
     return float(s[i])
-
-
-def _pairs_from_ranges(lo: np.ndarray, hi: np.ndarray, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Decode pair indices: pairs ``(i, j)`` with ``lo[i] <= j < hi[i]``, numbered i-major."""
-    ends = np.cumsum(hi - lo)
-    i = np.searchsorted(ends, picks, side="right")
-    first = ends - (hi - lo)
-    return i, lo[i] + (picks - first[i])
-
-
-def make_calibration_trials(utt2spk: Mapping[str, str], max_trials: int = 100_000, seed: int = 0) -> Trials:
-    """Target and non-target trials drawn from labelled (training) utterances.
-
-    Half of ``max_trials`` are targets (two different utterances of one speaker) and half
-    non-targets (utterances of two different speakers); when there are fewer possible target
-    pairs than that, all of them are used and the rest are non-targets. Pairs are drawn
-    uniformly without replacement among all unordered pairs of their kind, so no pair
-    occurs twice and no utterance is paired with itself. The result depends only on the
-    mapping's contents and ``seed`` (not on its order) and is sorted by enrollment id.
-
-    Arguments
-    ---------
-    utt2spk : Mapping[str, str]
-        Utterance id -> speaker id (e.g. ``DataFolder.utt2spk``).
-    max_trials : int
-        Number of trials wanted (>= 2); fewer are returned when fewer pairs exist.
-    seed : int
-        Seed of the random draw.
-
-    Returns
-    -------
-    Trials
-        Labelled trials (``1`` target, ``0`` non-target) over the utterance ids.
-
-    Raises
-    ------
-    DataError
-        If there are fewer than two speakers, no speaker has two utterances, or
-        ``max_trials`` is not an integer >= 2.
-    """
-    if isinstance(max_trials, bool) or not isinstance(max_trials, (int, np.integer)) or max_trials < 2:
-        raise DataError(f"max_trials must be an integer >= 2, got {max_trials!r}")
-    utts = np.array(sorted(utt2spk), dtype=str)
-    spk_names, spk = np.unique(np.array([utt2spk[u] for u in utts.tolist()], dtype=str), return_inverse=True)
-    if spk_names.size < 2:
-        raise DataError(
-            f"calibration trials need utterances of at least two speakers, got {spk_names.size}"
-        )
-    order = np.lexsort((utts, spk))
-    utts, spk = utts[order], spk[order]
-    counts = np.bincount(spk)
-    if counts.max() < 2:
-        raise DataError("calibration trials need a speaker with at least two utterances for target pairs")
-    # In speaker-sorted order, utterance i's target partners are the later utterances of its
-    # speaker and its non-target partners every utterance of a later speaker.
-    spk_end = np.cumsum(counts)[spk]
-    idx = np.arange(utts.size)
-    rng = np.random.default_rng(seed)
-    n_possible = {1: int((spk_end - idx - 1).sum()), 0: int((utts.size - spk_end).sum())}
-    want = {1: min(-(-int(max_trials) // 2), n_possible[1])}
-    want[0] = min(int(max_trials) - want[1], n_possible[0])
-    ranges = {1: (idx + 1, spk_end), 0: (spk_end, np.full(utts.size, utts.size))}
-    enroll, test, labels = [], [], []
-    for label in (1, 0):
-        picks = np.sort(rng.choice(n_possible[label], size=want[label], replace=False))
-        i, j = _pairs_from_ranges(*ranges[label], picks)
-        enroll.append(i)
-        test.append(j)
-        labels.append(np.full(i.size, label, dtype=np.int8))
-    e, t, lab = np.concatenate(enroll), np.concatenate(test), np.concatenate(labels)
-    by_enroll = np.lexsort((utts[t], utts[e]))
-    return Trials(labels=lab[by_enroll], enroll=utts[e][by_enroll], test=utts[t][by_enroll])
 
 
 @dataclass(frozen=True)

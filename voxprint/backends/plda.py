@@ -1,19 +1,14 @@
-"""LDA and two-covariance PLDA scoring of speaker embeddings.
+"""Two-covariance PLDA scoring of speaker embeddings, and the LDA + PLDA back-end.
 
 Models
 ------
-:class:`LDA`
-    Linear discriminant analysis from the within- and between-speaker scatter of labelled
-    embeddings: ``y = (x - mean) @ projection``. The output is whitened for the within-speaker
-    scatter (identity) and its between-speaker scatter is diagonal, strongest direction first
-    (the Kaldi ``ivector-compute-lda`` convention).
 :class:`TwoCovariancePLDA`
     The two-covariance model of Brümmer & de Villiers ("The speaker partitioning problem",
     Odyssey 2010): a speaker variable ``y ~ N(mean, between_cov)`` and utterances
     ``x = y + e`` with ``e ~ N(0, within_cov)``; ``between_cov = B^-1`` and
     ``within_cov = W^-1`` in their notation. Trained by EM (a fixed number of iterations).
 :class:`PLDABackend`
-    The usual pipeline: centering and LDA, whitening and length normalisation
+    The usual pipeline: centering and LDA (:class:`~voxprint.backends.lda.LDA`), whitening and length normalisation
     (Garcia-Romero & Espy-Wilson, Interspeech 2011) to ``sqrt(dim)``, then PLDA; one ``.npz``
     file holds all of it (no pickle).
 
@@ -37,6 +32,7 @@ Example
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -44,63 +40,24 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import ArrayLike
 
-from voxprint.backends.scoring import Trials, _as_matrix, sort_unique_ids
+from voxprint.backends.lda import LDA, SpeakerStatistics, symmetric
+from voxprint.backends.rows import RowIndex, as_matrix, as_rows, unit_rows
+from voxprint.data.trials import Trials
 from voxprint.errors import DataError
 from voxprint.fileio import atomic_write
 
-__all__ = ["LDA", "PLDABackend", "TwoCovariancePLDA"]
+__all__ = ["PLDABackend", "TwoCovariancePLDA"]
 
 # Trials gathered per block when scoring: two float64 blocks of 16k x 200 are 50 MiB.
 _CHUNK = 16384
-# Added to the within-speaker scatter, times its mean variance, before LDA: keeps the
-# generalised eigenproblem well posed when some directions carry (almost) no within-speaker
-# variation, at a negligible cost to the transform.
-_LDA_REG = 1e-6
 _FORMAT = "voxprint-plda-backend"
 _VERSION = 1
 _ENROLL_MODES = ("exact", "mean")
 
 
-def _as_features(embeddings: ArrayLike, what: str) -> np.ndarray:
-    mat = _as_matrix(embeddings, what).astype(np.float64, copy=False)
-    if mat.ndim != 2 or mat.shape[0] == 0 or mat.shape[1] == 0:
-        raise DataError(f"{what} must be a non-empty (n, d) matrix, got shape {mat.shape}")
-    return mat
-
-
-def _speaker_index(labels: ArrayLike, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row order grouping speakers, start of each speaker's run in it, utterances per speaker)."""
-    lab = np.asarray(labels)
-    if lab.ndim != 1 or lab.shape[0] != n:
-        raise DataError(f"need one speaker label per embedding row: {lab.size} labels for {n} rows")
-    _, inverse, counts = np.unique(lab, return_inverse=True, return_counts=True)
-    if counts.size < 2:
-        raise DataError(
-            f"the training embeddings have {counts.size} speaker(s); LDA and PLDA need at least two"
-        )
-    order = np.argsort(inverse, kind="stable")
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    return order, starts, counts
-
-
-def _class_sums(x: np.ndarray, order: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    return np.add.reduceat(x[order], starts, axis=0)
-
-
-def _symmetric(m: np.ndarray) -> np.ndarray:
-    return 0.5 * (m + m.T)
-
-
 def _sym_inv(m: np.ndarray) -> np.ndarray:
     # Symmetric positive definite inverse through Cholesky (stable, and exactly symmetric).
-    return _symmetric(scipy.linalg.cho_solve(scipy.linalg.cho_factor(m), np.eye(m.shape[0])))
-
-
-def _fix_signs(vectors: np.ndarray) -> np.ndarray:
-    # Eigenvectors are defined up to sign; make the largest entry of each column positive so
-    # the same data always gives the same transform.
-    big = np.argmax(np.abs(vectors), axis=0)
-    return vectors * np.where(vectors[big, np.arange(vectors.shape[1])] < 0, -1.0, 1.0)
+    return symmetric(scipy.linalg.cho_solve(scipy.linalg.cho_factor(m), np.eye(m.shape[0])))
 
 
 def _is_pd(m: np.ndarray) -> bool:
@@ -109,149 +66,6 @@ def _is_pd(m: np.ndarray) -> bool:
     except np.linalg.LinAlgError:
         return False
     return True
-
-
-def _rows_of(ids: ArrayLike, wanted: np.ndarray, what: str, trials: Trials | None) -> np.ndarray:
-    """Row of each wanted id in ``ids`` (which must be unique), or DataError naming the missing."""
-    order, sorted_ids = sort_unique_ids(np.asarray(ids, dtype=str), what)
-    keys, inverse = np.unique(np.asarray(wanted, dtype=str), return_inverse=True)
-    pos = np.minimum(np.searchsorted(sorted_ids, keys), max(sorted_ids.size - 1, 0))
-    found = sorted_ids[pos] == keys if sorted_ids.size else np.zeros(keys.size, dtype=bool)
-    if not found.all():
-        missing = keys[~found]
-        where = f" of {trials.path}" if trials is not None and trials.path is not None else ""
-        raise DataError(
-            f"{missing.size} id(s){where} have no {what}: {', '.join(missing[:5].tolist())}"
-            f"{', ...' if missing.size > 5 else ''}"
-        )
-    return order[pos][inverse]
-
-
-class LDA:
-    """Linear discriminant analysis: ``transform(x) = (x - mean) @ projection``.
-
-    Build it with :meth:`fit`, or directly from known parameters.
-
-    Arguments
-    ---------
-    mean : array_like
-        ``(d,)`` training mean subtracted first.
-    projection : array_like
-        ``(d, dim)`` projection; columns are discriminant directions, strongest first.
-
-    Raises
-    ------
-    DataError
-        If the shapes do not match or a value is non-finite.
-    """
-
-    def __init__(self, mean: ArrayLike, projection: ArrayLike) -> None:
-        self.mean = _as_matrix(mean, "LDA mean").astype(np.float64).reshape(-1)
-        self.projection = _as_matrix(projection, "LDA projection").astype(np.float64)
-        shape = self.projection.shape
-        if len(shape) != 2 or shape[0] != self.mean.size or shape[1] == 0:
-            raise DataError(
-                f"LDA projection must be ({self.mean.size}, dim), got shape {self.projection.shape}"
-            )
-
-    @property
-    def input_dim(self) -> int:
-        """Dimension of the embeddings the transform takes."""
-        return int(self.projection.shape[0])
-
-    @property
-    def dim(self) -> int:
-        """Output dimension."""
-        return int(self.projection.shape[1])
-
-    @classmethod
-    def fit(cls, embeddings: ArrayLike, labels: ArrayLike, dim: int | None = None) -> LDA:
-        """Fit LDA to labelled embeddings.
-
-        Solves ``S_b v = lambda S_w v`` for the between-speaker scatter ``S_b`` (speaker
-        means about the global mean, weighted by utterance count) and the within-speaker
-        scatter ``S_w``, both divided by the number of utterances, and keeps the ``dim``
-        directions of largest ``lambda``, scaled so that ``v' S_w v = 1``. ``S_w`` gets a
-        ridge of 1e-6 times its mean variance so a rank-deficient scatter still works.
-
-        Arguments
-        ---------
-        embeddings : array_like
-            ``(n, d)`` training embeddings.
-        labels : array_like
-            ``(n,)`` speaker label of each row (strings or integers).
-        dim : int or None
-            Output dimension, at most ``min(d, speakers - 1)`` (the rank of ``S_b``); None
-            takes that maximum.
-
-        Returns
-        -------
-        LDA
-            The fitted transform.
-
-        Raises
-        ------
-        DataError
-            If the embeddings are not a finite ``(n, d)`` matrix, labels do not match, there
-            are fewer than two speakers, no speaker has two utterances, or ``dim`` is out of
-            range.
-        """
-        x = _as_features(embeddings, "LDA training embeddings")
-        order, starts, counts = _speaker_index(labels, x.shape[0])
-        max_dim = min(x.shape[1], counts.size - 1)
-        if dim is None:
-            dim = max_dim
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 1 <= dim <= max_dim:
-            raise DataError(
-                f"LDA dimension must be an integer from 1 to {max_dim} (min(embedding dim {x.shape[1]}, "
-                f"speakers {counts.size} - 1)), got {dim!r}"
-            )
-        if counts.max() < 2:
-            raise DataError(
-                "every training speaker has a single utterance, so within-speaker variation is "
-                "unknown; LDA needs speakers with two or more utterances"
-            )
-        mean = x.mean(axis=0)
-        xc = x - mean
-        class_means = _class_sums(xc, order, starts) / counts[:, None]
-        # Residuals rather than X'X - sum n m m': no cancellation when speakers are far apart.
-        resid = xc[order] - np.repeat(class_means, counts, axis=0)
-        s_w = resid.T @ resid / x.shape[0]
-        s_b = (class_means * counts[:, None]).T @ class_means / x.shape[0]
-        s_w[np.diag_indices_from(s_w)] += _LDA_REG * max(np.trace(s_w) / s_w.shape[0], np.finfo(float).tiny)
-        try:
-            _, vectors = scipy.linalg.eigh(_symmetric(s_b), _symmetric(s_w))
-        except np.linalg.LinAlgError:
-            raise DataError(
-                "the within-speaker scatter of the LDA training embeddings is singular; check for "
-                "constant or duplicated embedding dimensions"
-            ) from None
-        # eigh returns ascending eigenvalues with v' S_w v = I.
-        projection = _fix_signs(vectors[:, ::-1][:, :dim])
-        return cls(mean, projection)
-
-    def transform(self, embeddings: ArrayLike) -> np.ndarray:
-        """Project embeddings: ``(x - mean) @ projection``.
-
-        Arguments
-        ---------
-        embeddings : array_like
-            ``(n, d)`` matrix or one ``(d,)`` vector.
-
-        Returns
-        -------
-        np.ndarray
-            ``(n, dim)`` (or ``(dim,)``) float64.
-
-        Raises
-        ------
-        DataError
-            If the dimension is not ``input_dim`` or a value is non-finite.
-        """
-        x = _as_matrix(embeddings, "embeddings").astype(np.float64, copy=False)
-        if x.ndim not in (1, 2) or x.shape[-1] != self.input_dim:
-            raise DataError(f"LDA expects {self.input_dim}-dimensional embeddings, got shape {x.shape}")
-        return (x - self.mean) @ self.projection
 
 
 class TwoCovariancePLDA:
@@ -277,16 +91,16 @@ class TwoCovariancePLDA:
     """
 
     def __init__(self, mean: ArrayLike, between_cov: ArrayLike, within_cov: ArrayLike) -> None:
-        self.mean = _as_matrix(mean, "PLDA mean").astype(np.float64).reshape(-1)
+        self.mean = as_matrix(mean, "PLDA mean").astype(np.float64).reshape(-1)
         d = self.mean.size
         covs = []
         for name, value in (("between_cov", between_cov), ("within_cov", within_cov)):
-            cov = _as_matrix(value, f"PLDA {name}").astype(np.float64)
+            cov = as_matrix(value, f"PLDA {name}").astype(np.float64)
             if cov.shape != (d, d):
                 raise DataError(f"PLDA {name} must be ({d}, {d}) like the mean, got shape {cov.shape}")
             if not np.allclose(cov, cov.T, rtol=1e-6, atol=1e-12 * max(np.abs(cov).max(), 1.0)):
                 raise DataError(f"PLDA {name} is not symmetric")
-            cov = _symmetric(cov)
+            cov = symmetric(cov)
             if not _is_pd(cov):
                 raise DataError(f"PLDA {name} is not positive definite")
             covs.append(cov)
@@ -348,18 +162,13 @@ class TwoCovariancePLDA:
         """
         if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
             raise DataError(f"n_iter must be a non-negative integer, got {n_iter!r}")
-        x = _as_features(embeddings, "PLDA training embeddings")
-        order, starts, counts = _speaker_index(labels, x.shape[0])
+        x = as_rows(embeddings, "PLDA training embeddings").astype(np.float64, copy=False)
+        # Statistics about the data mean: the model is translation-equivariant, so it is fitted
+        # to the centred rows and the mean is added back at the end.
+        stats = SpeakerStatistics.of(x, labels)
+        counts, sums, class_means, within = stats.counts, stats.sums, stats.class_means, stats.within
         n_total, d = x.shape
         n_spk = counts.size
-        # Work about the data mean: the model is translation-equivariant and the sums of
-        # squares below lose nothing to cancellation.
-        offset = x.mean(axis=0)
-        xc = x - offset
-        sums = _class_sums(xc, order, starts)
-        class_means = sums / counts[:, None]
-        resid = xc[order] - np.repeat(class_means, counts, axis=0)
-        within = _symmetric(resid.T @ resid / n_total)
         if not _is_pd(within):
             raise DataError(
                 f"the within-speaker covariance of the PLDA training embeddings is singular ({n_total} "
@@ -367,13 +176,13 @@ class TwoCovariancePLDA:
                 "add speakers with several utterances"
             )
         mu = class_means.mean(axis=0)
-        between = _symmetric((class_means - mu).T @ (class_means - mu) / n_spk)
+        between = symmetric((class_means - mu).T @ (class_means - mu) / n_spk)
         if not _is_pd(between):
             raise DataError(
                 f"the speaker means of the PLDA training embeddings span fewer than {d} dimensions "
                 f"({n_spk} speakers); reduce the dimension (LDA, at most speakers - 1) or add speakers"
             )
-        scatter = xc.T @ xc
+        scatter = stats.centred.T @ stats.centred
         distinct, group = np.unique(counts, return_inverse=True)
         for _ in range(n_iter):
             b_prec, w_prec = _sym_inv(between), _sym_inv(within)
@@ -388,13 +197,13 @@ class TwoCovariancePLDA:
                 sum_cov += members.size * post_cov
                 sum_n_cov += members.size * n * post_cov
             mu = post_means.mean(axis=0)
-            between = _symmetric((post_means.T @ post_means + sum_cov) / n_spk - np.outer(mu, mu))
+            between = symmetric((post_means.T @ post_means + sum_cov) / n_spk - np.outer(mu, mu))
             cross = sums.T @ post_means
-            within = _symmetric(
+            within = symmetric(
                 (scatter - cross - cross.T + (post_means * counts[:, None]).T @ post_means + sum_n_cov)
                 / n_total
             )
-        return cls(mu + offset, between, within)
+        return cls(mu + stats.mean, between, within)
 
     def _project(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean) @ self._basis
@@ -478,7 +287,7 @@ class TwoCovariancePLDA:
             raise DataError(f"unknown enroll_mode {enroll_mode!r}; choose one of {', '.join(_ENROLL_MODES)}")
         sides = []
         for what, value in (("enrollment embeddings", enroll), ("test embeddings", test)):
-            x = self._check_dim(_as_matrix(value, what).astype(np.float64, copy=False), what)
+            x = self._check_dim(as_matrix(value, what).astype(np.float64, copy=False), what)
             n = x.shape[0] if enroll_mode == "exact" else 1
             sides.append((self._project(x.mean(axis=0, keepdims=True)), np.array([n])))
         (ez, en), (tz, tn) = sides
@@ -519,15 +328,14 @@ class TwoCovariancePLDA:
             On ids that are duplicated, do not match the rows or are missing from ``ids``,
             a dimension mismatch, non-finite values, or counts that are not positive integers.
         """
-        x = _as_matrix(embeddings, "embeddings").astype(np.float64, copy=False)
+        x = as_matrix(embeddings, "embeddings").astype(np.float64, copy=False)
         if x.ndim != 2 or x.shape[1] != self.dim or len(ids) != x.shape[0]:
             raise DataError(
                 f"need one id per ({self.dim}-dimensional) embedding row: got {len(ids)} ids and "
                 f"embeddings of shape {x.shape}"
             )
         n = _check_counts(counts, x.shape[0])
-        enroll_rows = _rows_of(ids, trials.enroll, "embedding", trials)
-        test_rows = _rows_of(ids, trials.test, "embedding", trials)
+        enroll_rows, test_rows = RowIndex(ids).trial_rows(trials)
         z = self._project(x)
         return self._score_rows(z, n, enroll_rows, z, n, test_rows)
 
@@ -545,15 +353,9 @@ def _check_counts(counts: ArrayLike | None, rows: int) -> np.ndarray:
 
 
 def _length_normalise(y: np.ndarray) -> np.ndarray:
-    """Rows scaled to length ``sqrt(dim)``."""
-    norms = np.linalg.norm(y, axis=1, keepdims=True)
-    zero = np.flatnonzero(norms[:, 0] == 0)
-    if zero.size:
-        raise DataError(
-            f"{zero.size} embedding row(s) have no direction after centering and LDA (first row "
-            f"{int(zero[0])}); they equal the training mean"
-        )
-    return y * (np.sqrt(y.shape[1]) / norms)
+    """Rows scaled to length ``sqrt(dim)``: the average squared entry is 1, as in Kaldi."""
+    return unit_rows(y, "embedding row(s)", length=np.sqrt(y.shape[1]),
+                     why="have no direction after centering and LDA: they equal the training mean")
 
 
 class PLDABackend:
@@ -591,7 +393,7 @@ class PLDABackend:
 
     def __init__(self, lda: LDA, whitener: ArrayLike, plda: TwoCovariancePLDA) -> None:
         self.lda = lda
-        self.whitener = _as_matrix(whitener, "whitening matrix").astype(np.float64)
+        self.whitener = as_matrix(whitener, "whitening matrix").astype(np.float64)
         self.plda = plda
         if self.whitener.shape != (lda.dim, lda.dim) or plda.dim != lda.dim:
             raise DataError(
@@ -640,14 +442,14 @@ class PLDABackend:
         DataError
             As :meth:`LDA.fit` and :meth:`TwoCovariancePLDA.fit`.
         """
-        x = _as_features(embeddings, "training embeddings")
+        x = as_rows(embeddings, "training embeddings").astype(np.float64, copy=False)
         lda = LDA.fit(x, labels, lda_dim)
         y = lda.transform(x)
         # Symmetric (ZCA) whitening of the total covariance; LDA outputs are already centred.
-        evals, evecs = np.linalg.eigh(_symmetric(y.T @ y / y.shape[0]))
+        evals, evecs = np.linalg.eigh(symmetric(y.T @ y / y.shape[0]))
         if evals.min() <= 0:
             raise DataError("the LDA outputs of the training embeddings are degenerate; lower lda_dim")
-        whitener = _symmetric((evecs / np.sqrt(evals)) @ evecs.T)
+        whitener = symmetric((evecs / np.sqrt(evals)) @ evecs.T)
         plda = TwoCovariancePLDA.fit(_length_normalise(y @ whitener), labels, n_iter)
         return cls(lda, whitener, plda)
 
@@ -669,7 +471,7 @@ class PLDABackend:
         DataError
             On a dimension mismatch, non-finite values, or a row that LDA maps to zero.
         """
-        x = _as_matrix(embeddings, "embeddings").astype(np.float64, copy=False)
+        x = as_matrix(embeddings, "embeddings").astype(np.float64, copy=False)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise DataError(f"the PLDA backend expects (n, {self.input_dim}) embeddings, got shape {x.shape}")
         return _length_normalise(self.lda.transform(x) @ self.whitener)
@@ -714,14 +516,14 @@ class PLDABackend:
         """
         if enroll_mode not in _ENROLL_MODES:
             raise DataError(f"unknown enroll_mode {enroll_mode!r}; choose one of {', '.join(_ENROLL_MODES)}")
-        x = _as_matrix(embeddings, "embeddings")
+        x = as_matrix(embeddings, "embeddings")
         if x.ndim != 2 or len(ids) != x.shape[0]:
             raise DataError(
                 f"need one id per embedding row: got {len(ids)} ids and embeddings of shape {x.shape}"
             )
-        test_rows = _rows_of(ids, trials.test, "embedding", trials)
+        index = RowIndex(ids)
         if enrollments is None:
-            enroll_rows = _rows_of(ids, trials.enroll, "embedding", trials)
+            enroll_rows, test_rows = index.trial_rows(trials)
             used = np.unique(np.concatenate((enroll_rows, test_rows)))
             local = np.zeros(x.shape[0], dtype=np.intp)
             local[used] = np.arange(used.size)
@@ -743,8 +545,9 @@ class PLDABackend:
                 f"every enrolled model needs at least one utterance (empty: {', '.join(empty) or 'all'})"
             )
         utts = np.concatenate([np.asarray(enrollments[m], dtype=str).reshape(-1) for m in enrollments])
-        utt_rows = _rows_of(ids, utts, "embedding", None)
-        model_rows = _rows_of(models, trials.enroll, "enrollment", trials)
+        utt_rows = index.rows(utts, "enrollment utterance(s)")
+        model_rows = RowIndex(models, "enrollment").rows(trials.enroll, "trial id(s)", trials.path)
+        test_rows = index.rows(trials.test, "trial id(s)", trials.path)
         # Mean of the normalised utterances of each model (the PLDA space is affine, so the
         # mean commutes with the projection).
         starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
@@ -813,17 +616,22 @@ class PLDABackend:
                 arrays = {k: data[k] for k in data.files}
         except FileNotFoundError:
             raise DataError(f"PLDA backend file not found: {src}") from None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read PLDA backend {src}: {exc}") from None
-        if arrays.get("format", np.array("")).item() != _FORMAT:
+        except (OSError, ValueError, EOFError, KeyError, AttributeError, zipfile.BadZipFile) as exc:
+            # A truncated or foreign file fails in numpy or zipfile with any of these.
+            raise DataError(f"cannot read PLDA backend {src} (truncated or not an .npz file?): {exc}") from None
+        tag = arrays.get("format", np.array(""))
+        if tag.shape != () or tag.item() != _FORMAT:
             raise DataError(f"{src} is not a voxprint PLDA backend (no format tag {_FORMAT!r})")
         missing = {"version", "lda_mean", "lda_projection", "whitener", "plda_mean",
                    "plda_between_cov", "plda_within_cov"} - arrays.keys()
         if missing:
             raise DataError(f"{src}: PLDA backend file lacks {', '.join(sorted(missing))}")
-        if int(arrays["version"]) > _VERSION:
+        version = arrays["version"]
+        if version.shape != () or version.dtype.kind not in "iu":
+            raise DataError(f"{src}: PLDA backend format version must be an integer, got {version!r}")
+        if int(version) > _VERSION:
             raise DataError(
-                f"{src}: PLDA backend format version {int(arrays['version'])} is newer than this "
+                f"{src}: PLDA backend format version {int(version)} is newer than this "
                 f"voxprint reads ({_VERSION}); upgrade voxprint"
             )
         try:

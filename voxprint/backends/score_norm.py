@@ -30,12 +30,9 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from voxprint.backends.scoring import (
-    Trials,
-    _as_matrix,
-    _normalise_rows,
-    cosine_score_trials,
-)
+from voxprint.backends.rows import RowIndex, as_matrix, unit_rows
+from voxprint.backends.scoring import cosine_score_trials
+from voxprint.data.trials import Trials
 from voxprint.errors import DataError
 
 __all__ = ["asnorm", "cohort_statistics", "normalize_trial_scores", "snorm"]
@@ -83,7 +80,7 @@ def cohort_statistics(cohort_scores: ArrayLike, top_n: int | None = None) -> tup
         If the array is not 2-D with at least two columns, is non-finite, ``top_n`` is not an
         integer >= 2, or a row's selected scores are all equal (zero spread).
     """
-    mat = _as_matrix(cohort_scores, "cohort scores")
+    mat = as_matrix(cohort_scores, "cohort scores")
     if mat.ndim != 2 or mat.shape[1] < 2:
         raise DataError(
             f"cohort scores must be an (n, cohort_size) matrix with cohort_size >= 2, got shape {mat.shape}"
@@ -107,7 +104,7 @@ def _top_n_statistics(mat: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _trial_scores(scores: ArrayLike) -> np.ndarray:
-    s = _as_matrix(scores, "scores").astype(np.float64, copy=False)
+    s = as_matrix(scores, "scores").astype(np.float64, copy=False)
     if s.ndim != 1:
         raise DataError(f"scores must be a 1-D array (one per trial), got shape {s.shape}")
     return s
@@ -246,8 +243,8 @@ def normalize_trial_scores(
     if method not in _METHODS:
         raise DataError(f"unknown score normalisation {method!r}; choose one of {', '.join(_METHODS)}")
     raw = cosine_score_trials(ids, embeddings, trials).astype(np.float64)
-    cohort = _as_matrix(cohort_embeddings, "cohort embeddings")
-    mat = _as_matrix(embeddings, "embeddings")
+    cohort = as_matrix(cohort_embeddings, "cohort embeddings")
+    mat = as_matrix(embeddings, "embeddings")
     if cohort.ndim != 2 or cohort.shape[0] < 2 or cohort.shape[1] != mat.shape[1]:
         raise DataError(
             f"cohort embeddings must be a (cohort_size >= 2, {mat.shape[1]}) matrix like the trial "
@@ -256,20 +253,19 @@ def normalize_trial_scores(
     k = cohort.shape[0] if method == "snorm" else _check_top_n(top_n, cohort.shape[0])
     if raw.size == 0:
         return raw
-    cohort_unit = _normalise_rows(cohort, None, "cohort embeddings").T
+    cohort_unit = unit_rows(cohort, "cohort embeddings").T
     if cohort_unit.dtype != mat.dtype:
         cohort_unit = cohort_unit.astype(np.result_type(cohort_unit.dtype, mat.dtype))
 
-    # cosine_score_trials has already checked that every trial id has exactly one row.
-    id_array = np.asarray(ids, dtype=str)
-    order = np.argsort(id_array, kind="stable")
+    # Each distinct trial id is scored against the cohort once; cosine_score_trials has already
+    # checked that every one of them has exactly one row.
     used, inverse = np.unique(np.concatenate((trials.enroll, trials.test)).astype(str), return_inverse=True)
-    rows = order[np.searchsorted(id_array[order], used)]
+    rows = RowIndex(ids).rows(used)
     mean = np.empty(used.size)
     std = np.empty(used.size)
     step = max(1, _COHORT_CELLS // cohort.shape[0])
     for lo in range(0, used.size, step):
-        block = _normalise_rows(mat[rows[lo : lo + step]], used[lo : lo + step], "embedding rows")
+        block = unit_rows(mat[rows[lo : lo + step]], "embedding rows", used[lo : lo + step])
         mean[lo : lo + step], std[lo : lo + step] = _top_n_statistics(block @ cohort_unit, k)
     flat = np.flatnonzero(~(std > 0))
     if flat.size:

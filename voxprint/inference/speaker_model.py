@@ -140,7 +140,7 @@ class SpeakerModel:
     def backend(self) -> Any:
         """The scoring back-end named in ``meta.json`` (plain cosine when none is named)."""
         if self._backend is None:
-            from voxprint.backends.pipeline import ScoringBackend
+            from voxprint.backends.backend import ScoringBackend
 
             options = self.meta.get("backend", {})
             self._backend = (ScoringBackend.load(self.model_dir, **options) if options and self.model_dir

@@ -5,7 +5,7 @@ speaker, the utterance embeddings are split into two groups with spherical k-mea
 group clearly holds the majority (more than ``majority`` of the utterances) and the split is clearly
 real (cosine silhouette above ``silhouette``), the minority group is taken to be someone else and is
 removed. A speaker whose utterances all come from one voice splits into two overlapping halves with a
-low silhouette, and is kept whole.
+low silhouette, and is kept whole. The clustering itself is :func:`voxprint.clustering.spherical_kmeans`.
 """
 from __future__ import annotations
 
@@ -18,108 +18,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from voxprint.data import DataFolder, write_data_folder
+from voxprint.clustering import cosine_silhouette, spherical_kmeans
+from voxprint.data.folder import DataFolder, write_data_folder
 from voxprint.errors import ConfigError, DataError
 from voxprint.fileio import atomic_write_text
 
-__all__ = ["CleaningReport", "SpeakerDecision", "clean_data_folder", "clean_speakers", "spherical_kmeans",
+__all__ = ["REPORT_NAME", "CleaningReport", "SpeakerDecision", "clean_data_folder", "clean_speakers",
            "write_clean_folder"]
 
 REPORT_NAME = "report.tsv"
-
-
-def _unit_rows(x: ArrayLike) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"expected a non-empty (n, d) matrix, got shape {x.shape}")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if not np.all(norms > 0) or not np.all(np.isfinite(x)):
-        raise ValueError("rows must be finite and non-zero to be put on the unit sphere")
-    return x / norms
-
-
-def _plus_plus_init(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding with the cosine distance ``1 - cos``: far-apart rows are likely seeds."""
-    centroids = [x[rng.integers(len(x))]]
-    for _ in range(1, k):
-        distance = np.clip(1.0 - (x @ np.stack(centroids).T).max(axis=1), 0.0, None)
-        total = distance.sum()
-        index = rng.choice(len(x), p=distance / total) if total > 0 else rng.integers(len(x))
-        centroids.append(x[index])
-    return np.stack(centroids)
-
-
-def _lloyd(x: np.ndarray, centroids: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray, float]:
-    labels = np.full(len(x), -1)
-    for _ in range(iterations):
-        similarity = x @ centroids.T
-        new_labels = similarity.argmax(axis=1)
-        if np.array_equal(new_labels, labels):
-            break
-        labels = new_labels
-        for j in range(len(centroids)):
-            members = x[labels == j]
-            if len(members):
-                mean = members.sum(axis=0)
-                norm = np.linalg.norm(mean)
-                # Members summing to zero (antipodal pairs) leave the direction undefined: keep the old one.
-                centroids[j] = mean / norm if norm > 0 else centroids[j]
-            else:
-                # An emptied cluster restarts at the row its own centroid explains worst.
-                worst = (x * centroids[labels]).sum(axis=1).argmin()
-                centroids[j] = x[worst]
-                labels[worst] = j
-    objective = float((x * centroids[labels]).sum())
-    return labels, centroids, objective
-
-
-def spherical_kmeans(x: ArrayLike, k: int = 2, iterations: int = 50, seed: int = 0,
-                     restarts: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine k-means: rows and centroids live on the unit sphere; each row joins its most similar centroid.
-
-    Rows are L2-normalised first; a centroid is the normalised mean of its members (Dhillon & Modha,
-    2001). Seeding is k-means++ under the cosine distance, repeated ``restarts`` times from one seeded
-    generator, and the run with the highest total cosine to its centroids wins, so the result is
-    deterministic for a given ``seed``.
-
-    Arguments
-    ---------
-    x : array_like
-        ``(n, d)`` matrix of non-zero rows (e.g. embeddings).
-    k : int
-        Number of clusters (``1 <= k <= n``).
-    iterations : int
-        Maximum Lloyd iterations per restart (it stops earlier when assignments settle).
-    seed : int
-        Seed of the initialisation.
-    restarts : int
-        Number of seedings tried.
-
-    Returns
-    -------
-    tuple of np.ndarray
-        ``labels`` (n,) in ``0 .. k-1`` and unit-norm ``centroids`` (k, d).
-
-    Example
-    -------
-    >>> x = np.array([[1.0, 0.1], [2.0, -0.1], [0.1, 1.0], [-0.1, 3.0]])
-    >>> labels, centroids = spherical_kmeans(x, k=2)
-    >>> bool(labels[0] == labels[1] != labels[2] == labels[3])
-    True
-    >>> np.allclose(np.linalg.norm(centroids, axis=1), 1.0)
-    True
-    """
-    unit = _unit_rows(x)
-    if not 1 <= k <= len(unit):
-        raise ValueError(f"k must be between 1 and the number of rows ({len(unit)}), got {k}")
-    rng = np.random.default_rng(seed)
-    best: tuple[np.ndarray, np.ndarray, float] | None = None
-    for _ in range(max(1, restarts)):
-        run = _lloyd(unit, _plus_plus_init(unit, k, rng), iterations)
-        if best is None or run[2] > best[2] + 1e-12:
-            best = run
-    assert best is not None
-    return best[0], best[1]
 
 
 @dataclass
@@ -145,11 +52,20 @@ class SpeakerDecision:
 
 @dataclass
 class CleaningReport:
-    """Per-speaker decisions of :func:`clean_speakers` and the thresholds used."""
+    """Per-speaker decisions of :func:`clean_speakers` and the thresholds used.
+
+    Attributes:
+        rows: one decision per speaker, in sorted speaker order.
+        majority: the majority threshold used.
+        silhouette: the silhouette threshold used.
+        skipped: recordings that could not be embedded (id -> why); they were not judged and stay in
+            the cleaned folder.
+    """
 
     rows: list[SpeakerDecision]
     majority: float
     silhouette: float
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def removed(self) -> set[str]:
@@ -211,8 +127,6 @@ def clean_speakers(ids: Sequence[str], embeddings: ArrayLike, utt2spk: Mapping[s
     >>> report.rows[0].removed, report.rows[0].kept
     (['u6', 'u7'], 6)
     """
-    from sklearn.metrics import silhouette_score
-
     if not 0.5 <= majority < 1.0:
         raise ConfigError(f"majority must be in [0.5, 1), got {majority}")
     if not -1.0 <= silhouette <= 1.0:
@@ -235,12 +149,12 @@ def clean_speakers(ids: Sequence[str], embeddings: ArrayLike, utt2spk: Mapping[s
             rows.append(SpeakerDecision(speaker, n, n, reason="kept: fewer than 3 utterances"))
             continue
         x = matrix[members]
-        labels, _ = spherical_kmeans(x, k=2, seed=seed)
-        sizes = np.bincount(labels, minlength=2)
+        split = spherical_kmeans(x, k=2, seed=seed)
+        labels, sizes = split.labels, split.sizes
         if sizes.min() == 0:  # identical embeddings: nothing to split
             rows.append(SpeakerDecision(speaker, n, n, reason="kept: one group"))
             continue
-        score = float(silhouette_score(x, labels, metric="cosine"))
+        score = cosine_silhouette(x, labels)
         major = int(sizes.argmax())
         if sizes[major] <= majority * n:
             reason = f"kept: no majority group ({sizes[major]}/{n} <= {majority:g})"
@@ -287,7 +201,8 @@ def write_clean_folder(folder: DataFolder, report: CleaningReport, out_dir: str 
 
 
 def clean_data_folder(folder: DataFolder, embedder: Any, out_dir: str | os.PathLike, majority: float = 0.6,
-                      silhouette: float = 0.3, progress: bool = False) -> tuple[Path, CleaningReport]:
+                      silhouette: float = 0.3, progress: bool = False,
+                      on_error: str = "fail") -> tuple[Path, CleaningReport]:
     """Embed every utterance of ``folder``, clean its speakers and write the cleaned folder.
 
     What ``voxprint clean`` does: :func:`clean_speakers` on the embeddings, then
@@ -298,19 +213,25 @@ def clean_data_folder(folder: DataFolder, embedder: Any, out_dir: str | os.PathL
     folder : DataFolder
         The data folder to clean.
     embedder : SpeakerModel
-        Anything with ``embed_folder(root, progress=...) -> (ids, matrix)``, e.g. a loaded model.
+        Anything with ``embed_folder(root, progress=..., on_error=...)`` returning an object with
+        ``ids``, ``embeddings`` and ``skipped`` (e.g. a loaded model).
     out_dir : str or os.PathLike
         Output folder.
     majority, silhouette : float
         The thresholds of :func:`clean_speakers`.
     progress : bool
         Show a progress bar while embedding.
+    on_error : str
+        ``"fail"`` on the first recording that cannot be embedded, or ``"skip"`` it: it is then
+        listed in the report's ``skipped`` and kept, unjudged, in the cleaned folder.
 
     Returns
     -------
     tuple[Path, CleaningReport]
         The output folder and the decisions.
     """
-    ids, matrix = embedder.embed_folder(folder.root, progress=progress)
-    report = clean_speakers(ids, matrix, folder.utt2spk, majority=majority, silhouette=silhouette)
+    embedded = embedder.embed_folder(folder.root, progress=progress, on_error=on_error)
+    report = clean_speakers(embedded.ids, embedded.embeddings, folder.utt2spk, majority=majority,
+                            silhouette=silhouette)
+    report.skipped = dict(embedded.skipped)
     return write_clean_folder(folder, report, out_dir), report
