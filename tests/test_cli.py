@@ -131,7 +131,7 @@ def test_bad_files_are_counted_up_front_or_skipped_and_reported(capsys, monkeypa
                         lambda self, *a, **k: embedded.append(1) or real_embed_many(self, *a, **k))
     code, _, err = run_cli(capsys, "embed", "--data", folder_with_a_bad_file, "--out", tmp_path / "e.npz",
                            "--model", run_dir, "--quiet")
-    assert code == 1 and "1 file(s)" in err and "blip.wav" in err and "--on-error skip" in err
+    assert code == 1 and "1 of 19 audio files" in err and "blip.wav" in err and "--on-error skip" in err
     assert not embedded and not (tmp_path / "e.npz").exists()
 
     code, out, err = run_cli(capsys, "embed", "--data", folder_with_a_bad_file, "--out", tmp_path / "e.npz",
@@ -220,3 +220,25 @@ def test_errors_are_one_line_and_exit_1(argv, needle, tmp_path):
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("voxprint: error:") and needle in lines[0], proc.stderr
+
+
+def test_train_and_clean_print_json_lines(capsys, tmp_path, tiny_train_folder, run_dir):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "model: {name: lstm_dvector, hidden_size: 16, proj_size: 8, num_layers: 1, embedding_dim: 8}\n"
+        "data: {speakers_per_batch: 4, utterances_per_speaker: 3, batches_per_epoch: 2, valid_batches: 1,"
+        " crop_frames: [60, 80]}\n"
+        "optim: {epochs: 2}\n")
+    code, out, err = run_cli(capsys, "train", config, "--out", tmp_path / "run", "--data", tiny_train_folder,
+                             "--json", "--threads", "1", "--device", "cpu")
+    lines = json_lines(out)
+    assert code == 0 and [line["epoch_end"]["epoch"] for line in lines[:-1]] == [1, 2]
+    assert lines[-1]["epochs"] == 2 and lines[-1]["out"] == str(tmp_path / "run")
+    assert "epoch 2:" in err  # the human-readable progress stays on stderr
+
+    code, out, _ = run_cli(capsys, "clean", "--data", tiny_train_folder, "--out", tmp_path / "clean",
+                           "--model", run_dir, "--json", "--quiet")
+    record = json_lines(out)[0]
+    assert code == 0 and record["utterances"] == len((tiny_train_folder / "wav.scp").read_text().splitlines())
+    kept = len((tmp_path / "clean" / "wav.scp").read_text().splitlines())
+    assert kept == record["utterances"] - len(record["removed"])

@@ -6,6 +6,7 @@ import torch
 
 from voxprint.config import load_config
 from voxprint.errors import ConfigError
+from voxprint.runs import load_torch_file
 from voxprint.training import train
 from voxprint.training.trainer import train_step
 from conftest import make_subset_folder
@@ -62,3 +63,21 @@ def test_text_independent_plus_digit_passwords_trains(folders, tmp_path):
 def test_multireader_rejects_classification_losses(folders, tmp_path):
     with pytest.raises(ConfigError, match="MultiReader"):
         train(multireader_config(*folders, loss="softmax"), tmp_path / "run", progress=False)
+
+
+def test_train_steps_on_every_source_with_its_weight(folders, tmp_path):
+    def trained_step(weight: float | None, name: str) -> dict[str, torch.Tensor]:
+        config = multireader_config(*folders)
+        config["data"].update(batches_per_epoch=2, valid_fraction=0.0)
+        config["optim"]["epochs"] = 1
+        if weight is None:
+            config["data"]["sources"] = []
+        else:
+            config["data"]["sources"][0]["weight"] = weight
+        train(config, tmp_path / name, progress=False)
+        return load_torch_file(tmp_path / name / "checkpoint.pt")["step"]
+
+    alone, silent, weighted = trained_step(None, "alone"), trained_step(0.0, "silent"), trained_step(0.5, "weighted")
+    # A zero-weight source adds nothing; a weighted one changes every weight of the model.
+    assert all(torch.equal(alone[k], silent[k]) for k in alone)
+    assert all(not torch.equal(alone[k], weighted[k]) for k in alone if k.startswith("model.") and "weight" in k)

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from voxprint.config import load_config
 from voxprint.errors import ConfigError
 from voxprint.losses.orthogonal import (
     LambdaSchedule,
@@ -13,6 +14,8 @@ from voxprint.losses.orthogonal import (
 )
 from voxprint.models.lstm_dvector import LSTMDVector
 from voxprint.models.tdnn import TDNNXVector
+from voxprint.runs import load_torch_file
+from voxprint.training import train
 
 SHAPES = {"tall": (7, 4), "wide": (4, 7), "square": (5, 5)}
 
@@ -276,3 +279,28 @@ def test_regularizer_from_config():
 def test_regularizer_config_errors(options, match):
     with pytest.raises(ConfigError, match=match):
         OrthogonalRegularizer.from_config(options, 10)
+
+
+# --- in training ----------------------------------------------------------------------------------
+
+def test_train_applies_the_regularizer(tiny_train_folder, tmp_path):
+    def trained(regularizer: dict, name: str) -> tuple[torch.Tensor, list[dict]]:
+        config = load_config(None, {
+            "seed": 5,
+            "model": {"name": "lstm_dvector", "hidden_size": 24, "proj_size": 12, "num_layers": 1,
+                      "embedding_dim": 8, "embedding_bias": False},
+            "data": {"train": str(tiny_train_folder), "speakers_per_batch": 4, "utterances_per_speaker": 2,
+                     "batches_per_epoch": 2, "valid_fraction": 0.0, "crop_frames": [40, 50]},
+            "optim": {"epochs": 1, "lr": 0.05},
+            "regularizer": regularizer,
+        })
+        result = train(config, tmp_path / name, progress=False)
+        step = load_torch_file(tmp_path / name / "checkpoint.pt")["step"]
+        return step["model.encoder.embedding.weight"], result.history
+
+    plain, _ = trained({}, "plain")
+    regularized, history = trained({"kind": "so", "value": 1.0}, "so")
+    # Two steps with lambda 1 cut the embedding layer's SO penalty by a fifth or more (5.2 -> 3.9); without
+    # the regulariser it barely moves (5.2 -> 5.16).
+    assert float(soft_orthogonality(regularized)) < 0.8 * float(soft_orthogonality(plain))
+    assert [r["regularizer_lambda"] for r in history] == [1.0]

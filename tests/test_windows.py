@@ -47,10 +47,13 @@ def test_encoder_batches_are_bounded_and_do_not_change_the_result(small_model, l
         sizes.append(frames.shape[0])
         return small_model.model.encode(frames)
 
-    small = SlidingWindowEmbedder(small_model.model, 160, 0.5, batch_windows=16, encode=spy)(long_wave)
+    small = SlidingWindowEmbedder(small_model.model, 160, 0.5, batch_frames=16 * 160 + 100, encode=spy)(long_wave)
     assert max(sizes) == 16 and len(small) > 90
-    whole = SlidingWindowEmbedder(small_model.model, 160, 0.5, batch_windows=10_000)(long_wave)
+    whole = SlidingWindowEmbedder(small_model.model, 160, 0.5, batch_frames=10**9)(long_wave)
     np.testing.assert_allclose(small.embeddings, whole.embeddings, atol=1e-5)
+    sizes.clear()
+    SlidingWindowEmbedder(small_model.model, 3000, 0.5, batch_frames=10_000, encode=spy)(long_wave)
+    assert max(sizes) == 3  # long windows: fewer per call, the same frame budget
 
 
 @pytest.mark.parametrize("normalize", ["segment", "sliding"])

@@ -38,6 +38,8 @@ VERBS: dict[str, Verb] = {}
 
 def verb(name: str, help: str, example: str,
          arguments: Callable[[argparse.ArgumentParser], None]) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Register the decorated function as the sub-command ``name`` (its parser is built by ``arguments``)."""
+
     def decorator(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         VERBS[name] = Verb(name, help, example, arguments, run)
         return run
@@ -209,6 +211,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=_positive_int, help="override optim.epochs")
     p.add_argument("--seed", type=int, help="override seed (a resumed run must keep its seed)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the process's GPU under torchrun, else "
+                                    "CUDA when available, else cpu)")
     _thread_option(p)
     _quiet_option(p)
     _json_option(p)
@@ -233,8 +237,8 @@ def _train(args: argparse.Namespace) -> int:
     def report_epoch(epoch: int, record: dict[str, Any]) -> None:
         print(json.dumps({"epoch_end": record}), flush=True)
 
-    result = train(config, args.out, resume=args.resume, progress=not args.quiet and not args.json,
-                   on_epoch_end=report_epoch if args.json else None)
+    result = train(config, args.out, resume=args.resume, progress=not args.quiet,
+                   on_epoch_end=report_epoch if args.json else None, device=args.device)
     metric = config["optim"]["select_by"]
     emit(args, {"out": str(result.out_dir), "epochs": result.epochs_run, "select_by": metric,
                 "best": result.best_valid},
@@ -258,7 +262,6 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
       _embed_args)
 def _embed(args: argparse.Namespace) -> int:
     from voxprint.data.embeddings import save_embeddings
-    from voxprint.inference.speaker_model import raise_if_bad
 
     if bool(args.files) == bool(args.data):
         raise VoxprintError("give either audio files or --data DIR (not both)")
@@ -268,7 +271,7 @@ def _embed(args: argparse.Namespace) -> int:
         result = model.embed_folder(args.data, progress=not args.quiet, on_error=args.on_error)
     else:
         if args.on_error == "fail":
-            raise_if_bad(model.check_files(args.files), "the command line")
+            model.check_files({path: path for path in args.files}, "the command line")
         result = model.embed_many(args.files, names=args.files, on_error=args.on_error, progress=not args.quiet)
     _report_skipped(result.skipped)
     if not result.ids:
@@ -533,6 +536,7 @@ def _format_metrics(result: dict) -> str:
 # ----------------------------------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``voxprint`` argument parser: one sub-parser per registered verb, each with an example."""
     parser = argparse.ArgumentParser(
         prog="voxprint", description="Speaker recognition: train, embed, score, verify.",
         epilog="exit codes: 0 ok (verify: accept), 1 error, 2 usage error, 3 verify: reject",
@@ -559,6 +563,7 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code (see the module)."""
     args = build_parser().parse_args(argv)
     try:
         _set_threads(args)

@@ -4,6 +4,7 @@ from voxprint.audio.io import (
     MAX_CHANNELS,
     SUPPORTED_EXTENSIONS,
     audio_file_problem,
+    check_audio_files,
     load_audio,
     validate_waveform,
 )
@@ -12,6 +13,7 @@ from voxprint.audio.vad import energy_vad_mask, remove_silence
 __all__ = [
     "DEFAULT_MAX_SECONDS",
     "audio_file_problem",
+    "check_audio_files",
     "MAX_CHANNELS",
     "SUPPORTED_EXTENSIONS",
     "energy_vad_mask",

@@ -9,6 +9,7 @@ saying what to do about it.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ import soxr
 
 from voxprint.errors import AudioError
 
-__all__ = ["load_audio", "validate_waveform", "audio_file_problem", "SUPPORTED_EXTENSIONS", "MAX_CHANNELS",
-           "DEFAULT_MAX_SECONDS"]
+__all__ = ["load_audio", "validate_waveform", "audio_file_problem", "check_audio_files", "SUPPORTED_EXTENSIONS",
+           "MAX_CHANNELS", "DEFAULT_MAX_SECONDS"]
 
 #: Container formats we promise to read (soundfile/libsndfile reads more).
 SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -231,6 +232,39 @@ def audio_file_problem(path: str | os.PathLike, min_seconds: float = 0.0,
     except AudioError as exc:
         return str(exc)
     return None
+
+
+def check_audio_files(files: Mapping[str, str | os.PathLike], where: str, min_seconds: float = 0.0,
+                      max_seconds: float | None = DEFAULT_MAX_SECONDS, remedy: str = "replace or remove them",
+                      shown: int = 3) -> None:
+    """Judge every file from its header (about a millisecond each) and name the bad ones in one error.
+
+    Batch work (training, bulk embedding) calls this before anything slow, so a bad file is reported at
+    once with the count of all bad files, not hours later when it is first read.
+
+    Args:
+        files: name (e.g. utterance id) -> audio path.
+        where: what the files are, for the message (e.g. ``"data.train /data/train"``).
+        min_seconds: shorter files are bad.
+        max_seconds: longer files are bad (None: no limit).
+        remedy: what the user can do, ending the message.
+        shown: how many bad files the message names.
+
+    Raises:
+        AudioError: some files are missing, empty, undecodable, too short or too long.
+
+    Example:
+        >>> check_audio_files({"a": "missing.wav"}, "the example")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        voxprint.errors.AudioError: 1 of 1 audio files of the example cannot be used: a (audio file not found: ...
+    """
+    bad = [f"{name} ({problem})" for name, path in sorted(files.items())
+           if (problem := audio_file_problem(path, min_seconds, max_seconds)) is not None]
+    if bad:
+        more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
+        raise AudioError(f"{len(bad)} of {len(files)} audio files of {where} cannot be used: "
+                         f"{'; '.join(bad[:shown])}{more}; {remedy}")
 
 
 def _check_duration(name: str, seconds: float, max_seconds: float | None) -> None:

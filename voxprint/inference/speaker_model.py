@@ -11,13 +11,13 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from voxprint.audio import DEFAULT_MAX_SECONDS, audio_file_problem, load_audio, remove_silence
+from voxprint.audio import DEFAULT_MAX_SECONDS, check_audio_files, load_audio, remove_silence
 from voxprint.backends import cosine_similarity, mean_embedding
 from voxprint.config import DEFAULTS, merge
 from voxprint.errors import AudioError, ModelError, VoxprintError
@@ -245,14 +245,14 @@ class SpeakerModel:
                   else np.zeros((0, self.embedding_dim), dtype=np.float32))
         return EmbeddedSet([names[i] for i in order], matrix, skipped)
 
-    def check_files(self, paths: Iterable[str | os.PathLike]) -> dict[str, str]:
-        """Files that cannot be embedded, judged from their headers (fast): path -> reason."""
-        problems = {}
-        for path in paths:
-            reason = audio_file_problem(path, self.min_seconds, self.max_seconds)
-            if reason is not None:
-                problems[str(path)] = reason
-        return problems
+    def check_files(self, files: dict[str, str | os.PathLike], where: str) -> None:
+        """Judge every file from its header (fast) against this model's limits; one error names the bad ones.
+
+        Raises:
+            AudioError: with the count of bad files and the first few.
+        """
+        check_audio_files(files, where, self.min_seconds, self.max_seconds,
+                          remedy="fix or remove them, or pass --on-error skip")
 
     def embed_folder(self, data_dir: str | os.PathLike, progress: bool = True, on_error: OnError = "fail",
                      check_first: bool = True) -> EmbeddedSet:
@@ -270,7 +270,7 @@ class SpeakerModel:
         folder = read_data_folder(data_dir, require_speakers=False)
         ids = folder.utterances
         if on_error == "fail" and check_first:
-            raise_if_bad(self.check_files(folder.wav[u] for u in ids), folder.root)
+            self.check_files(folder.wav, str(folder.root))
         return self.embed_many([folder.wav[u] for u in ids], names=ids, on_error=on_error, progress=progress)
 
     def compute_similarity(self, a: AudioInput, b: AudioInput) -> float:
@@ -280,14 +280,6 @@ class SpeakerModel:
     def enroll(self, audios: Sequence[AudioInput]) -> np.ndarray:
         """Speaker model from one or more enrollment recordings (normalised mean embedding)."""
         return mean_embedding(self.extract_embeddings(list(audios)))
-
-
-def raise_if_bad(problems: dict[str, str], where: Any) -> None:
-    """Raise one AudioError counting the bad files and naming the first few (nothing when all are fine)."""
-    if problems:
-        shown = "; ".join(list(problems.values())[:3])
-        raise AudioError(f"{len(problems)} file(s) of {where} cannot be embedded ({shown}"
-                         f"{'; ...' if len(problems) > 3 else ''}); fix or remove them, or pass --on-error skip")
 
 
 class _Encode(torch.nn.Module):

@@ -7,8 +7,9 @@ per window with its start and end time. Both come from :class:`SlidingWindowEmbe
   with the duration (a frame depends only on its own samples, so chunking changes nothing);
 - windows of ``window_frames`` frames start every ``hop`` frames, the last one aligned to the end so no
   tail is lost (the GE2E paper's 160 frames with 50 % overlap by default);
-- at most ``batch_windows`` windows go through the encoder at once, so memory is bounded by the batch,
-  not by the length of the recording;
+- at most ``batch_frames`` frames (whole windows, at least one) go through the encoder at once, so
+  memory is bounded by the batch, not by the length of the recording nor by the window length (the
+  bundled model's 30 s windows and the GE2E LSTM's 1.6 s ones get the same budget);
 - every window embedding is L2-normalised (whatever the encoder returns), and the utterance embedding
   is the normalised mean of the window embeddings (GE2E paper, section 3.3).
 
@@ -80,22 +81,23 @@ class SlidingWindowEmbedder:
         model: the embedding model (front-end + encoder), in eval mode.
         window_frames: window length in feature frames (samples for raw-waveform models).
         overlap: fraction of a window shared with the next, in [0, 1).
-        batch_windows: the most windows one encoder call receives (bounds memory).
+        batch_frames: the most frames one encoder call receives, as whole windows (at least one); this
+            bounds memory.
         chunk_seconds: audio per front-end call (bounds memory on long audio); a short last chunk
             joins the one before it, so no call sees less than half a chunk.
         encode: replaces ``model.encode`` (e.g. a frozen TorchScript trace of it).
         device: where the model runs.
     """
 
-    def __init__(self, model: torch.nn.Module, window_frames: int, overlap: float, batch_windows: int = 64,
+    def __init__(self, model: torch.nn.Module, window_frames: int, overlap: float, batch_frames: int = 16384,
                  chunk_seconds: float = 60.0, encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  device: str | torch.device = "cpu"):
-        if window_frames < 1 or not 0 <= overlap < 1 or batch_windows < 1 or chunk_seconds <= 0:
-            raise ValueError("window_frames, batch_windows and chunk_seconds must be positive and overlap in [0, 1)")
+        if window_frames < 1 or not 0 <= overlap < 1 or batch_frames < 1 or chunk_seconds <= 0:
+            raise ValueError("window_frames, batch_frames and chunk_seconds must be positive and overlap in [0, 1)")
         self.model = model
         self.window_frames = int(window_frames)
         self.overlap = float(overlap)
-        self.batch_windows = int(batch_windows)
+        self.batch_frames = int(batch_frames)
         self.encode = encode or model.encode
         self.device = torch.device(device)
         frontend = model.frontend
@@ -137,8 +139,9 @@ class SlidingWindowEmbedder:
         for index, (first_frames, length) in enumerate(zip(starts, lengths)):
             by_length.setdefault(length, []).extend((index, w) for w in range(len(first_frames)))
         for length, members in by_length.items():
-            for begin in range(0, len(members), self.batch_windows):
-                batch = members[begin:begin + self.batch_windows]
+            per_call = max(1, self.batch_frames // length)
+            for begin in range(0, len(members), per_call):
+                batch = members[begin:begin + per_call]
                 stacked = torch.stack([features[i][starts[i][w]:starts[i][w] + length] for i, w in batch])
                 embs = torch.nn.functional.normalize(self.encode(stacked), dim=-1).cpu().numpy()
                 for (i, w), row in zip(batch, embs):

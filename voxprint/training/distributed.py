@@ -10,6 +10,8 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistributedContext:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when run alone): it writes files only on rank 0."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0

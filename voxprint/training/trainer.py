@@ -1,15 +1,28 @@
 """The training loop: N x M speaker batches, SGD/Adam, gradient clipping, LR halving on plateau or
 warm-up + cosine decay, early stopping, an atomic checkpoint every epoch and exact resume.
-Runs unchanged under ``torchrun`` (DDP)."""
+Runs unchanged under ``torchrun`` (DDP).
+
+:func:`train` runs in four steps:
+
+1. :func:`prepare_run` builds and checks everything (model, loss, optimiser, data folders, the header
+   of every audio file, ``init_from``) and writes nothing, so a bad config or bad data leaves no
+   run folder behind;
+2. under the run folder's lock, :func:`open_run` checks that a resume continues the same run (the
+   checkpoint's config against the new one), then restores it with :func:`restore`;
+3. :func:`run_epoch` trains one epoch;
+4. :func:`finish_epoch` validates, adapts the learning rate, decides on early stopping and writes
+   ``checkpoint.pt``, then ``model.pt``, then ``history.json``.
+"""
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -20,13 +33,33 @@ import voxprint.losses  # noqa: F401  (registers losses)
 from voxprint.config import save_config
 from voxprint.data import DataFolder, GE2EBatchSampler, read_data_folder
 from voxprint.data.dataset import CropDataset, collate_crops
-from voxprint.errors import ConfigError
-from voxprint.fileio import atomic_write_text
+from voxprint.errors import ConfigError, ModelError
+from voxprint.fileio import atomic_write_text, remove_orphaned_temps
 from voxprint.metrics import compute_eer
 from voxprint.models import EmbeddingModel, build_embedding_model
 from voxprint.registry import LOSSES
-from voxprint.training.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, MODEL_NAME, atomic_save, load_file
+from voxprint.runs import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    RunLock,
+    load_torch_file,
+    save_torch_file,
+)
+from voxprint.training.checkpoint import (
+    check_resumable,
+    read_checkpoint,
+    repair_model_file,
+    save_model_file,
+    to_plain,
+)
 from voxprint.training.distributed import DistributedContext
+from voxprint.audio import check_audio_files
+from voxprint.inference import resolve_device
+
+if TYPE_CHECKING:
+    from voxprint.losses.orthogonal import OrthogonalRegularizer
 
 
 class TrainingStep(nn.Module):
@@ -66,6 +99,8 @@ class PlateauState:
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns."""
+
     out_dir: Path
     epochs_run: int
     best_valid: float  # best value of the selection metric (optim.select_by)
@@ -84,6 +119,12 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 
 
 def build_optimizer(cfg: dict[str, Any], model: nn.Module, loss_fn: nn.Module) -> torch.optim.Optimizer:
+    """The ``optim`` section's optimiser over two groups: the model's parameters, and the loss's at
+    ``loss_lr_scale`` times the learning rate (each group keeps its ``lr_scale`` for :func:`set_lr`).
+
+    Raises:
+        ConfigError: an unknown optimiser name.
+    """
     if cfg["name"] not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {cfg['name']!r}; known: {sorted(OPTIMIZERS)}")
     groups = [{"params": list(model.parameters()), "lr_scale": 1.0},
@@ -94,6 +135,7 @@ def build_optimizer(cfg: dict[str, Any], model: nn.Module, loss_fn: nn.Module) -
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the base learning rate ``lr`` (each group gets ``lr`` times its ``lr_scale``)."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
 
@@ -108,6 +150,7 @@ def scheduled_lr(cfg: dict[str, Any], progress: float) -> float:
 
 
 def build_loss(config: dict[str, Any], embedding_dim: int, num_classes: int) -> nn.Module:
+    """The config's registered loss; classification losses also get the embedding size and class count."""
     options = {k: v for k, v in config["loss"].items() if k != "name"}
     loss_class = LOSSES.get(config["loss"]["name"])
     if getattr(loss_class, "needs_labels", False):
@@ -153,6 +196,11 @@ def build_sources(config: dict[str, Any], train_set: CropDataset, model: Embeddi
 
 
 def build_datasets(config: dict[str, Any], model: EmbeddingModel) -> tuple[CropDataset, CropDataset]:
+    """data.train split into training crops (augmented) and held-out validation crops (data.valid_fraction).
+
+    Raises:
+        DataError: the data folder is missing or malformed.
+    """
     data_cfg = config["data"]
     folder: DataFolder = read_data_folder(data_cfg["train"])
     train_folder, valid_folder = folder.split_validation(data_cfg["valid_fraction"], seed=config["seed"])
@@ -182,110 +230,298 @@ def _loader(dataset: CropDataset, sampler: GE2EBatchSampler, workers: int) -> Da
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_crops, num_workers=workers)
 
 
+@dataclass
+class TrainingRun:
+    """One training run: what :func:`prepare_run` builds, and the state the epochs advance.
+
+    Attributes:
+        config: the run's config.
+        out_dir: the run folder.
+        ctx: this process's place in a distributed run.
+        device: where the model trains.
+        model: the embedder (its weights go to ``model.pt``).
+        loss_fn: the training loss (with its own parameters, e.g. GE2E's w and b).
+        step_module: model + loss + SpecAugment, the module the optimiser and checkpoint cover.
+        runner: ``step_module``, wrapped in DistributedDataParallel under torchrun.
+        optimizer: the optimiser.
+        sources: data.train, then each MultiReader source of data.sources.
+        valid_set: the held-out utterances.
+        valid_sampler: fixed validation batches; None without validation (valid_fraction 0).
+        regularizer: orthogonal regulariser, or None.
+        plateau: validation bookkeeping for LR halving and early stopping.
+        history: one record per epoch (epoch 0: the untrained model).
+        start_epoch: the first epoch still to run (counted from 0).
+        lr: the current base learning rate.
+        stopped: early stopping has ended the run.
+    """
+
+    config: dict[str, Any]
+    out_dir: Path
+    ctx: DistributedContext
+    device: torch.device
+    model: EmbeddingModel
+    loss_fn: nn.Module
+    step_module: TrainingStep
+    runner: nn.Module
+    optimizer: torch.optim.Optimizer
+    sources: list[Source]
+    valid_set: CropDataset
+    valid_sampler: GE2EBatchSampler | None
+    regularizer: OrthogonalRegularizer | None
+    plateau: PlateauState = field(default_factory=PlateauState)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    lr: float = 0.0
+    stopped: bool = False
+
+
 def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, progress: bool = True,
-          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
+          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+          device: str | torch.device | None = None) -> TrainResult:
     """Train the model described by ``config`` into ``out_dir``.
 
     ``out_dir`` receives ``checkpoint.pt`` (everything needed to resume, rewritten each epoch),
-    ``model.pt`` (best-validation weights), ``config.yaml`` and ``history.json``.
-    ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written.
+    ``model.pt`` (best-validation weights), ``config.yaml`` and ``history.json``. The folder is
+    created only once the config and every audio file have been checked, and it stays locked
+    while training runs.
+
+    Args:
+        config: a loaded config (:func:`voxprint.config.load_config`).
+        out_dir: the run folder.
+        resume: continue the run in ``out_dir`` from its checkpoint (a fresh run when it has none).
+        progress: show a progress bar and one line per epoch (both on stderr, so stdout stays for results).
+        on_epoch_end: called as ``on_epoch_end(epoch, record)`` after each epoch's files are written.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; by default each process's own GPU under
+            ``torchrun``, CUDA when available, else the CPU.
+
+    Returns:
+        The run's history, best selection metric and final model.
+
+    Raises:
+        ConfigError: the config is unusable, ``out_dir`` holds a run and ``resume`` is false, or the
+            resume's config changes what may not change.
+        DataError: a data folder or some of its audio files are unusable.
+        ModelError: ``init_from`` or the checkpoint cannot be read.
+        voxprint.runs.lock.RunFolderBusy: another process is using ``out_dir``.
     """
-    ctx = DistributedContext.from_env()
+    run = prepare_run(config, out_dir, resume, device)
+    # Only the main process writes, so only it locks (the other ranks of a torchrun job would
+    # otherwise find their own job holding the folder).
+    with RunLock(run.out_dir, "train") if run.ctx.is_main else nullcontext():
+        open_run(run, resume)
+        for epoch in range(run.start_epoch, run.config["optim"]["epochs"]):
+            if run.stopped:
+                break
+            started = time.time()
+            train_loss = run_epoch(run, epoch, progress)
+            record = finish_epoch(run, epoch, train_loss, started, progress)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+    run.ctx.close()
+    return TrainResult(out_dir=run.out_dir, epochs_run=sum(1 for r in run.history if r["epoch"] > 0),
+                       best_valid=run.plateau.best, history=run.history, model=run.model)
+
+
+def prepare_run(config: dict[str, Any], out_dir: str | Path, resume: bool = False,
+                device: str | torch.device | None = None) -> TrainingRun:
+    """Build and check everything a run needs, without writing anything.
+
+    Args:
+        config: a loaded config.
+        out_dir: the run folder (only looked at).
+        resume: whether the run will continue a checkpoint in ``out_dir`` (then ``init_from`` is
+            not applied: the checkpoint's weights replace it).
+        device: where to train (see :func:`train`).
+
+    Returns:
+        The run, with a fresh model (seeded by ``config["seed"]``) and an empty history.
+
+    Raises:
+        ConfigError: no training data; ``out_dir`` holds a run and ``resume`` is false; an unknown
+            model, loss or optimiser; MultiReader with a classification loss; too little validation
+            data; a regulariser naming a missing layer; ``init_from`` of a different model.
+        DataError: a data folder is malformed.
+        AudioError: some of its audio files cannot be decoded.
+        ModelError: ``init_from``'s checkpoint cannot be read.
+    """
     out_dir = Path(out_dir)
     data_cfg, optim_cfg = config["data"], config["optim"]
     if not data_cfg.get("train"):
         raise ConfigError("no training data: set data.train in the config or pass --data")
-    checkpoint_path = out_dir / CHECKPOINT_NAME
-    if checkpoint_path.exists() and not resume:
-        raise ConfigError(f"{out_dir} already holds a training run; pass --resume to continue it or pick another --out")
-    if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, out_dir / CONFIG_NAME)
-
+    _refuse_overwrite(out_dir, resume)
+    ctx = DistributedContext.from_env()
+    # Everything that draws from torch's generator is built in this order after seeding: a fresh run's
+    # initial weights, and the random stream its epochs continue, depend on it.
     torch.manual_seed(config["seed"])
-    device = ctx.device()
+    device = ctx.device() if device is None else resolve_device(device)
     model = build_embedding_model(config)
     train_set, valid_set = build_datasets(config, model)
     loss_fn = build_loss(config, model.encoder.embedding_dim, train_set.num_classes)
-    spec_augment = build_spec_augment(config["specaugment"])
-    step_module = TrainingStep(model, loss_fn, spec_augment).to(device)
+    step_module = TrainingStep(model, loss_fn, build_spec_augment(config["specaugment"])).to(device)
     optimizer = build_optimizer(optim_cfg, model, loss_fn)
-    runner = nn.parallel.DistributedDataParallel(step_module) if ctx.enabled else step_module
     sources = build_sources(config, train_set, model, ctx)
     valid_sampler = validation_sampler(config, valid_set)
     regularizer = build_regularizer(config["regularizer"], optim_cfg["epochs"])
+    if regularizer is not None:
+        regularizer.weights(step_module)  # a misnamed layer fails now, not at the first step
+    remedy = "replace them, or remove them from wav.scp and utt2spk"
+    check_audio_files({**train_set.folder.wav, **valid_set.folder.wav}, f"data.train {data_cfg['train']}",
+                      max_seconds=None, remedy=remedy)
+    for source in sources[1:]:
+        check_audio_files(source.dataset.folder.wav, f"data.sources {source.dataset.folder.root}",
+                          max_seconds=None, remedy=remedy)
+    if config["init_from"] and not (resume and (out_dir / CHECKPOINT_FILE).exists()):
+        initialise_from(step_module, Path(config["init_from"]) / CHECKPOINT_FILE)
+    runner = nn.parallel.DistributedDataParallel(step_module) if ctx.enabled else step_module
+    return TrainingRun(config=config, out_dir=out_dir, ctx=ctx, device=device, model=model, loss_fn=loss_fn,
+                       step_module=step_module, runner=runner, optimizer=optimizer, sources=sources,
+                       valid_set=valid_set, valid_sampler=valid_sampler, regularizer=regularizer,
+                       lr=optim_cfg["lr"])
 
-    plateau, history, start_epoch, lr = PlateauState(), [], 0, optim_cfg["lr"]
-    if config["init_from"] and not (resume and checkpoint_path.exists()):
-        initialise_from(step_module, Path(config["init_from"]) / CHECKPOINT_NAME)
+
+def open_run(run: TrainingRun, resume: bool) -> None:
+    """Start the run in its folder, or resume it; call while holding the folder's lock.
+
+    A resume's config is checked against the checkpoint's before anything is written. Then the
+    temporary files of killed writes are removed and ``config.yaml`` is written; a fresh run records
+    the untrained model's validation metrics as epoch 0, a resumed one restores its checkpoint and
+    re-creates a ``model.pt`` that a kill left an epoch behind.
+
+    Raises:
+        ConfigError: ``out_dir`` holds a run and ``resume`` is false, or the resume changes the run.
+        ModelError: the checkpoint cannot be read.
+    """
+    # Checked again under the lock: another process may have finished a run here since prepare_run.
+    _refuse_overwrite(run.out_dir, resume)
+    checkpoint_path = run.out_dir / CHECKPOINT_FILE
+    state = None
     if resume and checkpoint_path.exists():
-        state = load_file(checkpoint_path)
-        step_module.load_state_dict(state["step"])
-        optimizer.load_state_dict(state["optimizer"])
-        plateau, history = PlateauState(**state["plateau"]), state["history"]
-        start_epoch, lr = state["epoch"] + 1, history[-1]["lr"]
-        torch.set_rng_state(state["torch_rng"])
-    if not history and valid_sampler is not None:
-        # Epoch 0 records the untrained model's validation loss: the chance level training must beat.
-        history.append({"epoch": 0, "train_loss": None, **validate(step_module, valid_set, valid_sampler, device),
-                        "lr": lr, "best": False, "seconds": 0.0, "stop": False})
+        state = read_checkpoint(checkpoint_path)
+        check_resumable(state["config"], run.config, run.out_dir)
+    if run.ctx.is_main:
+        remove_orphaned_temps(run.out_dir)
+        save_config(run.config, run.out_dir / CONFIG_FILE)
+    if state is None:
+        record_untrained(run)
+        return
+    restore(run, state)
+    if run.ctx.is_main:
+        repair_model_file(run.out_dir, state)
+        _write_history(run)
 
-    for epoch in range(start_epoch, optim_cfg["epochs"]):
-        if history and history[-1]["stop"]:
-            break
-        started = time.time()
-        for source in sources:
-            source.sampler.set_epoch(epoch)
-        if hasattr(loss_fn, "set_epoch"):
-            loss_fn.set_epoch(epoch)
-        step_module.train()
-        total, count, steps = 0.0, 0, len(sources[0].sampler)
-        loaders = [_loader(source.dataset, source.sampler, data_cfg["num_workers"]) for source in sources]
-        bar = tqdm(zip(*loaders), total=steps, desc=f"epoch {epoch + 1}/{optim_cfg['epochs']}",
-                   disable=not (progress and ctx.is_main), leave=False)
-        for batches in bar:
-            if optim_cfg["schedule"] == "cosine":
-                lr = scheduled_lr(optim_cfg, epoch + count / steps)
-                set_lr(optimizer, lr)
-            optimizer.zero_grad(set_to_none=True)
-            loss = train_step(runner, sources, batches, device, ctx.enabled,
-                              regularizer(step_module, epoch) if regularizer else None)
-            nn.utils.clip_grad_norm_(step_module.parameters(), optim_cfg["clip_grad_norm"])
-            optimizer.step()
-            total, count = total + loss, count + 1
-            bar.set_postfix(loss=f"{total / count:.3f}")
-        train_loss = ctx.mean(total / max(count, 1))
-        if valid_sampler is not None:
-            valid = validate(step_module, valid_set, valid_sampler, device)
-            improved = plateau.update(valid[optim_cfg["select_by"]])
-        else:  # no held-out data (valid_fraction 0): keep the last epoch, stop only at optim.epochs
-            valid, improved = {}, True
-        if optim_cfg["schedule"] == "plateau" and plateau.bad_epochs >= optim_cfg["lr_patience"]:
-            lr = max(lr * optim_cfg["lr_factor"], optim_cfg["min_lr"])
-            set_lr(optimizer, lr)
-            plateau.bad_epochs = 0
-        stop = plateau.epochs_since_best >= optim_cfg["early_stop_patience"]
-        record = {"epoch": epoch + 1, "train_loss": train_loss, **valid, "lr": lr,
-                  "best": improved, "seconds": round(time.time() - started, 2), "stop": stop}
-        if regularizer is not None:
-            record["regularizer_lambda"] = regularizer.schedule.value_at(epoch)
-        history.append(record)
-        if ctx.is_main:
-            if improved:
-                save_model(out_dir / MODEL_NAME, model, config, record)
-            atomic_save({"step": step_module.state_dict(), "optimizer": optimizer.state_dict(),
-                         "plateau": plateau.__dict__, "history": history, "epoch": epoch,
-                         "torch_rng": torch.get_rng_state()}, checkpoint_path)
-            atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
-            if progress:
-                shown = "  ".join(f"{k} {v:.4f}" for k, v in valid.items())
-                print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  {shown}  lr {lr:.2e}"
-                      f"{' *' if improved else ''} ({record['seconds']:.0f}s)", flush=True)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
-    ctx.close()
-    return TrainResult(out_dir=out_dir, epochs_run=sum(1 for r in history if r["epoch"] > 0),
-                       best_valid=plateau.best, history=history, model=model)
+
+def restore(run: TrainingRun, state: dict[str, Any]) -> None:
+    """Put a checkpoint's state back into ``run``: weights, optimiser, plateau, history, learning rate
+    and torch's random generator, so the next epoch is the one an uninterrupted run would train."""
+    run.step_module.load_state_dict(state["step"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.plateau, run.history = PlateauState(**state["plateau"]), state["history"]
+    run.start_epoch, run.lr = state["epoch"] + 1, run.history[-1]["lr"]
+    # A run that stopped early continues when the resume raised optim.early_stop_patience.
+    run.stopped = bool(run.history[-1]["stop"]) and (
+        run.plateau.epochs_since_best >= run.config["optim"]["early_stop_patience"])
+    torch.set_rng_state(state["torch_rng"])
+
+
+def record_untrained(run: TrainingRun) -> None:
+    """Epoch 0: the untrained model's validation metrics, the chance level training must beat."""
+    if run.valid_sampler is None:
+        return
+    metrics = validation_metrics(run.step_module, run.valid_set, run.valid_sampler, run.device)
+    run.history.append(to_plain({"epoch": 0, "train_loss": None, **metrics, "lr": run.lr, "best": False,
+                                 "seconds": 0.0, "stop": False}))
+
+
+def run_epoch(run: TrainingRun, epoch: int, progress: bool = False) -> float:
+    """Train epoch ``epoch`` (counted from 0); returns its mean training loss (over all ranks)."""
+    optim_cfg = run.config["optim"]
+    for source in run.sources:
+        source.sampler.set_epoch(epoch)
+    if hasattr(run.loss_fn, "set_epoch"):
+        run.loss_fn.set_epoch(epoch)
+    run.step_module.train()
+    total, count, steps = 0.0, 0, len(run.sources[0].sampler)
+    loaders = [_loader(source.dataset, source.sampler, run.config["data"]["num_workers"]) for source in run.sources]
+    bar = tqdm(zip(*loaders), total=steps, desc=f"epoch {epoch + 1}/{optim_cfg['epochs']}",
+               disable=not (progress and run.ctx.is_main), leave=False)
+    for batches in bar:
+        if optim_cfg["schedule"] == "cosine":
+            run.lr = scheduled_lr(optim_cfg, epoch + count / steps)
+            set_lr(run.optimizer, run.lr)
+        run.optimizer.zero_grad(set_to_none=True)
+        penalty = run.regularizer(run.step_module, epoch) if run.regularizer is not None else None
+        loss = train_step(run.runner, run.sources, batches, run.device, run.ctx.enabled, penalty)
+        nn.utils.clip_grad_norm_(run.step_module.parameters(), optim_cfg["clip_grad_norm"])
+        run.optimizer.step()
+        total, count = total + loss, count + 1
+        bar.set_postfix(loss=f"{total / count:.3f}")
+    return run.ctx.mean(total / max(count, 1))
+
+
+def finish_epoch(run: TrainingRun, epoch: int, train_loss: float, started: float,
+                 progress: bool = False) -> dict[str, Any]:
+    """Validate, adapt the learning rate, decide on early stopping, record the epoch and save the run.
+
+    Args:
+        run: the run.
+        epoch: the epoch just trained (counted from 0).
+        train_loss: its mean training loss.
+        started: ``time.time()`` when the epoch began.
+        progress: print a line for the epoch.
+
+    Returns:
+        The epoch's history record.
+    """
+    optim_cfg = run.config["optim"]
+    if run.valid_sampler is not None:
+        valid = validation_metrics(run.step_module, run.valid_set, run.valid_sampler, run.device)
+        improved = run.plateau.update(valid[optim_cfg["select_by"]])
+    else:  # no held-out data (valid_fraction 0): keep the last epoch, stop only at optim.epochs
+        valid, improved = {}, True
+    if optim_cfg["schedule"] == "plateau" and run.plateau.bad_epochs >= optim_cfg["lr_patience"]:
+        run.lr = max(run.lr * optim_cfg["lr_factor"], optim_cfg["min_lr"])
+        set_lr(run.optimizer, run.lr)
+        run.plateau.bad_epochs = 0
+    run.stopped = run.plateau.epochs_since_best >= optim_cfg["early_stop_patience"]
+    record = {"epoch": epoch + 1, "train_loss": train_loss, **valid, "lr": run.lr,
+              "best": improved, "seconds": round(time.time() - started, 2), "stop": run.stopped}
+    if run.regularizer is not None:
+        record["regularizer_lambda"] = run.regularizer.schedule.value_at(epoch)
+    record = to_plain(record)
+    run.history.append(record)
+    if run.ctx.is_main:
+        save_epoch(run, epoch, record)
+        if progress:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in valid.items())
+            print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  {shown}  lr {run.lr:.2e}"
+                  f"{' *' if improved else ''} ({record['seconds']:.0f}s)", file=sys.stderr, flush=True)
+    return record
+
+
+def save_epoch(run: TrainingRun, epoch: int, record: dict[str, Any]) -> None:
+    """Write the run's files after ``epoch``: ``checkpoint.pt``, then ``model.pt`` (when the epoch is
+    the best), then ``history.json``.
+
+    The checkpoint goes first so that a kill between two writes leaves ``model.pt`` behind the
+    checkpoint, never ahead of it: :func:`voxprint.training.checkpoint.repair_model_file` catches it
+    up on resume, whereas a ``model.pt`` ahead would hold weights the resumed run never reproduces.
+    """
+    save_torch_file({"step": run.step_module.state_dict(), "optimizer": run.optimizer.state_dict(),
+                     "plateau": to_plain(vars(run.plateau)), "history": run.history, "epoch": epoch,
+                     "torch_rng": torch.get_rng_state(), "config": to_plain(run.config)},
+                    run.out_dir / CHECKPOINT_FILE)
+    if record["best"]:
+        save_model_file(run.out_dir / MODEL_FILE, run.model.state_dict(), run.config, record)
+    _write_history(run)
+
+
+def _write_history(run: TrainingRun) -> None:
+    atomic_write_text(run.out_dir / HISTORY_FILE, json.dumps(run.history, indent=1))
+
+
+def _refuse_overwrite(out_dir: Path, resume: bool) -> None:
+    if (out_dir / CHECKPOINT_FILE).exists() and not resume:
+        raise ConfigError(f"{out_dir} already holds a training run; pass --resume to continue it or pick another --out")
 
 
 def train_step(runner: nn.Module, sources: list[Source], batches: tuple, device: torch.device, distributed: bool,
@@ -307,7 +543,8 @@ def train_step(runner: nn.Module, sources: list[Source], batches: tuple, device:
     return total
 
 
-def build_regularizer(options: dict[str, Any], total_epochs: int):
+def build_regularizer(options: dict[str, Any], total_epochs: int) -> OrthogonalRegularizer | None:
+    """The orthogonal regulariser of the config's ``regularizer`` section; None when it is empty."""
     if not options:
         return None
     from voxprint.losses.orthogonal import OrthogonalRegularizer
@@ -320,9 +557,19 @@ def initialise_from(step_module: TrainingStep, checkpoint: Path) -> list[str]:
 
     The embedder must match exactly (a fine-tuning run keeps the architecture); loss parameters
     are copied when compatible, so an AM-softmax stage starts from the warm-up's classifier.
+
+    Raises:
+        ConfigError: the folder holds no checkpoint, or its model differs from this config's.
+        ModelError: the checkpoint is unreadable or holds no training state.
     """
-    source = load_file(checkpoint)["step"]
-    target = step_module.state_dict()
+    if not checkpoint.is_file():
+        raise ConfigError(f"init_from {checkpoint.parent}: no {checkpoint.name} there; name the folder of a "
+                          "run trained by `voxprint train`")
+    state = load_torch_file(checkpoint)
+    if not isinstance(state.get("step"), dict):
+        raise ModelError(f"{checkpoint} holds no training state ('step'); init_from needs a checkpoint "
+                         "written by `voxprint train`")
+    source, target = state["step"], step_module.state_dict()
     skipped = [k for k in target if k not in source or source[k].shape != target[k].shape]
     if any(k.startswith("model.") for k in skipped):
         raise ConfigError(f"init_from {checkpoint.parent}: its model differs from this config's "
@@ -332,6 +579,7 @@ def initialise_from(step_module: TrainingStep, checkpoint: Path) -> list[str]:
 
 
 def build_spec_augment(options: dict[str, Any]) -> nn.Module | None:
+    """SpecAugment with the config's ``specaugment`` options; None when they are empty."""
     if not options:
         return None
     from voxprint.features.specaugment import SpecAugment
@@ -340,12 +588,15 @@ def build_spec_augment(options: dict[str, Any]) -> nn.Module | None:
 
 
 @torch.no_grad()
-def validate(step_module: TrainingStep, dataset: CropDataset, sampler: GE2EBatchSampler,
-             device: torch.device) -> dict[str, float]:
+def validation_metrics(step_module: TrainingStep, dataset: CropDataset, sampler: GE2EBatchSampler,
+                       device: torch.device) -> dict[str, float]:
     """Loss and EER on the fixed validation crops (eval mode: no SpecAugment, no margin annealing).
 
-    The EER scores every pair of validation crops by cosine; unlike the loss it is comparable
-    across losses and across epochs of a margin ramp-up.
+    The EER (:func:`pairwise_eer`) scores every pair of validation crops by cosine; unlike the loss
+    it is comparable across losses and across epochs of a margin ramp-up.
+
+    Returns:
+        ``valid_loss``, and ``valid_eer`` when the crops hold both same- and different-speaker pairs.
     """
     step_module.eval()
     losses, embeddings, labels = [], [], []
@@ -353,19 +604,38 @@ def validate(step_module: TrainingStep, dataset: CropDataset, sampler: GE2EBatch
         waves, batch_labels = waves.to(device), batch_labels.to(device)
         emb = step_module.model(waves)
         losses.append(float(step_module.loss(emb, n_speakers=sampler.n_speakers, labels=batch_labels)))
-        embeddings.append(nn.functional.normalize(emb, dim=-1).cpu())
+        embeddings.append(emb.cpu())
         labels.append(batch_labels.cpu())
     step_module.train()
-    emb, lab = torch.cat(embeddings), torch.cat(labels)
-    upper = torch.triu_indices(len(lab), len(lab), offset=1)
-    scores = (emb @ emb.T)[upper[0], upper[1]].numpy()
-    same = (lab[upper[0]] == lab[upper[1]]).numpy()
     result = {"valid_loss": sum(losses) / len(losses)}
-    if same.any() and not same.all():
-        result["valid_eer"] = compute_eer(scores, same)[0]
+    eer = pairwise_eer(torch.cat(embeddings), torch.cat(labels))
+    if eer is not None:
+        result["valid_eer"] = eer
     return result
 
 
-def save_model(path: Path, model: nn.Module, config: dict[str, Any], record: dict[str, Any]) -> None:
-    """The inference file: config + weights, no optimiser state."""
-    atomic_save({"config": config, "state_dict": model.state_dict(), "trained": record}, path)
+def pairwise_eer(embeddings: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """EER of the cosine scores of every pair of distinct rows.
+
+    A row is never paired with itself: that pair would be a target trial scoring exactly 1 and
+    flatter every model.
+
+    Args:
+        embeddings: ``(n, dim)``, any norm.
+        labels: ``(n,)`` speaker labels.
+
+    Returns:
+        The EER, or None when the pairs are all same-speaker or all different-speaker.
+
+    Example:
+        >>> e = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+        >>> pairwise_eer(e, torch.tensor([0, 0, 1, 1]))  # targets score -1, non-targets 0
+        1.0
+    """
+    emb = nn.functional.normalize(embeddings, dim=-1)
+    upper = torch.triu_indices(len(labels), len(labels), offset=1)
+    scores = (emb @ emb.T)[upper[0], upper[1]].numpy()
+    same = (labels[upper[0]] == labels[upper[1]]).numpy()
+    if not same.any() or same.all():
+        return None
+    return float(compute_eer(scores, same)[0])
