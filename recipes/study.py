@@ -134,19 +134,14 @@ def score_dev(model: SpeakerModel, extra_scorings: Mapping[str, Mapping[str, Any
     dev = data_root() / "speechocean762" / "dev"
     trials = read_trials(dev / "trials.txt")
 
-    def metrics() -> dict[str, float]:
+    def metrics(model: SpeakerModel) -> dict[str, float]:
         embedded = model.embed_folder(dev, progress=False)
         return evaluate_scores(cosine_score_trials(embedded.ids, embedded.embeddings, trials),
                                trials.labels).to_dict()
 
-    result = metrics()
-    own = {name: getattr(model, name) for scoring in extra_scorings.values() for name in scoring}
-    for label, attributes in extra_scorings.items():
-        for name, value in attributes.items():
-            setattr(model, name, value)
-        result[label] = metrics()
-        for name, value in own.items():
-            setattr(model, name, value)
+    result = metrics(model)
+    for label, settings in extra_scorings.items():
+        result[label] = metrics(model.with_inference(**settings))
     return result
 
 
@@ -310,7 +305,7 @@ def run_study_cli(study: Study, title: str, intro: str, tables: list[Table],
 
     curves = study.results_doc.with_name(f"{study.name}_curves.png")
     plot_loss_curves(results, curves, panels, key=curve_key)
-    command = " ".join([f"python recipes/{study.name}/run_study.py"] + argv)
+    command = " ".join([f"python -m recipes.{study.name}.run_study"] + argv)
     parts = [f"# {title}", "", f"Command: `{command}`. Machine: {machine_description()}.", "", intro, ""]
     for table in tables:
         shown = [r for r in results if table.systems is None or r["system"] in table.systems]

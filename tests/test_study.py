@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,8 @@ import yaml
 
 from voxprint.inference.speaker_model import EmbeddedSet
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from recipes import study as study_module  # noqa: E402
-from recipes.study import (  # noqa: E402
+from recipes import study as study_module
+from recipes.study import (
     Claim,
     Study,
     Table,
@@ -87,6 +84,11 @@ def test_extra_scorings_see_their_settings_and_the_model_gets_its_own_back(dev_d
     class FakeModel:
         window_frames, overlap = 200, 0.5
 
+        def with_inference(self, window_frames=None, overlap=None):
+            other = FakeModel()
+            other.window_frames, other.overlap = window_frames, overlap
+            return other
+
         def embed_folder(self, folder, progress=False):
             utt2spk = dict(line.split() for line in (Path(folder) / "utt2spk").read_text().splitlines())
             ids = sorted(utt2spk)
@@ -119,7 +121,7 @@ def test_study_document_tables_mean_and_spread_over_seeds(tmp_path, monkeypatch,
                          argv=["--seeds", "0", "--out", str(tmp_path / "exp")],
                          notes=lambda results: f"{len(results)} runs", claims=[Claim("a beats b", "a", "b")]) == 0
     text = study.results_doc.read_text()
-    assert text.startswith("# Toy study") and "python recipes/toy/run_study.py --seeds 0 --out" in text
+    assert text.startswith("# Toy study") and "python -m recipes.toy.run_study --seeds 0 --out" in text
     only_a = text.split("## Only a")[1].split("## Whole")[0]
     assert "| 11.00 ± 1.41 |" in only_a and "system b" not in only_a
     whole = text.split("## Whole")[1]

@@ -3,13 +3,12 @@ document (``docs/benchmarks.md``) rewritten in place.
 
 The benchmark scripts (``bench/``) and the study runners (``recipes/``) write their results with these.
 
-Example
--------
->>> print(format_table(["system", "EER %"], [["ecapa", 2.5], ["lstm", 10.25]]), end="")
-| system | EER % |
-| ------ | ----: |
-| ecapa  |  2.50 |
-| lstm   |  10.2 |
+Example:
+    >>> print(format_table(["system", "EER %"], [["ecapa", 2.5], ["lstm", 10.25]]), end="")
+    | system | EER % |
+    | ------ | ----: |
+    | ecapa  |  2.50 |
+    | lstm   |  10.2 |
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The LSTM-NetVLAD study in one command (CPU-sized by default): pooling, AM-softmax, cleaned data.
 
-    .venv/bin/python recipes/netvlad/run_study.py [--seeds 0] [--systems avgpool netvlad_k8 ...]
+    .venv/bin/python -m recipes.netvlad.run_study [--seeds 0] [--systems avgpool netvlad_k8 ...]
                                                    [--epochs N] [--out exp/netvlad]
 
 Trains every system of recipes/netvlad/systems/ (resuming; finished runs are recorded in
@@ -12,17 +12,12 @@ embeddings). Scores each on the speechocean762 dev trials by cosine with split-e
 windows, 50 % overlap) and on whole utterances, and writes docs/results/netvlad.md with the
 training-loss curves and the reading in recipes/netvlad/reading.md.
 """
-import importlib.util
 import sys
 from pathlib import Path
 
+from recipes import study  # run from the repository root: python -m recipes.netvlad.run_study
+
 HERE = Path(__file__).resolve().parent
-# The runner the studies share, recipes/study.py, is loaded from its file, so this script runs as
-# `python recipes/netvlad/run_study.py` without editing sys.path.
-_RUNNER = importlib.util.spec_from_file_location("recipes.study", HERE.parent / "study.py")
-study = importlib.util.module_from_spec(_RUNNER)
-sys.modules[_RUNNER.name] = study  # its dataclasses look the module up while it is executed
-_RUNNER.loader.exec_module(study)
 
 POOLING = ("avgpool", "netvlad_k8", "netvlad_k14", "netvlad_k30")
 MARGIN_AND_CLEANING = ("netvlad_k14", "netvlad_k14_am", "netvlad_k14_cleaned", "netvlad_k14_cleaned_am")

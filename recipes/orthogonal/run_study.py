@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The orthogonal-regularisation study in one command (CPU-sized by default).
 
-    .venv/bin/python recipes/orthogonal/run_study.py [--seeds 0 1] [--systems lstm_none tdnn_so_dec ...]
+    .venv/bin/python -m recipes.orthogonal.run_study [--seeds 0 1] [--systems lstm_none tdnn_so_dec ...]
                                                       [--paper] [--epochs N] [--out exp/orthogonal]
 
 Trains every system of recipes/orthogonal/systems/ (resuming finished or interrupted runs; finished
@@ -11,17 +11,12 @@ speechocean762 dev trials by cosine, and writes docs/results/orthogonal.md with 
 (docs/results/orthogonal_curves.png) and the reading in recipes/orthogonal/reading.md. ``--paper``
 applies each YAML's ``paper:`` section (the paper's sizes; meant for a GPU and VoxCeleb-sized data).
 """
-import importlib.util
 import sys
 from pathlib import Path
 
+from recipes import study  # run from the repository root: python -m recipes.orthogonal.run_study
+
 HERE = Path(__file__).resolve().parent
-# The runner the studies share, recipes/study.py, is loaded from its file, so this script runs as
-# `python recipes/orthogonal/run_study.py` without editing sys.path.
-_RUNNER = importlib.util.spec_from_file_location("recipes.study", HERE.parent / "study.py")
-study = importlib.util.module_from_spec(_RUNNER)
-sys.modules[_RUNNER.name] = study  # its dataclasses look the module up while it is executed
-_RUNNER.loader.exec_module(study)
 
 LSTM_REGULARISERS = ("lstm_none", "lstm_so_const", "lstm_so_dec", "lstm_srip_const", "lstm_srip_dec")
 TDNN_REGULARISERS = tuple(name.replace("lstm", "tdnn") for name in LSTM_REGULARISERS)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The RawNet2 study in one command (CPU-sized by default): feature map scaling variants and first layers.
 
-    .venv/bin/python recipes/rawnet2/run_study.py [--seeds 0] [--systems fms_none fms_mul_add ...]
+    .venv/bin/python -m recipes.rawnet2.run_study [--seeds 0] [--systems fms_none fms_mul_add ...]
                                                    [--paper] [--epochs N] [--out exp/rawnet2]
 
 Trains every system of recipes/rawnet2/systems/ with softmax (resuming; finished runs are recorded in
@@ -10,17 +10,12 @@ paper's test-time augmentation (mean of the unit embeddings of training-length c
 20 %) and on the whole utterance at once, and writes docs/results/rawnet2.md with the training-loss
 curves and the reading in recipes/rawnet2/reading.md.
 """
-import importlib.util
 import sys
 from pathlib import Path
 
+from recipes import study  # run from the repository root: python -m recipes.rawnet2.run_study
+
 HERE = Path(__file__).resolve().parent
-# The runner the studies share, recipes/study.py, is loaded from its file, so this script runs as
-# `python recipes/rawnet2/run_study.py` without editing sys.path.
-_RUNNER = importlib.util.spec_from_file_location("recipes.study", HERE.parent / "study.py")
-study = importlib.util.module_from_spec(_RUNNER)
-sys.modules[_RUNNER.name] = study  # its dataclasses look the module up while it is executed
-_RUNNER.loader.exec_module(study)
 
 SCALING = ("fms_none", "fms_add", "fms_mul", "fms_add_mul", "fms_mul_add", "fms_mul_add_sep", "se")
 FIRST_LAYER = ("first_conv", "sinc125", "fms_mul_add", "sinc375")

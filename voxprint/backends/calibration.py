@@ -1,32 +1,30 @@
 """Score calibration: turn raw scores into log-likelihood ratios, and pick thresholds.
 
-Conventions
------------
-* A calibrated score is a natural-log likelihood ratio (LLR),
-  ``log p(score | same speaker) - log p(score | different speakers)``; positive favours
-  "same speaker". A trial is accepted when ``llr >= threshold``.
-* :class:`LinearCalibration` maps ``score -> scale * score + offset`` (Brümmer's linear
-  calibration, as in the FoCal and BOSARIS toolkits), trained by logistic regression in which
-  the target and non-target trials are weighted to an effective prior ``p_target``. The
-  default, ``p_target = 0.01``, is the primary operating point of voxprint's metrics (minDCF
-  0.01): a two-parameter map cannot be right everywhere when the scores are not exactly
-  affine in the true LLR, so it is made most accurate where the accept threshold of a
-  low-false-accept system lies. Use ``p_target = 0.5`` to minimise Cllr itself.
-* Bayes decisions: for a target prior ``p`` and costs ``c_miss``, ``c_fa``, accepting when
-  ``llr >= log(c_fa (1 - p) / (c_miss p))`` (:func:`bayes_threshold`) minimises the
-  expected cost.
-* ``Cllr`` (:func:`cllr`) is in bits: 0 for perfect, 1 for a system that always outputs 0,
-  unbounded for confidently wrong LLRs. :func:`min_cllr` is the Cllr after the best
-  monotonic recalibration (pool-adjacent-violators), i.e. the part of Cllr due to
-  discrimination rather than calibration.
+Conventions:
+    * A calibrated score is a natural-log likelihood ratio (LLR),
+      ``log p(score | same speaker) - log p(score | different speakers)``; positive favours
+      "same speaker". A trial is accepted when ``llr >= threshold``.
+    * :class:`LinearCalibration` maps ``score -> scale * score + offset`` (Brümmer's linear
+      calibration, as in the FoCal and BOSARIS toolkits), trained by logistic regression in which
+      the target and non-target trials are weighted to an effective prior ``p_target``. The
+      default, ``p_target = 0.01``, is the primary operating point of voxprint's metrics (minDCF
+      0.01): a two-parameter map cannot be right everywhere when the scores are not exactly
+      affine in the true LLR, so it is made most accurate where the accept threshold of a
+      low-false-accept system lies. Use ``p_target = 0.5`` to minimise Cllr itself.
+    * Bayes decisions: for a target prior ``p`` and costs ``c_miss``, ``c_fa``, accepting when
+      ``llr >= log(c_fa (1 - p) / (c_miss p))`` (:func:`bayes_threshold`) minimises the
+      expected cost.
+    * ``Cllr`` (:func:`cllr`) is in bits: 0 for perfect, 1 for a system that always outputs 0,
+      unbounded for confidently wrong LLRs. :func:`min_cllr` is the Cllr after the best
+      monotonic recalibration (pool-adjacent-violators), i.e. the part of Cllr due to
+      discrimination rather than calibration.
 
-Example
--------
->>> round(bayes_threshold(0.01), 4)
-4.5951
->>> cal = LinearCalibration(scale=2.0, offset=-1.0)
->>> cal([0.5, 1.0]).tolist()
-[0.0, 1.0]
+Example:
+    >>> round(bayes_threshold(0.01), 4)
+    4.5951
+    >>> cal = LinearCalibration(scale=2.0, offset=-1.0)
+    >>> cal([0.5, 1.0]).tolist()
+    [0.0, 1.0]
 """
 from __future__ import annotations
 
@@ -109,27 +107,19 @@ def cllr(scores: ArrayLike, labels: ArrayLike) -> float:
     ``Cllr = (mean_tgt log2(1 + e^-s) + mean_non log2(1 + e^s)) / 2`` (Brümmer & du Preez,
     2006): the average cost of Bayes decisions over all operating points.
 
-    Arguments
-    ---------
-    scores : array_like
-        ``(n,)`` LLRs.
-    labels : array_like
-        ``(n,)`` 1 for target, 0 for non-target trials.
+    Args:
+        scores: ``(n,)`` LLRs.
+        labels: ``(n,)`` 1 for target, 0 for non-target trials.
 
-    Returns
-    -------
-    float
+    Returns:
         Cllr in bits (1.0 for an LLR that is always 0).
 
-    Raises
-    ------
-    DataError
-        If lengths differ, a score is non-finite, a label is not 0/1 or a class is absent.
+    Raises:
+        DataError: If lengths differ, a score is non-finite, a label is not 0/1 or a class is absent.
 
-    Example
-    -------
-    >>> cllr([0.0, 0.0], [0, 1])
-    1.0
+    Example:
+        >>> cllr([0.0, 0.0], [0, 1])
+        1.0
     """
     s, is_target = _scores_and_labels(scores, labels, "cllr")
     return _cllr_bits(s, is_target)
@@ -143,22 +133,15 @@ def min_cllr(scores: ArrayLike, labels: ArrayLike) -> float:
     empirical prior; subtracting the prior log odds turns them into LLRs. Any monotonic
     calibration of the same scores, linear included, has a Cllr at least this large.
 
-    Arguments
-    ---------
-    scores : array_like
-        ``(n,)`` scores (any scale; higher means "same speaker").
-    labels : array_like
-        ``(n,)`` 1 for target, 0 for non-target trials.
+    Args:
+        scores: ``(n,)`` scores (any scale; higher means "same speaker").
+        labels: ``(n,)`` 1 for target, 0 for non-target trials.
 
-    Returns
-    -------
-    float
+    Returns:
         Minimum Cllr in bits, in ``[0, 1]``.
 
-    Raises
-    ------
-    DataError
-        As :func:`cllr`.
+    Raises:
+        DataError: As :func:`cllr`.
     """
     from sklearn.isotonic import IsotonicRegression  # slow import, needed only here
 
@@ -178,29 +161,20 @@ def bayes_threshold(p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> 
     The effective prior is ``p c_miss / (p c_miss + (1 - p) c_fa)``, so the threshold is
     ``log(c_fa (1 - p) / (c_miss p))``; accept when ``llr >= threshold``.
 
-    Arguments
-    ---------
-    p_target : float
-        Prior probability of a target trial, in (0, 1).
-    c_miss : float
-        Cost of rejecting a target (> 0).
-    c_fa : float
-        Cost of accepting a non-target (> 0).
+    Args:
+        p_target: Prior probability of a target trial, in (0, 1).
+        c_miss: Cost of rejecting a target (> 0).
+        c_fa: Cost of accepting a non-target (> 0).
 
-    Returns
-    -------
-    float
+    Returns:
         The threshold in natural-log LLR units.
 
-    Raises
-    ------
-    DataError
-        If ``p_target`` is not in (0, 1) or a cost is not positive.
+    Raises:
+        DataError: If ``p_target`` is not in (0, 1) or a cost is not positive.
 
-    Example
-    -------
-    >>> bayes_threshold(0.5)
-    0.0
+    Example:
+        >>> bayes_threshold(0.5)
+        0.0
     """
     p = _check_prior(p_target)
     if not (c_miss > 0 and c_fa > 0 and math.isfinite(c_miss) and math.isfinite(c_fa)):
@@ -217,27 +191,19 @@ def threshold_for_false_accept_rate(nontarget_scores: ArrayLike, far: float) -> 
     fresh non-targets from the same distribution the expected FAR is about ``k / (n + 1)``;
     use ``n`` of at least ``100 / far`` for a stable estimate.
 
-    Arguments
-    ---------
-    nontarget_scores : array_like
-        ``(n,)`` scores of non-target trials (raw or calibrated).
-    far : float
-        Target false-accept rate, in (0, 1).
+    Args:
+        nontarget_scores: ``(n,)`` scores of non-target trials (raw or calibrated).
+        far: Target false-accept rate, in (0, 1).
 
-    Returns
-    -------
-    float
+    Returns:
         Threshold; accept when ``score >= threshold``.
 
-    Raises
-    ------
-    DataError
-        If there are no scores, a score is non-finite, or ``far`` is not in (0, 1).
+    Raises:
+        DataError: If there are no scores, a score is non-finite, or ``far`` is not in (0, 1).
 
-    Example
-    -------
-    >>> threshold_for_false_accept_rate([0.1, 0.2, 0.3, 0.4], 0.25)
-    0.4
+    Example:
+        >>> threshold_for_false_accept_rate([0.1, 0.2, 0.3, 0.4], 0.25)
+        0.4
     """
     s = np.asarray(nontarget_scores)
     if s.ndim != 1 or s.size == 0 or s.dtype.kind not in "biuf":
@@ -263,20 +229,14 @@ def threshold_for_false_accept_rate(nontarget_scores: ArrayLike, far: float) -> 
 class LinearCalibration:
     """Affine map from raw scores to natural-log LLRs: ``llr = scale * score + offset``.
 
-    Arguments
-    ---------
-    scale : float
-        Positive slope.
-    offset : float
-        Intercept.
-    p_target : float
-        Effective target prior the map was trained at (recorded for reference; it does not
-        change the map).
+    Args:
+        scale: Positive slope.
+        offset: Intercept.
+        p_target: Effective target prior the map was trained at (recorded for reference; it does not
+            change the map).
 
-    Raises
-    ------
-    DataError
-        If a value is non-finite, ``scale`` is not positive or ``p_target`` not in (0, 1).
+    Raises:
+        DataError: If a value is non-finite, ``scale`` is not positive or ``p_target`` not in (0, 1).
     """
 
     scale: float = 1.0
@@ -308,25 +268,17 @@ class LinearCalibration:
         weighted by ``p / N_tgt`` and non-targets by ``(1 - p) / N_non``; its intercept is
         the posterior log odds at prior ``p``, from which ``logit(p)`` is removed.
 
-        Arguments
-        ---------
-        scores : array_like
-            ``(n,)`` raw scores of calibration trials (not the evaluation trials).
-        labels : array_like
-            ``(n,)`` 1 for target, 0 for non-target.
-        p_target : float
-            Effective prior of the objective, in (0, 1); see the module docstring.
+        Args:
+            scores: ``(n,)`` raw scores of calibration trials (not the evaluation trials).
+            labels: ``(n,)`` 1 for target, 0 for non-target.
+            p_target: Effective prior of the objective, in (0, 1); see the module docstring.
 
-        Returns
-        -------
-        LinearCalibration
+        Returns:
             The trained map.
 
-        Raises
-        ------
-        DataError
-            On invalid scores or labels (as :func:`cllr`), constant scores, a bad prior, or
-            scores that do not rank targets above non-targets.
+        Raises:
+            DataError: On invalid scores or labels (as :func:`cllr`), constant scores, a bad prior, or
+                scores that do not rank targets above non-targets.
         """
         from sklearn.linear_model import (
             LogisticRegression,  # slow import, needed only here
@@ -364,16 +316,11 @@ class LinearCalibration:
     def score_threshold(self, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
         """Raw-score threshold whose calibrated LLR is the Bayes threshold (see :func:`bayes_threshold`).
 
-        Arguments
-        ---------
-        p_target : float
-            Prior probability of a target trial at the operating point.
-        c_miss, c_fa : float
-            Costs of a miss and of a false accept.
+        Args:
+            p_target: Prior probability of a target trial at the operating point.
+            c_miss, c_fa: Costs of a miss and of a false accept.
 
-        Returns
-        -------
-        float
+        Returns:
             Accept when the raw ``score >= threshold``.
         """
         return (bayes_threshold(p_target, c_miss, c_fa) - self.offset) / self.scale
@@ -381,14 +328,10 @@ class LinearCalibration:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the map as JSON (floats round-trip exactly), atomically.
 
-        Arguments
-        ---------
-        path : str or os.PathLike
-            Output file; parent folders are created.
+        Args:
+            path: Output file; parent folders are created.
 
-        Returns
-        -------
-        Path
+        Returns:
             The written file.
         """
         out = Path(path)
@@ -400,11 +343,9 @@ class LinearCalibration:
     def load(cls, path: str | os.PathLike[str]) -> LinearCalibration:
         """Read a map written by :meth:`save`.
 
-        Raises
-        ------
-        DataError
-            If the file is missing, not JSON, not a voxprint linear calibration, or of a
-            newer format version.
+        Raises:
+            DataError: If the file is missing, not JSON, not a voxprint linear calibration, or of a
+                newer format version.
         """
         src = Path(path)
         try:

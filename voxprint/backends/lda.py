@@ -6,13 +6,12 @@ and its between-speaker scatter is diagonal, strongest direction first (the Kald
 ``ivector-compute-lda`` convention). :class:`SpeakerStatistics` (per-speaker sums and the
 within-speaker scatter) is shared with PLDA training (:mod:`voxprint.backends.plda`).
 
-Example
--------
->>> import numpy as np
->>> x = np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [4.0, 0.0], [5.0, 0.0], [4.0, 1.0]])
->>> lda = LDA.fit(x, ["a", "a", "a", "b", "b", "b"])
->>> lda.dim, (lda.transform(x)[:, 0] > 0).tolist()  # one direction, separating the two speakers
-(1, [False, False, False, True, True, True])
+Example:
+    >>> import numpy as np
+    >>> x = np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [4.0, 0.0], [5.0, 0.0], [4.0, 1.0]])
+    >>> lda = LDA.fit(x, ["a", "a", "a", "b", "b", "b"])
+    >>> lda.dim, (lda.transform(x)[:, 0] > 0).tolist()  # one direction, separating the two speakers
+    (1, [False, False, False, True, True, True])
 """
 from __future__ import annotations
 
@@ -107,17 +106,12 @@ class LDA:
 
     Build it with :meth:`fit`, or directly from known parameters.
 
-    Arguments
-    ---------
-    mean : array_like
-        ``(d,)`` training mean subtracted first.
-    projection : array_like
-        ``(d, dim)`` projection; columns are discriminant directions, strongest first.
+    Args:
+        mean: ``(d,)`` training mean subtracted first.
+        projection: ``(d, dim)`` projection; columns are discriminant directions, strongest first.
 
-    Raises
-    ------
-    DataError
-        If the shapes do not match or a value is non-finite.
+    Raises:
+        DataError: If the shapes do not match or a value is non-finite.
     """
 
     def __init__(self, mean: ArrayLike, projection: ArrayLike) -> None:
@@ -149,27 +143,19 @@ class LDA:
         directions of largest ``lambda``, scaled so that ``v' S_w v = 1``. ``S_w`` gets a
         ridge of 1e-6 times its mean variance so a rank-deficient scatter still works.
 
-        Arguments
-        ---------
-        embeddings : array_like
-            ``(n, d)`` training embeddings.
-        labels : array_like
-            ``(n,)`` speaker label of each row (strings or integers).
-        dim : int or None
-            Output dimension, at most ``min(d, speakers - 1)`` (the rank of ``S_b``); None
-            takes that maximum.
+        Args:
+            embeddings: ``(n, d)`` training embeddings.
+            labels: ``(n,)`` speaker label of each row (strings or integers).
+            dim: Output dimension, at most ``min(d, speakers - 1)`` (the rank of ``S_b``); None
+                takes that maximum.
 
-        Returns
-        -------
-        LDA
+        Returns:
             The fitted transform.
 
-        Raises
-        ------
-        DataError
-            If the embeddings are not a finite ``(n, d)`` matrix, labels do not match, there
-            are fewer than two speakers, no speaker has two utterances, or ``dim`` is out of
-            range.
+        Raises:
+            DataError: If the embeddings are not a finite ``(n, d)`` matrix, labels do not match, there
+                are fewer than two speakers, no speaker has two utterances, or ``dim`` is out of
+                range.
         """
         x = as_rows(embeddings, "LDA training embeddings").astype(np.float64, copy=False)
         stats = SpeakerStatistics.of(x, labels)
@@ -205,20 +191,14 @@ class LDA:
     def transform(self, embeddings: ArrayLike) -> np.ndarray:
         """Project embeddings: ``(x - mean) @ projection``.
 
-        Arguments
-        ---------
-        embeddings : array_like
-            ``(n, d)`` matrix or one ``(d,)`` vector.
+        Args:
+            embeddings: ``(n, d)`` matrix or one ``(d,)`` vector.
 
-        Returns
-        -------
-        np.ndarray
+        Returns:
             ``(n, dim)`` (or ``(dim,)``) float64.
 
-        Raises
-        ------
-        DataError
-            If the dimension is not ``input_dim`` or a value is non-finite.
+        Raises:
+            DataError: If the dimension is not ``input_dim`` or a value is non-finite.
         """
         x = as_matrix(embeddings, "embeddings").astype(np.float64, copy=False)
         if x.ndim not in (1, 2) or x.shape[-1] != self.input_dim:

@@ -1,33 +1,30 @@
 """Two-covariance PLDA scoring of speaker embeddings, and the LDA + PLDA back-end.
 
-Models
-------
-:class:`TwoCovariancePLDA`
-    The two-covariance model of Brümmer & de Villiers ("The speaker partitioning problem",
-    Odyssey 2010): a speaker variable ``y ~ N(mean, between_cov)`` and utterances
-    ``x = y + e`` with ``e ~ N(0, within_cov)``; ``between_cov = B^-1`` and
-    ``within_cov = W^-1`` in their notation. Trained by EM (a fixed number of iterations).
-:class:`PLDABackend`
-    The usual pipeline: centering and LDA (:class:`~voxprint.backends.lda.LDA`), whitening and length normalisation
-    (Garcia-Romero & Espy-Wilson, Interspeech 2011) to ``sqrt(dim)``, then PLDA; one ``.npz``
-    file holds all of it (no pickle).
+Models:
+    :class:`TwoCovariancePLDA`
+        The two-covariance model of Brümmer & de Villiers ("The speaker partitioning problem",
+        Odyssey 2010): a speaker variable ``y ~ N(mean, between_cov)`` and utterances
+        ``x = y + e`` with ``e ~ N(0, within_cov)``; ``between_cov = B^-1`` and
+        ``within_cov = W^-1`` in their notation. Trained by EM (a fixed number of iterations).
+    :class:`PLDABackend`
+        The usual pipeline: centering and LDA (:class:`~voxprint.backends.lda.LDA`), whitening and length normalisation
+        (Garcia-Romero & Espy-Wilson, Interspeech 2011) to ``sqrt(dim)``, then PLDA; one ``.npz``
+        file holds all of it (no pickle).
 
-Scores
-------
-PLDA scores are natural-log likelihood ratios, ``log p(enroll, test | same speaker) -
-log p(enroll, test | different speakers)``: positive favours "same speaker". They are
-computed exactly (no approximation) in the coordinates that diagonalise both covariances, so
-a trial costs O(dim). An enrollment of ``n`` utterances is scored either with the exact
-``n``-utterance likelihood (``enroll_mode="exact"``, the default: the posterior of the
-speaker variable sharpens with ``n``) or as one utterance equal to their mean
-(``enroll_mode="mean"``).
+Scores:
+    PLDA scores are natural-log likelihood ratios, ``log p(enroll, test | same speaker) -
+    log p(enroll, test | different speakers)``: positive favours "same speaker". They are
+    computed exactly (no approximation) in the coordinates that diagonalise both covariances, so
+    a trial costs O(dim). An enrollment of ``n`` utterances is scored either with the exact
+    ``n``-utterance likelihood (``enroll_mode="exact"``, the default: the posterior of the
+    speaker variable sharpens with ``n``) or as one utterance equal to their mean
+    (``enroll_mode="mean"``).
 
-Example
--------
->>> import numpy as np
->>> plda = TwoCovariancePLDA(np.zeros(2), np.eye(2), np.eye(2))
->>> round(plda.llr(np.array([1.0, 0.0]), np.array([1.0, 0.0])), 4)
-0.4543
+Example:
+    >>> import numpy as np
+    >>> plda = TwoCovariancePLDA(np.zeros(2), np.eye(2), np.eye(2))
+    >>> round(plda.llr(np.array([1.0, 0.0]), np.array([1.0, 0.0])), 4)
+    0.4543
 """
 from __future__ import annotations
 
@@ -74,20 +71,14 @@ class TwoCovariancePLDA:
     Build it with :meth:`fit` (EM), or directly from known parameters (e.g. to score with a
     true generative model).
 
-    Arguments
-    ---------
-    mean : array_like
-        ``(d,)`` mean of the speaker variable.
-    between_cov : array_like
-        ``(d, d)`` between-speaker covariance ``B^-1`` (positive definite).
-    within_cov : array_like
-        ``(d, d)`` within-speaker covariance ``W^-1`` (positive definite).
+    Args:
+        mean: ``(d,)`` mean of the speaker variable.
+        between_cov: ``(d, d)`` between-speaker covariance ``B^-1`` (positive definite).
+        within_cov: ``(d, d)`` within-speaker covariance ``W^-1`` (positive definite).
 
-    Raises
-    ------
-    DataError
-        If the shapes do not match, a value is non-finite or a covariance is not symmetric
-        positive definite.
+    Raises:
+        DataError: If the shapes do not match, a value is non-finite or a covariance is not symmetric
+            positive definite.
     """
 
     def __init__(self, mean: ArrayLike, between_cov: ArrayLike, within_cov: ArrayLike) -> None:
@@ -138,27 +129,19 @@ class TwoCovariancePLDA:
         covariances from them. Speakers with the same number of utterances share ``L_s``, so
         an iteration costs one ``d x d`` inverse per distinct count plus a few BLAS products.
 
-        Arguments
-        ---------
-        embeddings : array_like
-            ``(n, d)`` training embeddings (after LDA and length normalisation, usually).
-        labels : array_like
-            ``(n,)`` speaker label of each row.
-        n_iter : int
-            Number of EM iterations (>= 0; 0 keeps the initial sample statistics).
+        Args:
+            embeddings: ``(n, d)`` training embeddings (after LDA and length normalisation, usually).
+            labels: ``(n,)`` speaker label of each row.
+            n_iter: Number of EM iterations (>= 0; 0 keeps the initial sample statistics).
 
-        Returns
-        -------
-        TwoCovariancePLDA
+        Returns:
             The fitted model.
 
-        Raises
-        ------
-        DataError
-            If the embeddings are not a finite matrix, labels do not match, there are fewer
-            than two speakers, ``n_iter`` is negative, or the within-speaker covariance is
-            singular (fewer utterances beyond one per speaker than dimensions: reduce the
-            dimension with LDA or add data).
+        Raises:
+            DataError: If the embeddings are not a finite matrix, labels do not match, there are fewer
+                than two speakers, ``n_iter`` is negative, or the within-speaker covariance is
+                singular (fewer utterances beyond one per speaker than dimensions: reduce the
+                dimension with LDA or add data).
         """
         if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
             raise DataError(f"n_iter must be a non-negative integer, got {n_iter!r}")
@@ -263,25 +246,17 @@ class TwoCovariancePLDA:
     def llr(self, enroll: ArrayLike, test: ArrayLike, enroll_mode: str = "exact") -> float:
         """Log-likelihood ratio of one trial: same speaker versus different speakers.
 
-        Arguments
-        ---------
-        enroll : array_like
-            ``(n, d)`` enrollment embeddings of one speaker, or one ``(d,)`` embedding.
-        test : array_like
-            ``(m, d)`` test embeddings of one speaker, or one ``(d,)`` embedding.
-        enroll_mode : str
-            ``"exact"``: the exact likelihood of all ``n`` (and ``m``) utterances.
-            ``"mean"``: each side is scored as one utterance equal to its mean.
+        Args:
+            enroll: ``(n, d)`` enrollment embeddings of one speaker, or one ``(d,)`` embedding.
+            test: ``(m, d)`` test embeddings of one speaker, or one ``(d,)`` embedding.
+            enroll_mode: ``"exact"``: the exact likelihood of all ``n`` (and ``m``) utterances.
+                ``"mean"``: each side is scored as one utterance equal to its mean.
 
-        Returns
-        -------
-        float
+        Returns:
             Natural-log LLR; positive favours "same speaker".
 
-        Raises
-        ------
-        DataError
-            On a dimension mismatch, non-finite values or an unknown ``enroll_mode``.
+        Raises:
+            DataError: On a dimension mismatch, non-finite values or an unknown ``enroll_mode``.
         """
         if enroll_mode not in _ENROLL_MODES:
             raise DataError(f"unknown enroll_mode {enroll_mode!r}; choose one of {', '.join(_ENROLL_MODES)}")
@@ -303,30 +278,21 @@ class TwoCovariancePLDA:
     ) -> np.ndarray:
         """LLRs of a trial list (vectorised: O(d) per trial after one projection per row).
 
-        Arguments
-        ---------
-        ids : Sequence[str]
-            Unique id of each embedding row.
-        embeddings : array_like
-            ``(len(ids), d)`` embeddings in the model's space. A row may be the mean of
-            several utterances of one speaker.
-        trials : Trials
-            The trials; every enrollment and test id must be in ``ids``.
-        counts : array_like or None
-            Number of utterances averaged into each row, for the exact multi-utterance
-            likelihood; None treats every row as one utterance (which scores averaged rows
-            in ``"mean"`` mode).
+        Args:
+            ids: Unique id of each embedding row.
+            embeddings: ``(len(ids), d)`` embeddings in the model's space. A row may be the mean of
+                several utterances of one speaker.
+            trials: The trials; every enrollment and test id must be in ``ids``.
+            counts: Number of utterances averaged into each row, for the exact multi-utterance
+                likelihood; None treats every row as one utterance (which scores averaged rows
+                in ``"mean"`` mode).
 
-        Returns
-        -------
-        np.ndarray
+        Returns:
             ``(len(trials),)`` float64 LLRs, in trial order.
 
-        Raises
-        ------
-        DataError
-            On ids that are duplicated, do not match the rows or are missing from ``ids``,
-            a dimension mismatch, non-finite values, or counts that are not positive integers.
+        Raises:
+            DataError: On ids that are duplicated, do not match the rows or are missing from ``ids``,
+                a dimension mismatch, non-finite values, or counts that are not positive integers.
         """
         x = as_matrix(embeddings, "embeddings").astype(np.float64, copy=False)
         if x.ndim != 2 or x.shape[1] != self.dim or len(ids) != x.shape[0]:
@@ -366,29 +332,22 @@ class PLDABackend:
     length ``sqrt(dim)`` (Garcia-Romero & Espy-Wilson, 2011; the scale keeps the average
     squared entry at 1, as in Kaldi). PLDA is trained and scores in that space.
 
-    Arguments
-    ---------
-    lda : LDA
-        Centering and dimension reduction.
-    whitener : array_like
-        ``(dim, dim)`` whitening matrix applied to the LDA output.
-    plda : TwoCovariancePLDA
-        The PLDA model of the normalised vectors.
+    Args:
+        lda: Centering and dimension reduction.
+        whitener: ``(dim, dim)`` whitening matrix applied to the LDA output.
+        plda: The PLDA model of the normalised vectors.
 
-    Raises
-    ------
-    DataError
-        If the dimensions of the three parts disagree.
+    Raises:
+        DataError: If the dimensions of the three parts disagree.
 
-    Example
-    -------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> labels = np.repeat(np.arange(20), 5)
-    >>> x = rng.normal(size=(20, 8))[labels] + 0.3 * rng.normal(size=(100, 8))
-    >>> backend = PLDABackend.fit(x, labels, lda_dim=4)
-    >>> backend.transform(x).shape
-    (100, 4)
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.repeat(np.arange(20), 5)
+        >>> x = rng.normal(size=(20, 8))[labels] + 0.3 * rng.normal(size=(100, 8))
+        >>> backend = PLDABackend.fit(x, labels, lda_dim=4)
+        >>> backend.transform(x).shape
+        (100, 4)
     """
 
     def __init__(self, lda: LDA, whitener: ArrayLike, plda: TwoCovariancePLDA) -> None:
@@ -421,26 +380,17 @@ class PLDABackend:
     ) -> PLDABackend:
         """Fit the whole pipeline on labelled training embeddings.
 
-        Arguments
-        ---------
-        embeddings : array_like
-            ``(n, d)`` training utterance embeddings.
-        labels : array_like
-            ``(n,)`` speaker label of each row.
-        lda_dim : int or None
-            LDA output dimension, at most ``min(d, speakers - 1)``; None takes that maximum.
-        n_iter : int
-            PLDA EM iterations.
+        Args:
+            embeddings: ``(n, d)`` training utterance embeddings.
+            labels: ``(n,)`` speaker label of each row.
+            lda_dim: LDA output dimension, at most ``min(d, speakers - 1)``; None takes that maximum.
+            n_iter: PLDA EM iterations.
 
-        Returns
-        -------
-        PLDABackend
+        Returns:
             The fitted backend.
 
-        Raises
-        ------
-        DataError
-            As :meth:`LDA.fit` and :meth:`TwoCovariancePLDA.fit`.
+        Raises:
+            DataError: As :meth:`LDA.fit` and :meth:`TwoCovariancePLDA.fit`.
         """
         x = as_rows(embeddings, "training embeddings").astype(np.float64, copy=False)
         lda = LDA.fit(x, labels, lda_dim)
@@ -456,20 +406,14 @@ class PLDABackend:
     def transform(self, embeddings: ArrayLike) -> np.ndarray:
         """Raw embeddings to the PLDA space (LDA, whitening, length ``sqrt(dim)``).
 
-        Arguments
-        ---------
-        embeddings : array_like
-            ``(n, d)`` raw embeddings.
+        Args:
+            embeddings: ``(n, d)`` raw embeddings.
 
-        Returns
-        -------
-        np.ndarray
+        Returns:
             ``(n, dim)`` float64.
 
-        Raises
-        ------
-        DataError
-            On a dimension mismatch, non-finite values, or a row that LDA maps to zero.
+        Raises:
+            DataError: On a dimension mismatch, non-finite values, or a row that LDA maps to zero.
         """
         x = as_matrix(embeddings, "embeddings").astype(np.float64, copy=False)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
@@ -486,33 +430,23 @@ class PLDABackend:
     ) -> np.ndarray:
         """PLDA LLRs of a trial list.
 
-        Arguments
-        ---------
-        ids : Sequence[str]
-            Unique id of each embedding row (utterances).
-        embeddings : array_like
-            ``(len(ids), d)`` raw embeddings.
-        trials : Trials
-            The trials. Test ids are utterance ids; enrollment ids are utterance ids too,
-            unless ``enrollments`` is given.
-        enrollments : Mapping[str, Sequence[str]] or None
-            Speaker model id (as in the trials' enrollment column) -> its enrollment
-            utterance ids. Each utterance is normalised, then the model is scored with all of
-            them according to ``enroll_mode``.
-        enroll_mode : str
-            ``"exact"`` (n-utterance likelihood) or ``"mean"`` (the mean of the normalised
-            utterances as one utterance); only used with ``enrollments``.
+        Args:
+            ids: Unique id of each embedding row (utterances).
+            embeddings: ``(len(ids), d)`` raw embeddings.
+            trials: The trials. Test ids are utterance ids; enrollment ids are utterance ids too,
+                unless ``enrollments`` is given.
+            enrollments: Speaker model id (as in the trials' enrollment column) -> its enrollment
+                utterance ids. Each utterance is normalised, then the model is scored with all of
+                them according to ``enroll_mode``.
+            enroll_mode: ``"exact"`` (n-utterance likelihood) or ``"mean"`` (the mean of the normalised
+                utterances as one utterance); only used with ``enrollments``.
 
-        Returns
-        -------
-        np.ndarray
+        Returns:
             ``(len(trials),)`` float64 LLRs, in trial order.
 
-        Raises
-        ------
-        DataError
-            On bad or missing ids, an empty enrollment, a dimension mismatch, non-finite
-            values or an unknown ``enroll_mode``.
+        Raises:
+            DataError: On bad or missing ids, an empty enrollment, a dimension mismatch, non-finite
+                values or an unknown ``enroll_mode``.
         """
         if enroll_mode not in _ENROLL_MODES:
             raise DataError(f"unknown enroll_mode {enroll_mode!r}; choose one of {', '.join(_ENROLL_MODES)}")
@@ -565,14 +499,10 @@ class PLDABackend:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the backend to one ``.npz`` file (plain float64 arrays, no pickle), atomically.
 
-        Arguments
-        ---------
-        path : str or os.PathLike
-            Output file; ``.npz`` is appended if missing. Parent folders are created.
+        Args:
+            path: Output file; ``.npz`` is appended if missing. Parent folders are created.
 
-        Returns
-        -------
-        Path
+        Returns:
             The written file.
         """
         out = Path(path)
@@ -594,21 +524,15 @@ class PLDABackend:
     def load(cls, path: str | os.PathLike[str]) -> PLDABackend:
         """Read a backend written by :meth:`save`.
 
-        Arguments
-        ---------
-        path : str or os.PathLike
-            The ``.npz`` file.
+        Args:
+            path: The ``.npz`` file.
 
-        Returns
-        -------
-        PLDABackend
+        Returns:
             A backend that scores exactly like the saved one.
 
-        Raises
-        ------
-        DataError
-            If the file is missing, not a voxprint PLDA backend, of a newer format version,
-            or has inconsistent arrays.
+        Raises:
+            DataError: If the file is missing, not a voxprint PLDA backend, of a newer format version,
+                or has inconsistent arrays.
         """
         src = Path(path)
         try:

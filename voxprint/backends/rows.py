@@ -10,13 +10,12 @@ with one row per id. What they do to those rows is defined once, here:
 * :class:`RowIndex`: unique ids sorted once, then looked up by binary search; missing ids raise
   one :class:`~voxprint.errors.DataError` that lists them.
 
-Example
--------
->>> index = RowIndex(["b", "a", "c"])
->>> index.rows(["a", "c", "c"]).tolist()
-[1, 2, 2]
->>> unit_rows(np.array([[3.0, 4.0]]), "embedding rows").tolist()
-[[0.6, 0.8]]
+Example:
+    >>> index = RowIndex(["b", "a", "c"])
+    >>> index.rows(["a", "c", "c"]).tolist()
+    [1, 2, 2]
+    >>> unit_rows(np.array([[3.0, 4.0]]), "embedding rows").tolist()
+    [[0.6, 0.8]]
 """
 from __future__ import annotations
 

@@ -17,11 +17,10 @@ one mean embedding per training speaker; never the trial speakers themselves):
 Standard deviations are population ones (``ddof=0``), as in WeSpeaker and SpeechBrain. With
 ``top_n`` at least the cohort size, AS-norm is exactly S-norm.
 
-Example
--------
->>> import numpy as np
->>> snorm(np.array([2.0]), np.array([[0.0, 2.0]]), np.array([[-1.0, 1.0]])).tolist()
-[1.5]
+Example:
+    >>> import numpy as np
+    >>> snorm(np.array([2.0]), np.array([[0.0, 2.0]]), np.array([[-1.0, 1.0]])).tolist()
+    [1.5]
 """
 from __future__ import annotations
 
@@ -59,26 +58,20 @@ def _check_top_n(top_n: int | None, cohort_size: int) -> int:
 def cohort_statistics(cohort_scores: ArrayLike, top_n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of each row's ``top_n`` highest cohort scores.
 
-    Arguments
-    ---------
-    cohort_scores : array_like
-        ``(n, cohort_size)`` scores of ``n`` embeddings against the cohort.
-    top_n : int or None
-        Number of highest scores per row to use (AS-norm); None, or a value of at least the
-        cohort size, uses the whole row (S-norm).
+    Args:
+        cohort_scores: ``(n, cohort_size)`` scores of ``n`` embeddings against the cohort.
+        top_n: Number of highest scores per row to use (AS-norm); None, or a value of at least the
+            cohort size, uses the whole row (S-norm).
 
-    Returns
-    -------
-    mean : np.ndarray
-        ``(n,)`` float64 means.
-    std : np.ndarray
-        ``(n,)`` float64 population standard deviations (``ddof=0``).
+    Returns:
+        A tuple ``(mean, std)``:
 
-    Raises
-    ------
-    DataError
-        If the array is not 2-D with at least two columns, is non-finite, ``top_n`` is not an
-        integer >= 2, or a row's selected scores are all equal (zero spread).
+        - ``mean``: ``(n,)`` float64 means.
+        - ``std``: ``(n,)`` float64 population standard deviations (``ddof=0``).
+
+    Raises:
+        DataError: If the array is not 2-D with at least two columns, is non-finite, ``top_n`` is not an
+            integer >= 2, or a row's selected scores are all equal (zero spread).
     """
     mat = as_matrix(cohort_scores, "cohort scores")
     if mat.ndim != 2 or mat.shape[1] < 2:
@@ -138,28 +131,19 @@ def asnorm(
 ) -> np.ndarray:
     """Adaptive S-norm: S-norm with each side's statistics over its ``top_n`` best impostors.
 
-    Arguments
-    ---------
-    scores : array_like
-        ``(n,)`` raw trial scores.
-    enroll_cohort_scores : array_like
-        ``(n, cohort_size)`` scores of each trial's enrollment against the cohort.
-    test_cohort_scores : array_like
-        ``(n, cohort_size')`` scores of each trial's test against the cohort (the two cohorts
-        may differ in size).
-    top_n : int
-        Highest cohort scores used per side (>= 2); at least the cohort size gives S-norm.
+    Args:
+        scores: ``(n,)`` raw trial scores.
+        enroll_cohort_scores: ``(n, cohort_size)`` scores of each trial's enrollment against the cohort.
+        test_cohort_scores: ``(n, cohort_size')`` scores of each trial's test against the cohort (the two cohorts
+            may differ in size).
+        top_n: Highest cohort scores used per side (>= 2); at least the cohort size gives S-norm.
 
-    Returns
-    -------
-    np.ndarray
+    Returns:
         ``(n,)`` float64 normalised scores.
 
-    Raises
-    ------
-    DataError
-        If shapes disagree, a value is non-finite, ``top_n`` < 2, or a side's selected
-        cohort scores have zero spread.
+    Raises:
+        DataError: If shapes disagree, a value is non-finite, ``top_n`` < 2, or a side's selected
+            cohort scores have zero spread.
     """
     return _symmetric_norm(scores, enroll_cohort_scores, test_cohort_scores, top_n)
 
@@ -170,29 +154,20 @@ def snorm(scores: ArrayLike, enroll_cohort_scores: ArrayLike, test_cohort_scores
     ``0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)`` with each side's mean and population
     standard deviation over its whole row of cohort scores.
 
-    Arguments
-    ---------
-    scores : array_like
-        ``(n,)`` raw trial scores.
-    enroll_cohort_scores : array_like
-        ``(n, cohort_size)`` scores of each trial's enrollment against the cohort.
-    test_cohort_scores : array_like
-        ``(n, cohort_size')`` scores of each trial's test against the cohort.
+    Args:
+        scores: ``(n,)`` raw trial scores.
+        enroll_cohort_scores: ``(n, cohort_size)`` scores of each trial's enrollment against the cohort.
+        test_cohort_scores: ``(n, cohort_size')`` scores of each trial's test against the cohort.
 
-    Returns
-    -------
-    np.ndarray
+    Returns:
         ``(n,)`` float64 normalised scores.
 
-    Raises
-    ------
-    DataError
-        As :func:`asnorm`.
+    Raises:
+        DataError: As :func:`asnorm`.
 
-    Example
-    -------
-    >>> snorm([2.0], [[0.0, 2.0]], [[-1.0, 1.0]]).tolist()  # Z-norm 1, T-norm 2
-    [1.5]
+    Example:
+        >>> snorm([2.0], [[0.0, 2.0]], [[-1.0, 1.0]]).tolist()  # Z-norm 1, T-norm 2
+        [1.5]
     """
     return _symmetric_norm(scores, enroll_cohort_scores, test_cohort_scores, None)
 
@@ -212,33 +187,22 @@ def normalize_trial_scores(
     of about 4M cohort scores, and only its two statistics are kept, so memory does not
     grow with the number of trials or with ``ids x cohort``.
 
-    Arguments
-    ---------
-    ids : Sequence[str]
-        Unique id of each embedding row.
-    embeddings : np.ndarray
-        ``(len(ids), d)`` utterance (or enrolled model) embeddings; need not be unit length.
-    trials : Trials
-        The trials; every id must be in ``ids``.
-    cohort_embeddings : np.ndarray
-        ``(cohort_size, d)`` impostor embeddings: training utterances, or one mean embedding
-        per training speaker. They should not include the trial speakers.
-    method : str
-        ``"asnorm"`` (top ``top_n`` cohort scores per side) or ``"snorm"`` (whole cohort).
-    top_n : int
-        Cohort scores kept per side for AS-norm (ignored by S-norm); capped at the cohort size.
+    Args:
+        ids: Unique id of each embedding row.
+        embeddings: ``(len(ids), d)`` utterance (or enrolled model) embeddings; need not be unit length.
+        trials: The trials; every id must be in ``ids``.
+        cohort_embeddings: ``(cohort_size, d)`` impostor embeddings: training utterances, or one mean embedding
+            per training speaker. They should not include the trial speakers.
+        method: ``"asnorm"`` (top ``top_n`` cohort scores per side) or ``"snorm"`` (whole cohort).
+        top_n: Cohort scores kept per side for AS-norm (ignored by S-norm); capped at the cohort size.
 
-    Returns
-    -------
-    np.ndarray
+    Returns:
         ``(len(trials),)`` float64 normalised scores, in trial order.
 
-    Raises
-    ------
-    DataError
-        On an unknown method, a bad ``top_n``, a cohort of fewer than two rows or of another
-        dimension, zero or non-finite embeddings, missing trial ids (as
-        :func:`~voxprint.backends.scoring.cosine_score_trials`), or zero-spread cohort scores.
+    Raises:
+        DataError: On an unknown method, a bad ``top_n``, a cohort of fewer than two rows or of another
+            dimension, zero or non-finite embeddings, missing trial ids (as
+            :func:`~voxprint.backends.scoring.cosine_score_trials`), or zero-spread cohort scores.
     """
     if method not in _METHODS:
         raise DataError(f"unknown score normalisation {method!r}; choose one of {', '.join(_METHODS)}")

@@ -4,12 +4,11 @@ Trial lists themselves (reading, writing, making) are in :mod:`voxprint.data.tri
 embedding table (checks, normalisation, id lookup) in :mod:`voxprint.backends.rows`. Scoring is
 vectorised (no Python work per trial), so lists with millions of trials are scored in about a second.
 
-Example
--------
->>> import numpy as np
->>> a = mean_embedding(np.array([[1.0, 0.0], [1.0, 0.2]]))
->>> round(cosine_similarity(a, np.array([1.0, 0.1])), 6)
-1.0
+Example:
+    >>> import numpy as np
+    >>> a = mean_embedding(np.array([[1.0, 0.0], [1.0, 0.2]]))
+    >>> round(cosine_similarity(a, np.array([1.0, 0.1])), 6)
+    1.0
 """
 from __future__ import annotations
 
@@ -50,25 +49,17 @@ def cosine_score_trials(ids: Sequence[str], embeddings: np.ndarray, trials: Tria
     otherwise row-wise dot products are taken in chunks with ``einsum``. Either way there is
     no Python work per trial.
 
-    Arguments
-    ---------
-    ids : Sequence[str]
-        Unique id of each embedding row (utterances, or enrolled speaker models).
-    embeddings : np.ndarray
-        ``(len(ids), d)`` matrix. float32 input is scored in float32, float64 in float64.
-    trials : Trials
-        The trials; every enrollment and test id must be in ``ids``.
+    Args:
+        ids: Unique id of each embedding row (utterances, or enrolled speaker models).
+        embeddings: ``(len(ids), d)`` matrix. float32 input is scored in float32, float64 in float64.
+        trials: The trials; every enrollment and test id must be in ``ids``.
 
-    Returns
-    -------
-    np.ndarray
+    Returns:
         One score in ``[-1, 1]`` per trial, in trial order.
 
-    Raises
-    ------
-    DataError
-        If ids are duplicated or do not match the rows, embeddings are non-finite or zero,
-        or trial ids are missing (the message lists up to 5 of them and their count).
+    Raises:
+        DataError: If ids are duplicated or do not match the rows, embeddings are non-finite or zero,
+            or trial ids are missing (the message lists up to 5 of them and their count).
     """
     mat = as_matrix(embeddings, "embeddings")
     id_array = np.asarray(ids, dtype=str)
@@ -118,20 +109,14 @@ def mean_embedding(embeddings: ArrayLike) -> np.ndarray:
     Normalising each row first gives every enrollment utterance the same weight, whatever
     the raw embedding length.
 
-    Arguments
-    ---------
-    embeddings : array_like
-        ``(n, d)`` enrollment embeddings (a single ``(d,)`` vector is treated as ``n = 1``).
+    Args:
+        embeddings: ``(n, d)`` enrollment embeddings (a single ``(d,)`` vector is treated as ``n = 1``).
 
-    Returns
-    -------
-    np.ndarray
+    Returns:
         Unit-length ``(d,)`` vector.
 
-    Raises
-    ------
-    DataError
-        If there are no rows, a row is zero or non-finite, or the rows cancel out.
+    Raises:
+        DataError: If there are no rows, a row is zero or non-finite, or the rows cancel out.
     """
     mat = as_matrix(embeddings, "enrollment embeddings")
     mat = as_rows(mat[None, :] if mat.ndim == 1 else mat, "enrollment embeddings")
@@ -145,20 +130,14 @@ def mean_embedding(embeddings: ArrayLike) -> np.ndarray:
 def cosine_similarity(a: ArrayLike, b: ArrayLike) -> float:
     """Cosine similarity of two embedding vectors.
 
-    Arguments
-    ---------
-    a, b : array_like
-        Vectors of the same length.
+    Args:
+        a, b: Vectors of the same length.
 
-    Returns
-    -------
-    float
+    Returns:
         ``a . b / (|a| |b|)`` in ``[-1, 1]``.
 
-    Raises
-    ------
-    DataError
-        If the shapes differ or a vector is zero or non-finite.
+    Raises:
+        DataError: If the shapes differ or a vector is zero or non-finite.
     """
     va = as_matrix(a, "embedding a").reshape(-1)
     vb = as_matrix(b, "embedding b").reshape(-1)

@@ -97,35 +97,25 @@ def clean_speakers(ids: Sequence[str], embeddings: ArrayLike, utt2spk: Mapping[s
     fewer than three utterances cannot be judged (the silhouette needs a split with a group of two)
     and are kept.
 
-    Arguments
-    ---------
-    ids : Sequence[str]
-        Utterance ids, one per embedding row.
-    embeddings : array_like
-        ``(n, d)`` utterance embeddings.
-    utt2spk : Mapping[str, str]
-        Utterance -> speaker (extra entries are ignored).
-    majority : float
-        Fraction of a speaker's utterances the larger group must exceed, in [0.5, 1).
-    silhouette : float
-        Silhouette the split must exceed, in [-1, 1].
-    seed : int
-        Seed of the k-means initialisation.
+    Args:
+        ids: Utterance ids, one per embedding row.
+        embeddings: ``(n, d)`` utterance embeddings.
+        utt2spk: Utterance -> speaker (extra entries are ignored).
+        majority: Fraction of a speaker's utterances the larger group must exceed, in [0.5, 1).
+        silhouette: Silhouette the split must exceed, in [-1, 1].
+        seed: Seed of the k-means initialisation.
 
-    Returns
-    -------
-    CleaningReport
+    Returns:
         One row per speaker, in sorted speaker order.
 
-    Example
-    -------
-    >>> rng = np.random.default_rng(0)
-    >>> a, b = np.eye(8)[0], np.eye(8)[1]
-    >>> emb = np.vstack([a + 0.1 * rng.standard_normal((6, 8)), b + 0.1 * rng.standard_normal((2, 8))])
-    >>> ids = [f"u{i}" for i in range(8)]
-    >>> report = clean_speakers(ids, emb, {u: "spk" for u in ids})
-    >>> report.rows[0].removed, report.rows[0].kept
-    (['u6', 'u7'], 6)
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> a, b = np.eye(8)[0], np.eye(8)[1]
+        >>> emb = np.vstack([a + 0.1 * rng.standard_normal((6, 8)), b + 0.1 * rng.standard_normal((2, 8))])
+        >>> ids = [f"u{i}" for i in range(8)]
+        >>> report = clean_speakers(ids, emb, {u: "spk" for u in ids})
+        >>> report.rows[0].removed, report.rows[0].kept
+        (['u6', 'u7'], 6)
     """
     if not 0.5 <= majority < 1.0:
         raise ConfigError(f"majority must be in [0.5, 1), got {majority}")
@@ -172,18 +162,12 @@ def clean_speakers(ids: Sequence[str], embeddings: ArrayLike, utt2spk: Mapping[s
 def write_clean_folder(folder: DataFolder, report: CleaningReport, out_dir: str | os.PathLike) -> Path:
     """Write ``folder`` without the utterances ``report`` removed, as a Kaldi folder, plus ``report.tsv``.
 
-    Arguments
-    ---------
-    folder : DataFolder
-        The data folder that was cleaned.
-    report : CleaningReport
-        The decisions of :func:`clean_speakers` on it.
-    out_dir : str or os.PathLike
-        Output folder (``wav.scp``, ``utt2spk``, ``spk2utt``, ``report.tsv``).
+    Args:
+        folder: The data folder that was cleaned.
+        report: The decisions of :func:`clean_speakers` on it.
+        out_dir: Output folder (``wav.scp``, ``utt2spk``, ``spk2utt``, ``report.tsv``).
 
-    Returns
-    -------
-    Path
+    Returns:
         The output folder.
     """
     removed = report.removed
@@ -208,26 +192,17 @@ def clean_data_folder(folder: DataFolder, embedder: Any, out_dir: str | os.PathL
     What ``voxprint clean`` does: :func:`clean_speakers` on the embeddings, then
     :func:`write_clean_folder` into ``out_dir``.
 
-    Arguments
-    ---------
-    folder : DataFolder
-        The data folder to clean.
-    embedder : SpeakerModel
-        Anything with ``embed_folder(root, progress=..., on_error=...)`` returning an object with
-        ``ids``, ``embeddings`` and ``skipped`` (e.g. a loaded model).
-    out_dir : str or os.PathLike
-        Output folder.
-    majority, silhouette : float
-        The thresholds of :func:`clean_speakers`.
-    progress : bool
-        Show a progress bar while embedding.
-    on_error : str
-        ``"fail"`` on the first recording that cannot be embedded, or ``"skip"`` it: it is then
-        listed in the report's ``skipped`` and kept, unjudged, in the cleaned folder.
+    Args:
+        folder: The data folder to clean.
+        embedder: Anything with ``embed_folder(root, progress=..., on_error=...)`` returning an object with
+            ``ids``, ``embeddings`` and ``skipped`` (e.g. a loaded model).
+        out_dir: Output folder.
+        majority, silhouette: The thresholds of :func:`clean_speakers`.
+        progress: Show a progress bar while embedding.
+        on_error: ``"fail"`` on the first recording that cannot be embedded, or ``"skip"`` it: it is then
+            listed in the report's ``skipped`` and kept, unjudged, in the cleaned folder.
 
-    Returns
-    -------
-    tuple[Path, CleaningReport]
+    Returns:
         The output folder and the decisions.
     """
     embedded = embedder.embed_folder(folder.root, progress=progress, on_error=on_error)

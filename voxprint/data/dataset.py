@@ -19,7 +19,7 @@ class CropDataset(Dataset):
     Utterances shorter than the crop are repeated (tiled), as is common in speaker-embedding
     training, rather than zero-padded, so the crop holds only speech statistics.
 
-    Arguments:
+    Args:
         folder: the data folder.
         sample_rate: target rate.
         samples_for_frames: converts a frame count to the number of samples the front-end needs.
@@ -92,6 +92,14 @@ class CropDataset(Dataset):
 
 
 def collate_crops(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(crop, label)`` items of equal length into one batch (a DataLoader ``collate_fn``).
+
+    Args:
+        items: the ``(waveform, speaker label)`` pairs of :meth:`CropDataset.__getitem__`.
+
+    Returns:
+        ``(waves, labels)``: float waveforms ``(batch, samples)`` and int64 labels ``(batch,)``.
+    """
     waves = torch.stack([wave for wave, _ in items])
     labels = torch.tensor([label for _, label in items], dtype=torch.long)
     return waves, labels

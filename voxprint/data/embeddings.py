@@ -22,14 +22,13 @@ Ids must be unique, non-empty and free of whitespace (trial lists and scp files 
 whitespace-separated); embeddings must be finite. Anything else raises
 :class:`~voxprint.errors.DataError` naming the file.
 
-Example
--------
->>> import numpy as np, tempfile, os
->>> path = os.path.join(tempfile.mkdtemp(), "emb.npz")
->>> _ = save_embeddings(path, ["utt1", "utt2"], np.eye(2, 3))
->>> ids, matrix = load_embeddings(path)
->>> ids, matrix.shape, matrix.dtype
-(['utt1', 'utt2'], (2, 3), dtype('float32'))
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "emb.npz")
+    >>> _ = save_embeddings(path, ["utt1", "utt2"], np.eye(2, 3))
+    >>> ids, matrix = load_embeddings(path)
+    >>> ids, matrix.shape, matrix.dtype
+    (['utt1', 'utt2'], (2, 3), dtype('float32'))
 """
 from __future__ import annotations
 
@@ -96,26 +95,18 @@ def save_embeddings(path: str | os.PathLike[str], ids: Sequence[str], matrix: Ar
     Everything is validated before anything is written, so a rejected call never touches an
     existing file.
 
-    Arguments
-    ---------
-    path : str or os.PathLike
-        Output file ending in ``.npz`` or ``.ark`` (an ``.ark`` also gets an ``.scp`` beside
-        it). Parent folders are created.
-    ids : Sequence[str]
-        One unique, whitespace-free id per row.
-    matrix : array_like
-        ``(n, d)`` finite embeddings; stored as float32.
+    Args:
+        path: Output file ending in ``.npz`` or ``.ark`` (an ``.ark`` also gets an ``.scp`` beside
+            it). Parent folders are created.
+        ids: One unique, whitespace-free id per row.
+        matrix: ``(n, d)`` finite embeddings; stored as float32.
 
-    Returns
-    -------
-    Path
+    Returns:
         The written file (the ``.npz`` or the ``.ark``).
 
-    Raises
-    ------
-    DataError
-        On an unsupported suffix, bad or duplicate ids, a row-count mismatch or non-finite
-        values.
+    Raises:
+        DataError: On an unsupported suffix, bad or duplicate ids, a row-count mismatch or non-finite
+            values.
     """
     out = Path(path)
     suffix = out.suffix.lower()
@@ -297,23 +288,18 @@ def _load_kaldi(path: Path, suffix: str) -> tuple[list[str], np.ndarray]:
 def load_embeddings(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
     """Read embeddings written by :func:`save_embeddings` (or a Kaldi ark/scp).
 
-    Arguments
-    ---------
-    path : str or os.PathLike
-        An ``.npz``, ``.ark`` or ``.scp`` file.
+    Args:
+        path: An ``.npz``, ``.ark`` or ``.scp`` file.
 
-    Returns
-    -------
-    ids : list[str]
-        One id per row, in file order.
-    embeddings : np.ndarray
-        float32 matrix of shape ``(len(ids), d)``.
+    Returns:
+        A tuple ``(ids, embeddings)``:
 
-    Raises
-    ------
-    DataError
-        If the file is missing or unreadable, has the wrong arrays, duplicate or malformed
-        ids, a row-count mismatch, inconsistent dimensions or non-finite values.
+        - ``ids``: One id per row, in file order.
+        - ``embeddings``: float32 matrix of shape ``(len(ids), d)``.
+
+    Raises:
+        DataError: If the file is missing or unreadable, has the wrong arrays, duplicate or malformed
+            ids, a row-count mismatch, inconsistent dimensions or non-finite values.
     """
     src = Path(path)
     suffix = src.suffix.lower()

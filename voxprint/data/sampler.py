@@ -26,7 +26,7 @@ class CropRequest:
 class GE2EBatchSampler:
     """Yields lists of :class:`CropRequest`, speaker-major (speaker 0's M crops first).
 
-    Arguments:
+    Args:
         speaker_utterances: for each speaker, the indices of its utterances.
         speakers_per_batch: N.
         utterances_per_speaker: M; speakers with fewer utterances are sampled with replacement.

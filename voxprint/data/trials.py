@@ -1,49 +1,45 @@
 """Trial lists: reading and writing them, making them, and the enrollment lists of multi-utterance models.
 
-Trial list files
-----------------
-One trial per line, either ``LABEL ENROLL TEST`` (VoxCeleb style; label ``1``/``target`` for same
-speaker, ``0``/``nontarget`` otherwise) or unlabeled ``ENROLL TEST``; all lines of a file use the
-same form and blank lines are ignored (:func:`read_trials`). Reading is vectorised (no Python work
-per trial), so lists with millions of trials are read in about a second. Score files written by
-:func:`write_scores` have lines ``ENROLL TEST SCORE [LABEL]``.
+Trial list files:
+    One trial per line, either ``LABEL ENROLL TEST`` (VoxCeleb style; label ``1``/``target`` for same
+    speaker, ``0``/``nontarget`` otherwise) or unlabeled ``ENROLL TEST``; all lines of a file use the
+    same form and blank lines are ignored (:func:`read_trials`). Reading is vectorised (no Python work
+    per trial), so lists with millions of trials are read in about a second. Score files written by
+    :func:`write_scores` have lines ``ENROLL TEST SCORE [LABEL]``.
 
-Calibration trials
-------------------
-:func:`make_calibration_trials` draws target and non-target pairs from labelled (training)
-utterances, to fit score calibrations on.
+Calibration trials:
+    :func:`make_calibration_trials` draws target and non-target pairs from labelled (training)
+    utterances, to fit score calibrations on.
 
-Text-dependent ("pass-phrase") protocols
-----------------------------------------
-Built from a data folder with transcripts. A model is a (speaker, text) pair enrolled with a few
-utterances of that speaker saying that text, e.g. a speaker's digit password on the Free Spoken
-Digit Dataset. Its trials are:
+Text-dependent ("pass-phrase") protocols:
+    Built from a data folder with transcripts. A model is a (speaker, text) pair enrolled with a few
+    utterances of that speaker saying that text, e.g. a speaker's digit password on the Free Spoken
+    Digit Dataset. Its trials are:
 
-- target: another utterance of the same speaker saying the same text (label 1);
-- non-target: an utterance of ANOTHER speaker saying the SAME text (label 0). This is the
-  text-dependent impostor case: the impostor knows the pass-phrase, so only the voice can reject
-  him, which is what a speaker embedding is measured on;
-- optionally, "target-wrong" trials (:func:`make_wrong_text_trials`): the same speaker saying a
-  DIFFERENT text, also label 0 in text-dependent verification but a different question (does the
-  system hear the content?), so they are kept in a separate list and file.
+    - target: another utterance of the same speaker saying the same text (label 1);
+    - non-target: an utterance of ANOTHER speaker saying the SAME text (label 0). This is the
+      text-dependent impostor case: the impostor knows the pass-phrase, so only the voice can reject
+      him, which is what a speaker embedding is measured on;
+    - optionally, "target-wrong" trials (:func:`make_wrong_text_trials`): the same speaker saying a
+      DIFFERENT text, also label 0 in text-dependent verification but a different question (does the
+      system hear the content?), so they are kept in a separate list and file.
 
-Test utterances are the utterances that enroll no model at all, so an enrollment utterance is
-never also a test utterance of any model, and targets and non-targets come from the same pool.
+    Test utterances are the utterances that enroll no model at all, so an enrollment utterance is
+    never also a test utterance of any model, and targets and non-targets come from the same pool.
 
-Files: ``enroll.txt`` lines ``MODEL UTT1 UTT2 ...`` (:func:`read_enrollments`) and ``trials.txt``
-lines ``LABEL MODEL TEST`` (:func:`read_trials`).
+    Files: ``enroll.txt`` lines ``MODEL UTT1 UTT2 ...`` (:func:`read_enrollments`) and ``trials.txt``
+    lines ``LABEL MODEL TEST`` (:func:`read_trials`).
 
-Example
--------
->>> from pathlib import Path
->>> from voxprint.data.folder import DataFolder
->>> utts = [f"{d}_{s}_{i}" for d in "01" for s in ("ann", "bob") for i in range(3)]
->>> folder = DataFolder({u: Path(u) for u in utts}, {u: u.split("_")[1] for u in utts})
->>> enrollments, trials = make_text_dependent_trials(folder, {u: u[0] for u in utts}, enroll_count=2)
->>> sorted(enrollments)
-['ann-0', 'ann-1', 'bob-0', 'bob-1']
->>> [(label, folder.utt2spk[test]) for label, model, test in trials if model == "ann-0"]
-[(1, 'ann'), (0, 'bob')]
+Example:
+    >>> from pathlib import Path
+    >>> from voxprint.data.folder import DataFolder
+    >>> utts = [f"{d}_{s}_{i}" for d in "01" for s in ("ann", "bob") for i in range(3)]
+    >>> folder = DataFolder({u: Path(u) for u in utts}, {u: u.split("_")[1] for u in utts})
+    >>> enrollments, trials = make_text_dependent_trials(folder, {u: u[0] for u in utts}, enroll_count=2)
+    >>> sorted(enrollments)
+    ['ann-0', 'ann-1', 'bob-0', 'bob-1']
+    >>> [(label, folder.utt2spk[test]) for label, model, test in trials if model == "ann-0"]
+    [(1, 'ann'), (0, 'bob')]
 """
 from __future__ import annotations
 
@@ -96,16 +92,11 @@ _NEWLINE = ord("\n")
 class Trials:
     """A trial list.
 
-    Arguments
-    ---------
-    labels : np.ndarray or None
-        int8 array, 1 for target and 0 for non-target trials; None for an unlabeled list.
-    enroll : np.ndarray
-        Enrollment ids (unicode strings), one per trial.
-    test : np.ndarray
-        Test ids (unicode strings), one per trial.
-    path : Path or None
-        The file the list was read from, if any (used in error messages).
+    Args:
+        labels: int8 array, 1 for target and 0 for non-target trials; None for an unlabeled list.
+        enroll: Enrollment ids (unicode strings), one per trial.
+        test: Test ids (unicode strings), one per trial.
+        path: The file the list was read from, if any (used in error messages).
     """
 
     labels: np.ndarray | None
@@ -143,21 +134,15 @@ def read_trials(path: str | os.PathLike[str]) -> Trials:
     The whole file is tokenised at once and the fields of every line are counted with NumPy,
     so no Python object is created per line (115k trials read in a few tens of ms).
 
-    Arguments
-    ---------
-    path : str or os.PathLike
-        The trial list (UTF-8 text). Labels may be ``0``/``1`` or ``nontarget``/``target``.
+    Args:
+        path: The trial list (UTF-8 text). Labels may be ``0``/``1`` or ``nontarget``/``target``.
 
-    Returns
-    -------
-    Trials
-        ``labels`` is None when the lines have two fields.
+    Returns:
+        The trials; ``labels`` is None when the lines have two fields.
 
-    Raises
-    ------
-    DataError
-        If the file is missing, empty, not UTF-8, mixes 2- and 3-field lines, has another
-        number of fields, or has an unknown label; the message gives the line number.
+    Raises:
+        DataError: If the file is missing, empty, not UTF-8, mixes 2- and 3-field lines, has another
+            number of fields, or has an unknown label; the message gives the line number.
     """
     src = Path(path)
     try:
@@ -243,24 +228,16 @@ def write_scores(path: str | os.PathLike[str], trials: Trials, scores: ArrayLike
     reader never sees a partial score file. Scores are written with 6 decimals; the label
     column (0/1) is present only when the trials are labelled.
 
-    Arguments
-    ---------
-    path : str or os.PathLike
-        Output file; parent folders are created.
-    trials : Trials
-        The scored trials.
-    scores : array_like
-        One finite score per trial.
+    Args:
+        path: Output file; parent folders are created.
+        trials: The scored trials.
+        scores: One finite score per trial.
 
-    Returns
-    -------
-    Path
+    Returns:
         The written file.
 
-    Raises
-    ------
-    DataError
-        If the number of scores differs from the number of trials or a score is non-finite.
+    Raises:
+        DataError: If the number of scores differs from the number of trials or a score is non-finite.
     """
     out = Path(path)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -300,25 +277,17 @@ def make_calibration_trials(utt2spk: Mapping[str, str], max_trials: int = 100_00
     occurs twice and no utterance is paired with itself. The result depends only on the
     mapping's contents and ``seed`` (not on its order) and is sorted by enrollment id.
 
-    Arguments
-    ---------
-    utt2spk : Mapping[str, str]
-        Utterance id -> speaker id (e.g. ``DataFolder.utt2spk``).
-    max_trials : int
-        Number of trials wanted (>= 2); fewer are returned when fewer pairs exist.
-    seed : int
-        Seed of the random draw.
+    Args:
+        utt2spk: Utterance id -> speaker id (e.g. ``DataFolder.utt2spk``).
+        max_trials: Number of trials wanted (>= 2); fewer are returned when fewer pairs exist.
+        seed: Seed of the random draw.
 
-    Returns
-    -------
-    Trials
+    Returns:
         Labelled trials (``1`` target, ``0`` non-target) over the utterance ids.
 
-    Raises
-    ------
-    DataError
-        If there are fewer than two speakers, no speaker has two utterances, or
-        ``max_trials`` is not an integer >= 2.
+    Raises:
+        DataError: If there are fewer than two speakers, no speaker has two utterances, or
+            ``max_trials`` is not an integer >= 2.
     """
     if isinstance(max_trials, bool) or not isinstance(max_trials, (int, np.integer)) or max_trials < 2:
         raise DataError(f"max_trials must be an integer >= 2, got {max_trials!r}")
@@ -360,28 +329,21 @@ def read_texts(folder_path: str | os.PathLike) -> dict[str, str]:
     The file is tab-separated with a header line naming at least the columns ``utt`` and
     ``text`` (the shared data sets also have ``speaker``, ``path`` and ``seconds``).
 
-    Arguments
-    ---------
-    folder_path : str or os.PathLike
-        The data folder holding ``utterances.tsv``.
+    Args:
+        folder_path: The data folder holding ``utterances.tsv``.
 
-    Returns
-    -------
-    dict
+    Returns:
         Transcript of each utterance, stripped of surrounding white space.
 
-    Raises
-    ------
-    DataError
-        If the file is missing, lacks a column, has a short line, an empty text or a duplicate utterance.
+    Raises:
+        DataError: If the file is missing, lacks a column, has a short line, an empty text or a duplicate utterance.
 
-    Example
-    -------
-    >>> import tempfile
-    >>> tmp = Path(tempfile.mkdtemp())
-    >>> _ = (tmp / "utterances.tsv").write_text("utt\\tspeaker\\ttext\\na1\\tann\\tseven\\n")
-    >>> read_texts(tmp)
-    {'a1': 'seven'}
+    Example:
+        >>> import tempfile
+        >>> tmp = Path(tempfile.mkdtemp())
+        >>> _ = (tmp / "utterances.tsv").write_text("utt\\tspeaker\\ttext\\na1\\tann\\tseven\\n")
+        >>> read_texts(tmp)
+        {'a1': 'seven'}
     """
     path = Path(folder_path) / TEXTS_FILE
     if not path.is_file():
@@ -469,32 +431,23 @@ def make_text_dependent_trials(
     depends only on the folder, the texts and the arguments, and one model's draw does not
     change when other speakers are added.
 
-    Arguments
-    ---------
-    folder : DataFolder
-        The utterances and their speakers.
-    texts : Mapping[str, str]
-        Text of every utterance of ``folder`` (e.g. from :func:`read_texts`).
-    enroll_count : int
-        Enrollment utterances per model.
-    tests_per_model : int or None
-        At most this many target and at most this many non-target trials per model (non-targets
-        drawn in turn from each impostor speaker); None keeps every eligible test utterance.
-    seed : int
-        Seed of the random draws.
+    Args:
+        folder: The utterances and their speakers.
+        texts: Text of every utterance of ``folder`` (e.g. from :func:`read_texts`).
+        enroll_count: Enrollment utterances per model.
+        tests_per_model: At most this many target and at most this many non-target trials per model (non-targets
+            drawn in turn from each impostor speaker); None keeps every eligible test utterance.
+        seed: Seed of the random draws.
 
-    Returns
-    -------
-    enrollments : dict[str, list[str]]
-        Model id -> its sorted enrollment utterances, sorted by model id.
-    trials : list[tuple[int, str, str]]
-        ``(label, model, test)``, grouped by model (targets first), test ids sorted.
+    Returns:
+        A tuple ``(enrollments, trials)``:
 
-    Raises
-    ------
-    DataError
-        If an utterance has no text, an argument is out of range, or no (speaker, text) pair has
-        enough utterances for a model and a target trial.
+        - ``enrollments``: Model id -> its sorted enrollment utterances, sorted by model id.
+        - ``trials``: ``(label, model, test)``, grouped by model (targets first), test ids sorted.
+
+    Raises:
+        DataError: If an utterance has no text, an argument is out of range, or no (speaker, text) pair has
+            enough utterances for a model and a target trial.
     """
     if enroll_count < 1:
         raise DataError(f"enroll_count must be at least 1, got {enroll_count}")
@@ -551,28 +504,18 @@ def make_wrong_text_trials(
     utterance, as in :func:`make_text_dependent_trials`; with ``tests_per_model`` they are drawn
     in turn from each other text.
 
-    Arguments
-    ---------
-    folder : DataFolder
-        The utterances and their speakers.
-    texts : Mapping[str, str]
-        Text of every utterance of ``folder``.
-    enrollments : Mapping[str, Sequence[str]]
-        Model id -> enrollment utterances (all of one speaker and one text).
-    tests_per_model : int or None
-        At most this many trials per model; None keeps all.
-    seed : int
-        Seed of the random draws.
+    Args:
+        folder: The utterances and their speakers.
+        texts: Text of every utterance of ``folder``.
+        enrollments: Model id -> enrollment utterances (all of one speaker and one text).
+        tests_per_model: At most this many trials per model; None keeps all.
+        seed: Seed of the random draws.
 
-    Returns
-    -------
-    list[tuple[int, str, str]]
+    Returns:
         ``(0, model, test)``, grouped by model in sorted order, test ids sorted.
 
-    Raises
-    ------
-    DataError
-        If an enrollment utterance is unknown or a model mixes speakers or texts.
+    Raises:
+        DataError: If an enrollment utterance is unknown or a model mixes speakers or texts.
     """
     _check_cap(tests_per_model)
     groups = _group_by_speaker_and_text(folder, texts)
@@ -621,34 +564,24 @@ def write_enrollment_trials(
 ) -> Path:
     """Write ``enroll.txt`` and ``trials.txt`` (and ``trials_wrong_text.txt`` if given), each atomically.
 
-    Arguments
-    ---------
-    out_dir : str or os.PathLike
-        Output folder, created if needed.
-    enrollments : Mapping[str, Sequence[str]]
-        Model id -> enrollment utterances; written sorted by model id.
-    trials : Sequence[tuple[int, str, str]]
-        ``(label, model, test)`` lines of ``trials.txt``, in the given order.
-    wrong_text_trials : Sequence[tuple[int, str, str]], optional
-        Lines of ``trials_wrong_text.txt``.
+    Args:
+        out_dir: Output folder, created if needed.
+        enrollments: Model id -> enrollment utterances; written sorted by model id.
+        trials: ``(label, model, test)`` lines of ``trials.txt``, in the given order.
+        wrong_text_trials: Lines of ``trials_wrong_text.txt``.
 
-    Returns
-    -------
-    Path
+    Returns:
         ``out_dir``.
 
-    Raises
-    ------
-    DataError
-        If a model has no utterances, an id contains white space, a label is not 0/1, a trial
-        names a model without enrollment, or a trial list is empty.
+    Raises:
+        DataError: If a model has no utterances, an id contains white space, a label is not 0/1, a trial
+            names a model without enrollment, or a trial list is empty.
 
-    Example
-    -------
-    >>> import tempfile
-    >>> out = write_enrollment_trials(tempfile.mkdtemp(), {"ann-7": ["u1", "u2"]}, [(1, "ann-7", "u3")])
-    >>> (out / "enroll.txt").read_text(), (out / "trials.txt").read_text()
-    ('ann-7 u1 u2\\n', '1 ann-7 u3\\n')
+    Example:
+        >>> import tempfile
+        >>> out = write_enrollment_trials(tempfile.mkdtemp(), {"ann-7": ["u1", "u2"]}, [(1, "ann-7", "u3")])
+        >>> (out / "enroll.txt").read_text(), (out / "trials.txt").read_text()
+        ('ann-7 u1 u2\\n', '1 ann-7 u3\\n')
     """
     out = Path(out_dir)
     if not enrollments:
@@ -674,20 +607,14 @@ def write_enrollment_trials(
 def read_enrollments(path: str | os.PathLike) -> dict[str, list[str]]:
     """Read an ``enroll.txt``: one model per line, ``MODEL UTT1 UTT2 ...``.
 
-    Arguments
-    ---------
-    path : str or os.PathLike
-        The file; blank lines are ignored.
+    Args:
+        path: The file; blank lines are ignored.
 
-    Returns
-    -------
-    dict[str, list[str]]
+    Returns:
         Model id -> enrollment utterances, in file order.
 
-    Raises
-    ------
-    DataError
-        If the file is missing, a line has no utterance, or a model or an utterance of one model repeats.
+    Raises:
+        DataError: If the file is missing, a line has no utterance, or a model or an utterance of one model repeats.
     """
     src = Path(path)
     if not src.is_file():

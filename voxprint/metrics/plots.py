@@ -95,35 +95,26 @@ def plot_det(
     written to a temporary name in the same folder and then renamed, so an existing plot is
     never left half-written.
 
-    Arguments
-    ---------
-    curves : Mapping[str, tuple[array_like, array_like]]
-        System name -> ``(scores, labels)`` (see :func:`voxprint.metrics.det_curve`).
-    path : str or os.PathLike
-        Output PNG file; parent folders are created.
-    title : str, optional
-        Figure title.
+    Args:
+        curves: System name -> ``(scores, labels)`` (see :func:`voxprint.metrics.det_curve`).
+        path: Output PNG file; parent folders are created.
+        title: Figure title.
 
-    Returns
-    -------
-    Path
+    Returns:
         The written file.
 
-    Raises
-    ------
-    DataError
-        If ``curves`` is empty or a system's scores/labels are invalid (the message names the
-        system).
+    Raises:
+        DataError: If ``curves`` is empty or a system's scores/labels are invalid (the message names the
+            system).
 
-    Example
-    -------
-    >>> import numpy as np, tempfile, os
-    >>> rng = np.random.default_rng(0)
-    >>> labels = np.r_[np.ones(100), np.zeros(1000)]
-    >>> scores = rng.normal(size=1100) + 2 * labels
-    >>> out = plot_det({"toy": (scores, labels)}, os.path.join(tempfile.mkdtemp(), "det.png"))
-    >>> out.suffix
-    '.png'
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.r_[np.ones(100), np.zeros(1000)]
+        >>> scores = rng.normal(size=1100) + 2 * labels
+        >>> out = plot_det({"toy": (scores, labels)}, os.path.join(tempfile.mkdtemp(), "det.png"))
+        >>> out.suffix
+        '.png'
     """
     if not curves:
         raise DataError("plot_det needs at least one system (name -> (scores, labels)); got none")

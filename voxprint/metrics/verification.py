@@ -19,14 +19,13 @@ Conventions (shared by every function here):
 * minDCF is normalised by the cost of the best trivial system,
   ``min(c_miss * p_target, c_fa * (1 - p_target))``, so it lies in ``[0, 1]``.
 
-Example
--------
->>> import numpy as np
->>> scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
->>> labels = np.array([0, 0, 0, 1, 1, 0, 1, 1])
->>> eer, threshold = compute_eer(scores, labels)
->>> round(eer, 4), round(threshold, 4)
-(0.25, 0.5)
+Example:
+    >>> import numpy as np
+    >>> scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    >>> labels = np.array([0, 0, 0, 1, 1, 0, 1, 1])
+    >>> eer, threshold = compute_eer(scores, labels)
+    >>> round(eer, 4), round(threshold, 4)
+    (0.25, 0.5)
 """
 from __future__ import annotations
 
@@ -157,34 +156,26 @@ def det_curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
 
     One stable sort plus cumulative sums, so O(n log n) for n trials.
 
-    Arguments
-    ---------
-    scores : array_like
-        One real, finite score per trial; higher means "same speaker".
-    labels : array_like
-        1 (or True) for target trials, 0 (or False) for non-target trials.
+    Args:
+        scores: One real, finite score per trial; higher means "same speaker".
+        labels: 1 (or True) for target trials, 0 (or False) for non-target trials.
 
-    Returns
-    -------
-    p_miss : np.ndarray
-        Fraction of targets rejected at each threshold (non-decreasing, 0 to 1).
-    p_fa : np.ndarray
-        Fraction of non-targets accepted at each threshold (non-increasing, 1 to 0).
-    thresholds : np.ndarray
-        Increasing thresholds: the distinct scores, then the next float above the highest
-        score (all trials rejected). A trial is accepted when ``score >= threshold``.
+    Returns:
+        A tuple ``(p_miss, p_fa, thresholds)``:
 
-    Raises
-    ------
-    DataError
-        If the lengths differ, a score is NaN/infinite, a label is not 0/1, or either class
-        is absent.
+        - ``p_miss``: Fraction of targets rejected at each threshold (non-decreasing, 0 to 1).
+        - ``p_fa``: Fraction of non-targets accepted at each threshold (non-increasing, 1 to 0).
+        - ``thresholds``: Increasing thresholds: the distinct scores, then the next float above the highest
+          score (all trials rejected). A trial is accepted when ``score >= threshold``.
 
-    Example
-    -------
-    >>> p_miss, p_fa, thr = det_curve([0.2, 0.2, 0.9], [0, 1, 1])
-    >>> p_miss.tolist(), p_fa.tolist()
-    ([0.0, 0.5, 1.0], [1.0, 0.0, 0.0])
+    Raises:
+        DataError: If the lengths differ, a score is NaN/infinite, a label is not 0/1, or either class
+            is absent.
+
+    Example:
+        >>> p_miss, p_fa, thr = det_curve([0.2, 0.2, 0.9], [0, 1, 1])
+        >>> p_miss.tolist(), p_fa.tolist()
+        ([0.0, 0.5, 1.0], [1.0, 0.0, 0.0])
     """
     s, is_target = _validate(scores, labels)
     return _det_points(s, is_target)
@@ -199,29 +190,22 @@ def compute_eer(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
     diagonal, its own threshold is returned). A perfectly separated system gives 0.0, a
     perfectly inverted one (every target below every non-target) gives 1.0.
 
-    Arguments
-    ---------
-    scores : array_like
-        One real, finite score per trial; higher means "same speaker".
-    labels : array_like
-        1 (or True) for target trials, 0 (or False) for non-target trials.
+    Args:
+        scores: One real, finite score per trial; higher means "same speaker".
+        labels: 1 (or True) for target trials, 0 (or False) for non-target trials.
 
-    Returns
-    -------
-    eer : float
-        Equal error rate as a fraction in ``[0, 1]`` (not a percentage).
-    threshold : float
-        Score threshold (accept when ``score >= threshold``) at the EER.
+    Returns:
+        A tuple ``(eer, threshold)``:
 
-    Raises
-    ------
-    DataError
-        As :func:`det_curve`.
+        - ``eer``: Equal error rate as a fraction in ``[0, 1]`` (not a percentage).
+        - ``threshold``: Score threshold (accept when ``score >= threshold``) at the EER.
 
-    Example
-    -------
-    >>> compute_eer([0.1, 0.2, 0.3, 0.4], [1, 0, 1, 1])[0]
-    0.3333333333333333
+    Raises:
+        DataError: As :func:`det_curve`.
+
+    Example:
+        >>> compute_eer([0.1, 0.2, 0.3, 0.4], [1, 0, 1, 1])[0]
+        0.3333333333333333
     """
     return _eer_from_det(*det_curve(scores, labels))
 
@@ -240,32 +224,22 @@ def compute_min_dcf(
     ``min(c_miss * p_target, c_fa * (1 - p_target))``, the cost of always accepting or
     always rejecting, so 1.0 means "no better than a trivial system".
 
-    Arguments
-    ---------
-    scores : array_like
-        One real, finite score per trial; higher means "same speaker".
-    labels : array_like
-        1 (or True) for target trials, 0 (or False) for non-target trials.
-    p_target : float
-        Prior probability of a target trial, e.g. 0.01 or 0.001.
-    c_miss : float
-        Cost of rejecting a target.
-    c_fa : float
-        Cost of accepting a non-target.
+    Args:
+        scores: One real, finite score per trial; higher means "same speaker".
+        labels: 1 (or True) for target trials, 0 (or False) for non-target trials.
+        p_target: Prior probability of a target trial, e.g. 0.01 or 0.001.
+        c_miss: Cost of rejecting a target.
+        c_fa: Cost of accepting a non-target.
 
-    Returns
-    -------
-    min_dcf : float
-        Normalised minimum DCF in ``[0, 1]``.
-    threshold : float
-        The lowest threshold (accept when ``score >= threshold``) reaching it.
+    Returns:
+        A tuple ``(min_dcf, threshold)``:
 
-    Raises
-    ------
-    DataError
-        As :func:`det_curve`.
-    ValueError
-        If ``p_target`` is not in (0, 1) or a cost is not positive.
+        - ``min_dcf``: Normalised minimum DCF in ``[0, 1]``.
+        - ``threshold``: The lowest threshold (accept when ``score >= threshold``) reaching it.
+
+    Raises:
+        DataError: As :func:`det_curve`.
+        ValueError: If ``p_target`` is not in (0, 1) or a cost is not positive.
     """
     return _min_dcf_from_det(*det_curve(scores, labels), p_target, c_miss, c_fa)
 
@@ -274,20 +248,13 @@ def compute_min_dcf(
 class VerificationResult:
     """Summary metrics of one scored trial list.
 
-    Arguments
-    ---------
-    eer : float
-        Equal error rate as a fraction (see :func:`compute_eer`).
-    eer_threshold : float
-        Score threshold at the EER.
-    min_dcf_01 : float
-        Normalised minDCF with ``p_target = 0.01``, ``c_miss = c_fa = 1``.
-    min_dcf_001 : float
-        Normalised minDCF with ``p_target = 0.001``, ``c_miss = c_fa = 1``.
-    trials : int
-        Number of trials scored.
-    targets : int
-        Number of target trials among them.
+    Args:
+        eer: Equal error rate as a fraction (see :func:`compute_eer`).
+        eer_threshold: Score threshold at the EER.
+        min_dcf_01: Normalised minDCF with ``p_target = 0.01``, ``c_miss = c_fa = 1``.
+        min_dcf_001: Normalised minDCF with ``p_target = 0.001``, ``c_miss = c_fa = 1``.
+        trials: Number of trials scored.
+        targets: Number of target trials among them.
     """
 
     eer: float
@@ -312,28 +279,20 @@ class VerificationResult:
 def evaluate_scores(scores: ArrayLike, labels: ArrayLike) -> VerificationResult:
     """EER and minDCF (p_target 0.01 and 0.001) of scored trials, from one DET curve.
 
-    Arguments
-    ---------
-    scores : array_like
-        One real, finite score per trial; higher means "same speaker".
-    labels : array_like
-        1 (or True) for target trials, 0 (or False) for non-target trials.
+    Args:
+        scores: One real, finite score per trial; higher means "same speaker".
+        labels: 1 (or True) for target trials, 0 (or False) for non-target trials.
 
-    Returns
-    -------
-    VerificationResult
+    Returns:
         The metrics plus the trial and target counts.
 
-    Raises
-    ------
-    DataError
-        As :func:`det_curve`.
+    Raises:
+        DataError: As :func:`det_curve`.
 
-    Example
-    -------
-    >>> r = evaluate_scores([0.1, 0.2, 0.3, 0.4], [0, 0, 1, 1])
-    >>> r.eer, r.trials, r.targets
-    (0.0, 4, 2)
+    Example:
+        >>> r = evaluate_scores([0.1, 0.2, 0.3, 0.4], [0, 0, 1, 1])
+        >>> r.eer, r.trials, r.targets
+        (0.0, 4, 2)
     """
     s, is_target = _validate(scores, labels)
     det = _det_points(s, is_target)
