@@ -242,3 +242,15 @@ def test_train_and_clean_print_json_lines(capsys, tmp_path, tiny_train_folder, r
     assert code == 0 and record["utterances"] == len((tiny_train_folder / "wav.scp").read_text().splitlines())
     kept = len((tmp_path / "clean" / "wav.scp").read_text().splitlines())
     assert kept == record["utterances"] - len(record["removed"])
+
+
+def test_writers_of_a_run_folder_exclude_each_other(capsys, run_dir, dev_subset):
+    from voxprint.runs import RunLock
+
+    with RunLock(run_dir, "train"):
+        code, _, err = run_cli(capsys, "fit-backend", "--model", run_dir, "--quiet")
+        assert code == 1 and "in use by train" in err and len(err.strip().splitlines()) == 1
+        code, _, err = run_cli(capsys, "eval", "--data", dev_subset, "--model", run_dir, "--write-threshold",
+                               "--quiet")
+        assert code == 1 and "in use by train" in err
+    assert not (run_dir / "meta.json").exists()  # nothing was written while the folder was locked

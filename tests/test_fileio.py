@@ -98,3 +98,12 @@ def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
     assert not dead.exists() and live.exists() and nested.exists() and all(p.exists() for p in others)
     assert live.name.startswith(f".model.pt.{os.getpid()}.")
     assert remove_orphaned_temps(tmp_path / "missing") == []
+
+
+def test_a_failed_move_leaves_no_temporary_file(tmp_path):
+    from voxprint.fileio import atomic_write_text
+
+    (tmp_path / "target").mkdir()  # a folder where the file should go: the move fails
+    with pytest.raises(OSError):
+        atomic_write_text(tmp_path / "target", "text")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["target"]

@@ -40,9 +40,18 @@ def write_temp(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) ->
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> Path:
-    """Write ``path`` through ``write(file)`` so that it is either the old or the complete new file."""
+    """Write ``path`` through ``write(file)`` so that it is either the old or the complete new file.
+
+    Raises:
+        OSError: the file cannot be written or moved into place (e.g. ``path`` is a folder); no
+            temporary file is left behind.
+    """
     tmp = write_temp(path, write)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return Path(path)
 
 
