@@ -88,15 +88,18 @@ def validate_waveform(
             f"{name}: expected floating-point samples, got dtype {wave.dtype}; "
             "pass it through load_audio(), which scales integer PCM to [-1, 1]."
         )
-    finite = np.isfinite(wave)
-    if not finite.all():
+    # Reductions instead of elementwise masks: no temporary as large as an hours-long waveform. The
+    # extremes are NaN or infinite exactly when some sample is.
+    low, high = float(np.min(wave)), float(np.max(wave))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        finite = np.isfinite(wave)
         n_nan = int(np.isnan(wave).sum())
         n_inf = int(wave.size - finite.sum() - n_nan)
         raise AudioError(
             f"{name} contains non-finite samples ({n_nan} NaN, {n_inf} Inf out of {wave.size}); "
             "the audio is corrupt or came from a failed computation, so it cannot be used."
         )
-    peak = float(np.max(np.abs(wave)))
+    peak = max(high, -low)
     if peak < _SILENCE_PEAK:
         raise AudioError(
             f"{name} is digital silence (every sample is zero); there is no speech in it. "
