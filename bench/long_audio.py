@@ -26,7 +26,7 @@ import soundfile
 from voxprint.audio import load_audio
 from voxprint.data import read_data_folder
 from voxprint.paths import data_root
-from voxprint.report import format_table, machine_description, write_markdown_section
+from voxprint.report import format_table, publish_benchmark
 
 SECTION = "Long recordings: peak memory"
 RATE = 16000
@@ -95,19 +95,13 @@ def main() -> None:
             path.unlink()
     table = format_table(["recording", "extraction", "peak RSS (MiB)", "after loading the model (MiB)",
                           "growth (MiB)", "float32 waveform (MiB)", "speed (real time)"], rows)
-    body = "\n".join([
-        f"Machine: {machine_description()}. One torch thread. Command: `.venv/bin/python bench/long_audio.py`.",
-        "",
+    publish_benchmark(SECTION, ".venv/bin/python bench/long_audio.py", "One torch thread.", [
         "Each row is a fresh process that loads the bundled model and embeds one WAV file built from real",
         "speechocean762 training speech. Memory beyond the model grows with the waveform only (decoded at",
-        "16 kHz float32, plus one working copy for its checks and the features, 80 floats per 10 ms); the",
-        "encoder sees at most 16,384 frames per call (the bundled model's windows are 30 s, 3,000 frames). Longer inputs are refused above `--max-seconds`",
-        "(default 4 hours) from the file header, before decoding.",
-        "",
-        table,
-    ])
-    write_markdown_section(None, SECTION, body)
-    print(table)
+        "16 kHz float32, and the features, 80 floats per 10 ms); the encoder sees at most 16,384 frames per",
+        "call (the bundled model's windows are 30 s, 3,000 frames). Longer inputs are refused above",
+        "`--max-seconds` (default 4 hours) from the file header, before decoding.",
+    ], table)
 
 
 if __name__ == "__main__":

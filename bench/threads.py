@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from voxprint.report import format_table, machine_description, write_markdown_section
+from voxprint.report import format_table, publish_benchmark
 
 SECTION = "Threads"
 REPO = Path(__file__).resolve().parent.parent
@@ -101,18 +101,12 @@ def main() -> None:
                      f"{r['step_seconds']:.2f}", f"{base['step_seconds'] / r['step_seconds']:.2f}x"])
     table = format_table(["torch threads", "machine", f"embed {args.utterances} dev utterances (s)",
                           "speed vs 1 thread", "ECAPA training step (s)", "speed vs 1 thread"], rows)
-    body = "\n".join([
-        f"Machine: {machine_description()}. Command: `.venv/bin/python bench/threads.py`.",
-        "",
+    publish_benchmark(SECTION, ".venv/bin/python bench/threads.py", "", [
         "Each cell is a fresh process. The busy competitor is a pure-Python loop holding one core, as any",
         "other job would. torch's default uses every core; when one of them is taken, its threads wait for",
         "each other at every operation. The CLI therefore defaults to half the usable cores (`--threads`",
         "or `VOXPRINT_THREADS` override it), and the test suite runs on one thread.",
-        "",
-        table,
-    ])
-    write_markdown_section(None, SECTION, body)
-    print(table)
+    ], table)
 
 
 if __name__ == "__main__":

@@ -244,3 +244,29 @@ def format_table(headers: Sequence[Any], rows: Sequence[Sequence[Any]], floatfmt
     sep = "| " + " | ".join(("-" * (widths[j] - 1) + ":") if numeric[j] else "-" * widths[j]
                             for j in range(n)) + " |"
     return "\n".join([line(head), sep, *(line(r) for r in body)]) + "\n"
+
+
+def publish_benchmark(section: str, command: str, conditions: str, notes: Sequence[str], table: str,
+                      doc_path: str | os.PathLike | None = None) -> Path:
+    """Write a benchmark's section of ``docs/benchmarks.md``: machine, conditions, command, notes and table.
+
+    Every benchmark names the machine and the exact command, so its figures can be reproduced; the
+    table is printed too.
+
+    Args:
+        section: the ``##`` heading.
+        command: the command that produced the table.
+        conditions: e.g. ``"One torch thread."``.
+        notes: lines of prose between the header and the table.
+        table: a markdown table (:func:`format_table`).
+        doc_path: the document (default ``docs/benchmarks.md``).
+
+    Returns:
+        The document's path.
+    """
+    header = " ".join(part for part in (f"Machine: {machine_description()}.", conditions, f"Command: `{command}`.")
+                      if part)
+    body = "\n".join([header, "", *notes, "", table])
+    print(table)
+    return write_markdown_section(doc_path, section, body)
+
