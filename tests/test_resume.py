@@ -147,6 +147,16 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
+def test_resume_refuses_a_changed_config_whose_weights_still_fit(finished_run, tmp_path):
+    """Only the seed changes: the checkpoint still loads, so only the config check can refuse it."""
+    config, original = finished_run
+    run = _copy(original, tmp_path / "run")
+    other = resume_config(config["data"]["train"], epochs=2)
+    other["seed"] = 8
+    with pytest.raises(ConfigError, match="seed: 7 -> 8"):
+        train(other, run, resume=True, progress=False)
+
+
 def test_resume_refuses_another_run_before_touching_the_folder(finished_run, tmp_path):
     config, original = finished_run
     run = _copy(original, tmp_path / "run")

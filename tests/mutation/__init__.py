@@ -1,0 +1,1 @@
+"""The mutation check: deliberate bugs that the test suite must catch (see ``run_mutations.py``)."""
