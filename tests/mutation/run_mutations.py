@@ -194,7 +194,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         bug="verify uses only the first --enroll recording",
     ),
     Mutation(
-        "threshold-all-scores", "voxprint/cli.py",
+        "threshold-all-scores", "voxprint/cli/verification.py",
         old="_write_threshold(model.model_dir, result, data, options, scores[usable.labels == 0], args.target_far)",
         new="_write_threshold(model.model_dir, result, data, options, scores, args.target_far)",
         tests=("tests/test_pipeline.py::test_threshold_for_a_false_accept_rate_is_used_by_verify",),
@@ -267,7 +267,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         bug="prepare overwrites an existing data folder without --overwrite",
     ),
     Mutation(
-        "skip-silently", "voxprint/cli.py",
+        "skip-silently", "voxprint/cli/core.py",
         old='        print(f"voxprint: skipped {name}: {reason}", file=sys.stderr)\n',
         new="        pass\n",
         tests=("tests/test_cli.py::test_bad_files_are_counted_up_front_or_skipped_and_reported",),

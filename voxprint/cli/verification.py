@@ -1,0 +1,247 @@
+"""Verbs of verification: ``embed``, ``score``, ``eval``, ``similarity``, ``verify``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from voxprint.cli.core import (
+    EMBEDDING_SUFFIXES,
+    EXIT_OK,
+    EXIT_REJECT,
+    check_output_path,
+    emit,
+    format_metrics,
+    json_option,
+    load_cli_model,
+    model_options,
+    on_error_option,
+    quiet_option,
+    rate,
+    refuse_builtin,
+    report_skipped,
+    verb,
+)
+from voxprint.errors import VoxprintError
+
+
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="*", help="audio files to embed (instead of --data); their ids are the paths")
+    p.add_argument("--data", help="data folder with wav.scp (utt2spk is not needed)")
+    p.add_argument("--out", required=True, help="embedding file: .npz, or .ark (Kaldi; an .scp is written beside it)")
+    model_options(p)
+    on_error_option(p)
+    quiet_option(p)
+    json_option(p)
+
+
+@verb("embed", "embed audio files or every utterance of a data folder",
+      "voxprint embed --data data/dev --out dev.npz   |   voxprint embed a.flac b.flac --out ab.npz",
+      _embed_args)
+def _embed(args: argparse.Namespace) -> int:
+    from voxprint.data.embeddings import save_embeddings
+
+    if bool(args.files) == bool(args.data):
+        raise VoxprintError("give either audio files or --data DIR (not both)")
+    check_output_path(args.out, "--out", EMBEDDING_SUFFIXES)
+    model = load_cli_model(args)
+    if args.data:
+        result = model.embed_folder(args.data, progress=not args.quiet, on_error=args.on_error)
+    else:
+        if args.on_error == "fail":
+            model.check_files({path: path for path in args.files}, "the command line")
+        result = model.embed_many(args.files, names=args.files, on_error=args.on_error, progress=not args.quiet)
+    report_skipped(result.skipped)
+    if not result.ids:
+        raise VoxprintError("no recording could be embedded")
+    path = save_embeddings(args.out, result.ids, result.embeddings)
+    emit(args, {"out": str(path), "embeddings": len(result.ids), "dim": int(result.embeddings.shape[1]),
+                "skipped": result.skipped},
+         f"wrote {len(result.ids)} embeddings of size {result.embeddings.shape[1]} to {path}"
+         + (f" ({len(result.skipped)} skipped)" if result.skipped else ""))
+    return EXIT_OK
+
+
+
+def _score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trials", required=True, help="trial list: 'LABEL ENROLL TEST' or 'ENROLL TEST' lines")
+    p.add_argument("--embeddings", required=True, help="embedding file from `voxprint embed` (.npz or .ark)")
+    p.add_argument("--out", required=True, help="score file to write ('ENROLL TEST SCORE [LABEL]' lines)")
+    json_option(p)
+
+
+@verb("score", "cosine-score a trial list from stored embeddings",
+      "voxprint score --trials data/dev/trials.txt --embeddings dev.npz --out scores.txt", _score_args)
+def _score(args: argparse.Namespace) -> int:
+    from voxprint.backends.scoring import cosine_score_trials
+    from voxprint.data.trials import read_trials, write_scores
+    from voxprint.data.embeddings import load_embeddings
+    from voxprint.metrics import evaluate_scores
+
+    check_output_path(args.out, "--out")
+    trials = read_trials(args.trials)
+    ids, matrix = load_embeddings(args.embeddings)
+    trials, missing = trials_with_embeddings(trials, set(ids))
+    scores = cosine_score_trials(ids, matrix, trials)
+    write_scores(args.out, trials, scores)
+    record: dict[str, Any] = {"out": args.out, "scores": len(scores), "scale": "cosine", "missing_trials": missing}
+    text = f"wrote {len(scores)} cosine scores to {args.out}" + (f" ({missing} trials missing)" if missing else "")
+    if trials.labels is not None:
+        metrics = evaluate_scores(scores, trials.labels).to_dict()
+        record.update(metrics)
+        text += "\n" + format_metrics(metrics)
+    emit(args, record, text)
+    return EXIT_OK
+
+
+def trials_with_embeddings(trials: Any, available: set[str]) -> tuple[Any, int]:
+    """The trials whose both sides have an embedding, and how many were left out."""
+    import numpy as np
+
+    from voxprint.data.trials import Trials
+
+    keep = np.fromiter((e in available and t in available for e, t in zip(trials.enroll, trials.test)),
+                       dtype=bool, count=len(trials))
+    if keep.all():
+        return trials, 0
+    if not keep.any():
+        raise VoxprintError(f"none of the {len(trials)} trials of {trials.path} has embeddings for both sides")
+    labels = trials.labels[keep] if trials.labels is not None else None
+    return Trials(labels=labels, enroll=trials.enroll[keep], test=trials.test[keep], path=trials.path), \
+        int((~keep).sum())
+
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="data folder with wav.scp (and trials.txt unless --trials)")
+    p.add_argument("--trials", help="trial list (default: DATA/trials.txt)")
+    model_options(p)
+    p.add_argument("--det", help="save a DET curve PNG here")
+    p.add_argument("--enroll", help="enrollment list 'MODEL UTT1 UTT2 ...': trials may then name models")
+    p.add_argument("--backend", choices=["cosine", "plda"], help="scoring back-end (default: the model's)")
+    p.add_argument("--norm", choices=["none", "snorm", "asnorm"], help="score normalisation (default: the model's)")
+    p.add_argument("--calibrated", action=argparse.BooleanOptionalAction, default=None,
+                   help="map scores to log-likelihood ratios with the model's calibration")
+    p.add_argument("--write-threshold", action="store_true",
+                   help="store the threshold and this back-end in the model folder's meta.json (used by verify)")
+    p.add_argument("--target-far", type=rate,
+                   help="with --write-threshold: threshold for this false-accept rate (0-1) instead of the EER")
+    on_error_option(p)
+    quiet_option(p)
+    json_option(p)
+
+
+@verb("eval", "embed a data folder, score its trials, print EER and minDCF",
+      "voxprint eval --data data/dev --model exp/ecapa --backend plda --calibrated --det det.png",
+      _eval_args)
+def _eval(args: argparse.Namespace) -> int:
+    from voxprint.data.trials import read_trials
+    from voxprint.backends.backend import ScoringBackend
+    from voxprint.metrics import evaluate_scores
+    from voxprint.metrics.plots import plot_det
+    from voxprint.runs import RunLock, resolve_model_dir
+
+    data = Path(args.data)
+    if args.target_far is not None and not args.write_threshold:
+        raise VoxprintError("--target-far only applies with --write-threshold")
+    if args.write_threshold:
+        refuse_builtin(args.model, "--write-threshold")
+    if args.det:
+        check_output_path(args.det, "--det", (".png",))
+    trials = read_trials(args.trials or data / "trials.txt")
+    if trials.labels is None:
+        raise VoxprintError(f"{trials.path} has no labels; eval needs 'LABEL ENROLL TEST' lines")
+    enrollments = None
+    if args.enroll:
+        from voxprint.data.trials import read_enrollments
+
+        enrollments = read_enrollments(args.enroll)
+    model = load_cli_model(args)
+    chosen = {"kind": args.backend, "norm": args.norm, "calibrated": args.calibrated}
+    options = {**model.meta.get("backend", {}), **{k: v for k, v in chosen.items() if v is not None}}
+    backend = ScoringBackend.load(model.model_dir, **options) if options else ScoringBackend()
+    lock = RunLock(resolve_model_dir(args.model), "eval --write-threshold") if args.write_threshold else None
+    if lock is not None:
+        lock.acquire()  # before the slow part, so a concurrent writer is reported at once
+    try:
+        embedded = model.embed_folder(data, progress=not args.quiet, on_error=args.on_error)
+        report_skipped(embedded.skipped)
+        ids, matrix = embedded.ids, embedded.embeddings
+        if enrollments is not None:
+            from voxprint.backends.scoring import add_enrollment_models
+
+            available = set(ids)
+            enrollments = {m: [u for u in utts if u in available] for m, utts in enrollments.items()}
+            ids, matrix = add_enrollment_models(ids, matrix, {m: u for m, u in enrollments.items() if u})
+        usable, missing = trials_with_embeddings(trials, set(ids))
+        scores = backend.score_trials(ids, matrix, usable)
+        result = {"backend": backend.name, **evaluate_scores(scores, usable.labels).to_dict(),
+                  "missing_trials": missing}
+        if args.det:
+            plot_det({f"{args.model} ({backend.name})": (scores, usable.labels)}, args.det)
+        if args.write_threshold:
+            _write_threshold(model.model_dir, result, data, options, scores[usable.labels == 0], args.target_far)
+    finally:
+        if lock is not None:
+            lock.release()
+    missing_text = f"; {missing} trials missing (skipped recordings)" if missing else ""
+    emit(args, result, f"{backend.name}: {format_metrics(result)}{missing_text}")
+    return EXIT_OK
+
+
+def _write_threshold(model_dir: Path, result: dict, data: Path, backend: dict, nontarget_scores, far) -> None:
+    """Store the accept threshold and the back-end it belongs to in the run folder's meta.json."""
+    from voxprint.runs import update_meta
+
+    where = data.name if data.name != "dev" else f"{data.parent.name}/{data.name}"
+    if far is None:
+        threshold, rule = result["eer_threshold"], f"EER threshold on {where}"
+    else:
+        from voxprint.backends.calibration import threshold_for_false_accept_rate
+
+        threshold, rule = threshold_for_false_accept_rate(nontarget_scores, far), f"false-accept rate {far:g} on {where}"
+    update_meta(model_dir, threshold=float(threshold), threshold_rule=rule, backend=backend, eval=result)
+
+
+
+def _similarity_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="first recording")
+    p.add_argument("b", help="second recording")
+    model_options(p)
+    json_option(p)
+
+
+@verb("similarity", "cosine similarity of two recordings' embeddings (in [-1, 1], not calibrated)",
+      "voxprint similarity a.flac b.flac", _similarity_args)
+def _similarity(args: argparse.Namespace) -> int:
+    cosine = load_cli_model(args).compute_similarity(args.a, args.b)
+    emit(args, {"cosine": cosine}, f"cosine {cosine:.4f}")
+    return EXIT_OK
+
+
+
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--enroll", action="append", required=True,
+                   help="enrollment recording of the claimed speaker (repeat for several; all are used)")
+    p.add_argument("--test", required=True, help="recording to verify")
+    model_options(p)
+    p.add_argument("--threshold", type=float,
+                   help="accept when the score is at least this (default: the model's stored threshold, on the "
+                        "scale of its back-end: a log-likelihood ratio for the bundled model)")
+    json_option(p)
+
+
+@verb("verify", "accept or reject a test recording against enrollment recordings (exit 0 accept, 3 reject)",
+      "voxprint verify --enroll a1.flac --enroll a2.flac --test b.flac && echo same speaker", _verify_args)
+def _verify(args: argparse.Namespace) -> int:
+    model = load_cli_model(args)
+    threshold = args.threshold if args.threshold is not None else model.threshold
+    if threshold is None:
+        raise VoxprintError(f"model {args.model!r} has no stored threshold; pass --threshold "
+                            "(or store one with `voxprint eval --write-threshold`)")
+    score = model.verification_score(args.enroll, args.test)
+    decision = "accept" if score >= threshold else "reject"
+    scale = model.backend.scale
+    emit(args, {"score": score, "scale": scale, "threshold": threshold, "decision": decision},
+         f"score {score:.4f} ({scale})  threshold {threshold:.4f}  {decision}")
+    return EXIT_OK if decision == "accept" else EXIT_REJECT
