@@ -186,12 +186,10 @@ def report_skipped(skipped: dict[str, str]) -> None:
         print(f"voxprint: skipped {name}: {reason}", file=sys.stderr)
 
 
-
 def format_metrics(result: dict) -> str:
     """EER and minDCFs as one human-readable line."""
     return (f"EER {100 * result['eer']:.2f}%  minDCF(0.01) {result['min_dcf_0.01']:.3f}  "
             f"minDCF(0.001) {result['min_dcf_0.001']:.3f}  ({result['trials']} trials, {result['targets']} targets)")
-
 
 
 # ----------------------------------------------------------------------------------------------------- parser

@@ -114,10 +114,17 @@ class SlidingWindowEmbedder:
         if total <= self.chunk_frames * 1.5:  # also the too-short case, which the front-end reports
             feats = frontend(samples.to(self.device).unsqueeze(0))[0]
         else:
+            # Each chunk is written into one preallocated tensor: a list of chunks joined by torch.cat
+            # would hold the features twice.
             bounds = list(range(0, total - self.chunk_frames // 2, self.chunk_frames)) + [total]
-            feats = torch.cat([frontend(samples[first * self._frame_shift:first * self._frame_shift
-                                                + frontend.num_samples(end - first)].to(self.device).unsqueeze(0))[0]
-                               for first, end in zip(bounds[:-1], bounds[1:])])
+            feats = None
+            for first, end in zip(bounds[:-1], bounds[1:]):
+                begin = first * self._frame_shift
+                piece = samples[begin:begin + frontend.num_samples(end - first)].to(self.device)
+                chunk = frontend(piece.unsqueeze(0))[0]
+                if feats is None:
+                    feats = torch.empty((total, chunk.shape[-1]), dtype=chunk.dtype, device=chunk.device)
+                feats[first:end] = chunk
         return self.model.normalize_features(feats.unsqueeze(0))[0]
 
     def __call__(self, wave: np.ndarray) -> WindowEmbeddings:
