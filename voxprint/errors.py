@@ -19,3 +19,7 @@ class DataError(VoxprintError):
 
 class ModelError(VoxprintError):
     """A model cannot be found or loaded."""
+
+
+class StoreError(VoxprintError):
+    """A speaker store cannot be opened or changed as asked (unknown speaker, other model, corrupt file...)."""

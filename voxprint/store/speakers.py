@@ -1,0 +1,315 @@
+"""Enroll, identify and verify against a speaker store with a model.
+
+Identification is a search plus an open-set decision:
+
+1. the test embedding's cosine to every speaker model gives the candidates (exact BLAS search);
+2. the candidates are rescored with the model's back-end (for the bundled model, calibrated PLDA
+   log-likelihood ratios);
+3. the best candidate is returned only if ``score - ln(N) >= threshold`` for a gallery of ``N``
+   speakers, else ``unknown``. With calibrated log-likelihood ratios, ``score - ln N`` is the log
+   posterior odds of "this speaker" against "someone not enrolled" when the prior of being enrolled is
+   spread evenly over the ``N`` speakers: the maximum of ``N`` impostor scores grows with ``N``, and the
+   ``ln N`` term keeps the false-identification rate near its target as the gallery grows (measured
+   in docs/benchmarks.md). The threshold is the model's ``identification`` entry in ``meta.json``
+   (fitted for a stated false-identification rate), else its verification threshold.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from voxprint.audio import energy_vad_mask
+from voxprint.errors import AudioError, StoreError
+from voxprint.store.sqlite import (
+    EmbeddingTable,
+    Enrollment,
+    SpeakerRecord,
+    check_speaker_id,
+    decode_audio,
+    encode_audio,
+)
+
+AudioInput = str | os.PathLike | np.ndarray
+
+#: Less speech than this (after voice activity detection) is refused for enrollment.
+MIN_SPEECH_SECONDS = 1.0
+#: Window embeddings less consistent than this (mean cosine to their mean) suggest several voices.
+MIN_WINDOW_CONSISTENCY = 0.45
+#: More clipped samples than this fraction give a warning (the embedding of distorted speech drifts).
+MAX_CLIPPED_FRACTION = 0.01
+#: Windows of the enrollment check: 1.5 s (as diarization uses), so even short recordings get several.
+CHECK_WINDOW_FRAMES = 150
+
+
+def open_set_accepts(best_score: float, gallery: int, threshold: float) -> bool:
+    """The open-set decision: accept the best of ``gallery`` speakers when ``best_score - ln(gallery)``
+    reaches ``threshold`` (see the module docstring for why ``ln(gallery)``).
+
+    Example:
+        >>> open_set_accepts(3.0, 1, 2.0), open_set_accepts(3.0, 10, 2.0)
+        (True, False)
+    """
+    return best_score - math.log(gallery) >= threshold
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A speaker and its score for a recording (on the model back-end's scale)."""
+
+    speaker: str
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON-ready data."""
+        return {"speaker": self.speaker, "score": round(self.score, 4)}
+
+
+@dataclass(frozen=True)
+class Identification:
+    """The answer to "who is this?".
+
+    Attributes:
+        speaker: the identified speaker, or None for "nobody enrolled".
+        score: the best candidate's score.
+        threshold: what ``score - ln(gallery)`` had to reach.
+        gallery: the number of enrolled speakers searched.
+        top: the best candidates, best first.
+    """
+
+    speaker: str | None
+    score: float
+    threshold: float
+    gallery: int
+    top: list[Candidate] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON-ready data."""
+        return {"speaker": self.speaker, "score": round(self.score, 4), "threshold": round(self.threshold, 4),
+                "gallery": self.gallery, "top": [c.to_dict() for c in self.top]}
+
+
+class SpeakerStore:
+    """Enrolled speakers, persistent in one SQLite file, used with one model.
+
+    Args:
+        path: the store file (created on first enrollment).
+        model: the :class:`~voxprint.inference.SpeakerModel` whose embeddings the store holds; a store
+            made with another model is refused.
+        keep_audio: keep each enrollment's audio (16 kHz FLAC) so the store can be re-embedded.
+        create: whether a missing store may be created.
+
+    Example:
+        >>> import tempfile, voxprint
+        >>> from voxprint.paths import data_root
+        >>> dev = data_root() / "speechocean762" / "dev"
+        >>> store = SpeakerStore(Path(tempfile.mkdtemp()) / "s.db", voxprint.load_model("default"))
+        >>> store.enroll("5017", [dev / "SPEAKER5017" / "050170101.flac", dev / "SPEAKER5017" / "050170102.flac"]).count
+        2
+        >>> store.identify(dev / "SPEAKER5017" / "050170117.flac").speaker
+        '5017'
+    """
+
+    def __init__(self, path: str | os.PathLike, model: Any, keep_audio: bool = False, create: bool = True):
+        self.table = EmbeddingTable(path, create=create)
+        self.model = model
+        self.keep_audio = keep_audio
+        stored = self.table.model_identity
+        if stored is not None and model is not None and stored != model.identity:
+            self.table.bind_model(model.identity, model.embedding_dim)  # raises with the explanation
+
+    @property
+    def path(self) -> Path:
+        return self.table.path
+
+    # ---------------------------------------------------------------------------------------- enrollment
+
+    def check_enrollment(self, wave: np.ndarray, source: str) -> tuple[float, float]:
+        """Refuse recordings unfit for enrollment; returns (speech seconds, window consistency).
+
+        Raises:
+            AudioError: too little speech after voice activity detection, or windows so unlike each other
+                that the recording likely holds several voices.
+        """
+        rate = self.model.sample_rate
+        speech = float(energy_vad_mask(wave, rate).sum()) * 0.010
+        if speech < MIN_SPEECH_SECONDS:
+            raise AudioError(f"{source} holds {speech:.2f} s of speech, less than the {MIN_SPEECH_SECONDS:.1f} s "
+                             "enrollment needs; record a longer sample")
+        clipped = float(np.mean(np.abs(wave) >= 0.999))
+        if clipped > MAX_CLIPPED_FRACTION:
+            warnings.warn(f"{source}: {100 * clipped:.1f} % of the samples are clipped; the enrollment may be "
+                          "less reliable (lower the recording level)", stacklevel=3)
+        windows = self.model.with_inference(window_frames=CHECK_WINDOW_FRAMES, overlap=0.5).windows(wave)
+        consistency = float((windows.embeddings @ windows.utterance_embedding()).mean())
+        if len(windows) >= 4 and consistency < MIN_WINDOW_CONSISTENCY:
+            raise AudioError(f"{source} seems to hold several voices (its 1.5 s windows agree only {consistency:.2f} "
+                             f"on average, below {MIN_WINDOW_CONSISTENCY}); enroll one speaker per recording")
+        return speech, consistency
+
+    def enroll(self, speaker_id: str, audios: Sequence[AudioInput], name: str | None = None,
+               sources: Sequence[str] | None = None) -> SpeakerRecord:
+        """Enroll a speaker from recordings (adding to an existing speaker's enrollments).
+
+        Every recording is checked and embedded before anything is written; the whole enrollment is one
+        transaction. Recordings whose source name the speaker already has are skipped (idempotent).
+
+        Args:
+            speaker_id: the speaker's id (letters, digits, ``_.@+-``).
+            audios: file paths, or arrays at the model's sample rate.
+            name: display name (default: the id).
+            sources: names of the recordings (default: the file paths; required for arrays).
+
+        Raises:
+            AudioError: a recording is unusable or unfit for enrollment.
+            StoreError: an invalid id, another model's store, or a store that cannot be written.
+        """
+        check_speaker_id(speaker_id)
+        if not audios:
+            raise AudioError(f"no enrollment recording given for speaker {speaker_id!r}")
+        sources = list(sources) if sources is not None else [_source_name(a) for a in audios]
+        enrollments, kept = [], []
+        for audio, source in zip(audios, sources):
+            if self.table.has_source(speaker_id, source):
+                continue
+            wave = self.model.load_waveform(audio, self.model.sample_rate if isinstance(audio, np.ndarray) else None)
+            seconds, quality = self.check_enrollment(wave, source)
+            embedding = self.model.windows(wave).utterance_embedding()
+            enrollments.append(Enrollment(source, seconds, quality, embedding, self.keep_audio))
+            kept.append(encode_audio(wave, self.model.sample_rate) if self.keep_audio else None)
+        if not enrollments:
+            return self.table.speaker(speaker_id)
+        return self.table.add(speaker_id, enrollments, name=name, audio=kept, identity=self.model.identity)
+
+    def remove(self, speaker_id: str) -> None:
+        """Delete a speaker."""
+        self.table.remove(speaker_id)
+
+    def rename(self, speaker_id: str, new_id: str, name: str | None = None) -> SpeakerRecord:
+        """Give a speaker a new id (and display name)."""
+        return self.table.rename(speaker_id, new_id, name)
+
+    def speakers(self) -> list[SpeakerRecord]:
+        """Every enrolled speaker."""
+        return self.table.speakers()
+
+    def speaker(self, speaker_id: str) -> SpeakerRecord:
+        """One enrolled speaker."""
+        return self.table.speaker(speaker_id)
+
+    # ------------------------------------------------------------------------------------ scoring
+
+    def _scores(self, test: np.ndarray, rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        """Back-end scores of ``test`` against the speaker models ``centroids[rows]``."""
+        from voxprint.data.trials import Trials
+
+        names = [f"s{i}" for i in range(len(rows))]
+        trials = Trials(labels=None, enroll=np.array(names), test=np.array(["test"] * len(rows)))
+        return self.model.backend.score_trials(names + ["test"], np.vstack([centroids[rows], test[None]]), trials)
+
+    @property
+    def identification_threshold(self) -> float:
+        """The threshold of ``score - ln(gallery)`` (see the module docstring)."""
+        entry = self.model.meta.get("identification", {})
+        if "threshold" in entry:
+            return float(entry["threshold"])
+        if self.model.threshold is None:
+            raise StoreError("the model has neither an identification nor a verification threshold; run "
+                             "`voxprint eval-id --write-threshold` or `voxprint eval --write-threshold` on it")
+        return float(self.model.threshold)
+
+    def calibrate(self, scores: np.ndarray, test_seconds: float | None, enroll_counts: np.ndarray) -> np.ndarray:
+        """Identification scores from back-end scores: the model's duration- and count-aware calibration
+        when it has one (``meta.json``, ``identification.calibration``), else the back-end scores as they are.
+
+        Args:
+            scores: back-end scores of one test recording against some speakers.
+            test_seconds: the test recording's duration (None when unknown: no duration correction).
+            enroll_counts: each speaker's number of enrollment recordings.
+        """
+        entry = self.model.meta.get("identification", {}).get("calibration")
+        if entry is None:
+            return scores
+        from voxprint.identification.calibration import QualityCalibration
+
+        return QualityCalibration.from_dict(entry).transform(scores, test_seconds, enroll_counts)
+
+    def identify_embedding(self, embedding: np.ndarray, top_k: int = 5, candidates: int = 50,
+                           test_seconds: float | None = None) -> Identification:
+        """Identify a test embedding (see the module docstring).
+
+        Args:
+            embedding: the test recording's unit embedding.
+            top_k: how many candidates to report.
+            candidates: how many cosine-nearest speakers the back-end rescores.
+            test_seconds: the test recording's duration, for the calibration.
+
+        Raises:
+            StoreError: the store is empty.
+        """
+        ids, centroids, counts = self.table.centroids()
+        if not ids:
+            raise StoreError(f"speaker store {self.path} has no speakers; enroll some first")
+        cosine = centroids @ embedding
+        count = min(max(candidates, top_k), len(ids))
+        rows = np.argpartition(-cosine, count - 1)[:count]
+        scores = self.calibrate(self._scores(embedding, rows, centroids), test_seconds, counts[rows])
+        order = np.argsort(-scores, kind="stable")
+        top = [Candidate(ids[rows[i]], float(scores[i])) for i in order[:top_k]]
+        threshold = self.identification_threshold
+        best = top[0]
+        accepted = open_set_accepts(best.score, len(ids), threshold)
+        return Identification(best.speaker if accepted else None, best.score, threshold, len(ids), top)
+
+    def identify(self, audio: AudioInput, top_k: int = 5) -> Identification:
+        """Who is speaking in ``audio``: the best enrolled speaker, or None when nobody enrolled matches."""
+        wave = self.model.load_waveform(audio, self.model.sample_rate if isinstance(audio, np.ndarray) else None)
+        embedding = self.model.windows(wave).utterance_embedding()
+        return self.identify_embedding(embedding, top_k=top_k, test_seconds=len(wave) / self.model.sample_rate)
+
+    def verify(self, speaker_id: str, audio: AudioInput, threshold: float | None = None) -> dict[str, Any]:
+        """Score ``audio`` against a stored speaker (no enrollment audio is re-embedded).
+
+        Returns:
+            ``{"speaker", "score", "scale", "threshold", "decision"}``.
+
+        Raises:
+            StoreError: unknown speaker, or no threshold.
+        """
+        record = self.table.speaker(speaker_id)
+        score = float(self.model.backend.score(record.centroid[None], self.model.extract_embedding(audio)))
+        threshold = self.model.threshold if threshold is None else threshold
+        if threshold is None:
+            raise StoreError("the model has no stored threshold; pass one")
+        return {"speaker": speaker_id, "score": score, "scale": self.model.backend.scale, "threshold": threshold,
+                "decision": "accept" if score >= threshold else "reject"}
+
+    def reembed(self, model: Any) -> int:
+        """Move the store to another model by re-embedding its kept audio; returns the enrollments redone.
+
+        Raises:
+            StoreError: some enrollments were made without ``keep_audio``.
+        """
+        rows = self.table.kept_audio()
+        missing = [speaker for _, speaker, audio in rows if audio is None]
+        if missing:
+            raise StoreError(f"{len(missing)} enrollments (first: speaker {missing[0]!r}) kept no audio, so the store "
+                             "cannot be re-embedded; enroll again with --keep-audio")
+        embeddings = {}
+        for row, _, audio in rows:
+            wave, rate = decode_audio(audio)
+            embeddings[row] = model.extract_embedding(wave, sample_rate=rate)
+        self.table.replace_embeddings(embeddings, model.identity, model.embedding_dim)
+        self.model = model
+        return len(embeddings)
+
+
+def _source_name(audio: AudioInput) -> str:
+    if isinstance(audio, np.ndarray):
+        raise StoreError("give each array a source name (sources=[...]) so a repeated enrollment is recognised")
+    return str(Path(audio))

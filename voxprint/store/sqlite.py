@@ -1,0 +1,391 @@
+"""The speaker store: enrolled speakers kept in one SQLite file, the system of record for identification.
+
+One file, standard-library ``sqlite3``, WAL journal: readers never block the writer, and every write
+(one speaker's enrollment, a removal, a rename) is one ``BEGIN IMMEDIATE`` transaction, so a killed
+process leaves the store as it was after its last acknowledged write, and two writers queue for each
+other (a busy timeout) instead of failing with "database is locked".
+
+Tables:
+
+- ``meta``: the model identity the embeddings were made with (:attr:`SpeakerModel.identity`), the
+  embedding size, the schema version and a write counter (``version``) that search indexes compare to
+  know when to refresh;
+- ``speakers``: id, display name, the speaker model derived from the enrollments (the normalised mean
+  of their unit embeddings, what cosine scoring and the model's back-end score against) and its count;
+- ``enrollments``: every enrollment embedding with its source name (unique per speaker, which makes
+  re-running an enrollment idempotent), speech duration, a quality figure and, with
+  ``keep_audio``, the 16 kHz audio (FLAC) so the store can be re-embedded with another model.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from voxprint.errors import StoreError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 60.0
+#: Speaker ids: what a URL path segment, a file name and a Kaldi id all accept.
+SPEAKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS speakers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created REAL NOT NULL,
+    centroid BLOB NOT NULL,
+    count INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS enrollments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    speaker TEXT NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+    source TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    quality REAL NOT NULL,
+    embedding BLOB NOT NULL,
+    audio BLOB,
+    created REAL NOT NULL,
+    UNIQUE (speaker, source)
+);
+CREATE INDEX IF NOT EXISTS enrollments_by_speaker ON enrollments(speaker);
+"""
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """One enrollment recording of a speaker.
+
+    Attributes:
+        source: its name (file path or caller's name), unique per speaker.
+        seconds: speech duration after voice activity detection.
+        quality: consistency of the recording's windows, the mean cosine of each window embedding to
+            their mean (1.0 for a single window; low values suggest several voices or noise).
+        embedding: its unit embedding.
+        has_audio: whether the audio is kept for re-embedding.
+    """
+
+    source: str
+    seconds: float
+    quality: float
+    embedding: np.ndarray
+    has_audio: bool = False
+
+
+@dataclass(frozen=True)
+class SpeakerRecord:
+    """An enrolled speaker.
+
+    Attributes:
+        id: the speaker id.
+        name: the display name.
+        count: the number of enrollment recordings.
+        seconds: their total speech duration.
+        centroid: the speaker model (unit vector).
+    """
+
+    id: str
+    name: str
+    count: int
+    seconds: float
+    centroid: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data (without the centroid)."""
+        return {"id": self.id, "name": self.name, "enrollments": self.count, "seconds": round(self.seconds, 3)}
+
+
+def check_speaker_id(speaker_id: str) -> str:
+    """``speaker_id`` if it is a valid id (letters, digits, ``_.@+-``; 1 to 128 characters).
+
+    Raises:
+        StoreError: otherwise.
+
+    Example:
+        >>> check_speaker_id("alice_01")
+        'alice_01'
+    """
+    if not isinstance(speaker_id, str) or not SPEAKER_ID.match(speaker_id):
+        raise StoreError(f"invalid speaker id {speaker_id!r}: use 1 to 128 letters, digits or _.@+- "
+                         "(starting with a letter or digit)")
+    return speaker_id
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0:
+        raise StoreError("an embedding is zero or not finite; it cannot be stored")
+    return (vector / norm).astype(np.float32)
+
+
+class EmbeddingTable:
+    """SQLite access to the tables above, without any model: store, read and derive speaker models.
+
+    Args:
+        path: the database file (created when missing and ``create`` is true).
+        create: whether a missing file may be created.
+
+    Raises:
+        StoreError: the file is missing (and ``create`` is false), is not a voxprint store, is corrupt,
+            or cannot be opened.
+    """
+
+    def __init__(self, path: str | os.PathLike, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreError(f"speaker store {self.path} does not exist; enroll a speaker to create it")
+        if self.path.is_dir():
+            raise StoreError(f"speaker store {self.path} is a folder; give a file name such as speakers.db")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal" and os.access(self.path, os.W_OK):
+                raise StoreError(f"speaker store {self.path}: the file system does not support SQLite's WAL mode")
+            with self.transaction():
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    self._db.execute(statement)
+                stored = self.get_meta("schema")
+                if stored is None:
+                    self._set_meta("schema", str(SCHEMA_VERSION))
+                    self._set_meta("version", "0")
+                elif stored != str(SCHEMA_VERSION):
+                    raise StoreError(f"speaker store {self.path} has schema {stored}; this voxprint reads "
+                                     f"schema {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_describe(self.path, exc)) from None
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: taken at once (``BEGIN IMMEDIATE``, so writers queue instead of
+        deadlocking), committed on success, rolled back on any error."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_describe(self.path, exc)) from None
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(_describe(self.path, exc)) from None
+            raise
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_describe(self.path, exc)) from None
+
+    def get_meta(self, key: str) -> str | None:
+        """A value of the ``meta`` table, or None."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?",
+                         (key, value, value))
+
+    def _bump_version(self) -> None:
+        self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
+
+    @property
+    def version(self) -> int:
+        """Incremented by every write: a search index built at another version is stale."""
+        return int(self.get_meta("version") or 0)
+
+    @property
+    def model_identity(self) -> str | None:
+        """The identity of the model whose embeddings the store holds (None while empty and unbound)."""
+        return self.get_meta("model")
+
+    def bind_model(self, identity: str, dim: int) -> None:
+        """Record the model of the embeddings (inside a transaction); refuse a different one."""
+        stored, stored_dim = self.get_meta("model"), self.get_meta("dim")
+        if stored is None:
+            self._set_meta("model", identity)
+            self._set_meta("dim", str(dim))
+        elif stored != identity or int(stored_dim or 0) != dim:
+            raise StoreError(f"speaker store {self.path} holds embeddings of model {stored}, not of the model "
+                             f"given ({identity}); use the model it was made with, or move it to this model with "
+                             "`voxprint store reembed` (needs audio kept at enrollment: --keep-audio)")
+
+    def has_source(self, speaker_id: str, source: str) -> bool:
+        """Whether ``speaker_id`` already has an enrollment named ``source``."""
+        return bool(self._query("SELECT 1 FROM enrollments WHERE speaker = ? AND source = ?", (speaker_id, source)))
+
+    def add(self, speaker_id: str, enrollments: Sequence[Enrollment], name: str | None = None,
+            audio: Sequence[bytes | None] | None = None, identity: str | None = None) -> SpeakerRecord:
+        """Add enrollments to a speaker (created if new) and update its speaker model, in one transaction.
+
+        Enrollments whose source the speaker already has are skipped, so repeating an enrollment changes
+        nothing.
+        """
+        check_speaker_id(speaker_id)
+        audio = list(audio) if audio is not None else [None] * len(enrollments)
+        now = time.time()
+        with self.transaction() as db:
+            if identity is not None:
+                self.bind_model(identity, int(enrollments[0].embedding.shape[0]) if enrollments else 0)
+            exists = db.execute("SELECT name FROM speakers WHERE id = ?", (speaker_id,)).fetchone()
+            if exists is None:
+                if not enrollments:
+                    raise StoreError(f"speaker {speaker_id!r} has no enrollment recording")
+                db.execute("INSERT INTO speakers(id, name, created, centroid, count) VALUES (?, ?, ?, ?, 0)",
+                           (speaker_id, name or speaker_id, now, b""))
+            elif name is not None:
+                db.execute("UPDATE speakers SET name = ? WHERE id = ?", (name, speaker_id))
+            for enrollment, pcm in zip(enrollments, audio):
+                db.execute("INSERT OR IGNORE INTO enrollments(speaker, source, seconds, quality, embedding, audio, "
+                           "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (speaker_id, enrollment.source, float(enrollment.seconds), float(enrollment.quality),
+                            _unit(enrollment.embedding).tobytes(), pcm, now))
+            self._refresh_speaker(speaker_id)
+            self._bump_version()
+        return self.speaker(speaker_id)
+
+    def _refresh_speaker(self, speaker_id: str) -> None:
+        """Recompute a speaker's model from its enrollments (inside the caller's transaction)."""
+        rows = self._db.execute("SELECT embedding FROM enrollments WHERE speaker = ?", (speaker_id,)).fetchall()
+        matrix = np.stack([np.frombuffer(blob, dtype=np.float32) for (blob,) in rows])
+        self._db.execute("UPDATE speakers SET centroid = ?, count = ? WHERE id = ?",
+                         (_unit(matrix.mean(axis=0)).tobytes(), len(rows), speaker_id))
+
+    def speaker(self, speaker_id: str) -> SpeakerRecord:
+        """One speaker's record.
+
+        Raises:
+            StoreError: no such speaker.
+        """
+        rows = self._query("SELECT s.id, s.name, s.count, COALESCE(SUM(e.seconds), 0), s.centroid FROM speakers s "
+                           "LEFT JOIN enrollments e ON e.speaker = s.id WHERE s.id = ? GROUP BY s.id", (speaker_id,))
+        if not rows:
+            raise StoreError(f"no speaker {speaker_id!r} in {self.path}; `voxprint speakers --store "
+                             f"{self.path} list` shows who is enrolled")
+        return _record(rows[0])
+
+    def speakers(self) -> list[SpeakerRecord]:
+        """Every enrolled speaker, by id."""
+        rows = self._query("SELECT s.id, s.name, s.count, COALESCE(SUM(e.seconds), 0), s.centroid FROM speakers s "
+                           "LEFT JOIN enrollments e ON e.speaker = s.id GROUP BY s.id ORDER BY s.id")
+        return [_record(row) for row in rows]
+
+    def enrollments(self, speaker_id: str) -> list[Enrollment]:
+        """A speaker's enrollments, oldest first."""
+        self.speaker(speaker_id)
+        rows = self._query("SELECT source, seconds, quality, embedding, audio IS NOT NULL FROM enrollments "
+                           "WHERE speaker = ? ORDER BY id", (speaker_id,))
+        return [Enrollment(source, seconds, quality, np.frombuffer(blob, dtype=np.float32), bool(has_audio))
+                for source, seconds, quality, blob, has_audio in rows]
+
+    def centroids(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """All speaker ids, their speaker models (N, D) and enrollment counts (N,), by id."""
+        rows = self._query("SELECT id, centroid, count FROM speakers ORDER BY id")
+        dim = int(self.get_meta("dim") or 0)
+        if not rows:
+            return [], np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        matrix = np.frombuffer(b"".join(blob for _, blob, _ in rows), dtype=np.float32).reshape(len(rows), -1)
+        return [r[0] for r in rows], matrix, np.array([r[2] for r in rows], dtype=np.int64)
+
+    def remove(self, speaker_id: str) -> None:
+        """Delete a speaker and its enrollments.
+
+        Raises:
+            StoreError: no such speaker.
+        """
+        with self.transaction() as db:
+            if db.execute("DELETE FROM speakers WHERE id = ?", (speaker_id,)).rowcount == 0:
+                raise StoreError(f"no speaker {speaker_id!r} in {self.path}")
+            self._bump_version()
+
+    def rename(self, speaker_id: str, new_id: str, name: str | None = None) -> SpeakerRecord:
+        """Give a speaker a new id (and display name), keeping its enrollments.
+
+        Raises:
+            StoreError: no such speaker, or ``new_id`` is taken or invalid.
+        """
+        check_speaker_id(new_id)
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM speakers WHERE id = ?", (speaker_id,)).fetchone() is None:
+                raise StoreError(f"no speaker {speaker_id!r} in {self.path}")
+            if new_id != speaker_id and db.execute("SELECT 1 FROM speakers WHERE id = ?", (new_id,)).fetchone():
+                raise StoreError(f"speaker id {new_id!r} is already taken in {self.path}")
+            if new_id == speaker_id:
+                db.execute("UPDATE speakers SET name = COALESCE(?, name) WHERE id = ?", (name, speaker_id))
+            else:
+                # Copy the row, move the enrollments to it, delete the old row: the enrollments' foreign
+                # key never points at a missing speaker. A name that was just the old id follows the id.
+                db.execute("INSERT INTO speakers(id, name, created, centroid, count) SELECT ?, COALESCE(?, "
+                           "CASE WHEN name = id THEN ? ELSE name END), created, centroid, count FROM speakers "
+                           "WHERE id = ?", (new_id, name, new_id, speaker_id))
+                db.execute("UPDATE enrollments SET speaker = ? WHERE speaker = ?", (new_id, speaker_id))
+                db.execute("DELETE FROM speakers WHERE id = ?", (speaker_id,))
+            self._bump_version()
+        return self.speaker(new_id)
+
+    def kept_audio(self) -> list[tuple[int, str, bytes | None]]:
+        """(enrollment row, speaker id, FLAC bytes or None) of every enrollment."""
+        return self._query("SELECT id, speaker, audio FROM enrollments ORDER BY id")
+
+    def replace_embeddings(self, embeddings: dict[int, np.ndarray], identity: str, dim: int) -> None:
+        """Swap every enrollment embedding for a new model's, and rebind the store, in one transaction."""
+        with self.transaction() as db:
+            for row, embedding in embeddings.items():
+                db.execute("UPDATE enrollments SET embedding = ? WHERE id = ?", (_unit(embedding).tobytes(), row))
+            for (speaker_id,) in db.execute("SELECT id FROM speakers").fetchall():
+                self._refresh_speaker(speaker_id)
+            self._set_meta("model", identity)
+            self._set_meta("dim", str(dim))
+            self._bump_version()
+
+
+def encode_audio(wave: np.ndarray, sample_rate: int) -> bytes:
+    """Lossless FLAC bytes of a waveform (what ``keep_audio`` stores)."""
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, wave, sample_rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def decode_audio(blob: bytes) -> tuple[np.ndarray, int]:
+    """The waveform and sample rate of :func:`encode_audio`'s bytes."""
+    import soundfile
+
+    wave, rate = soundfile.read(io.BytesIO(blob), dtype="float32")
+    return wave, int(rate)
+
+
+def _record(row: tuple) -> SpeakerRecord:
+    speaker_id, name, count, seconds, blob = row
+    return SpeakerRecord(speaker_id, name, int(count), float(seconds), np.frombuffer(blob, dtype=np.float32))
+
+
+def _describe(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"speaker store {path} is corrupt or not a voxprint store ({text}); restore it from a backup"
+    if "readonly" in text or "read-only" in text:
+        return f"speaker store {path} is read-only; nothing was written"
+    if "locked" in text or "busy" in text:
+        return (f"speaker store {path} stayed busy for {BUSY_TIMEOUT_SECONDS:.0f} s (another process is writing); "
+                "try again")
+    if "unable to open" in text:
+        return f"speaker store {path} cannot be opened ({text}); check the folder exists and is writable"
+    return f"speaker store {path}: {text}"
