@@ -221,8 +221,10 @@ def _similarity(args: argparse.Namespace) -> int:
 
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--enroll", action="append", required=True,
+    p.add_argument("--enroll", action="append",
                    help="enrollment recording of the claimed speaker (repeat for several; all are used)")
+    p.add_argument("--store", help="speaker store holding the claimed speaker (instead of --enroll)")
+    p.add_argument("--speaker", help="with --store: the claimed speaker's id")
     p.add_argument("--test", required=True, help="recording to verify")
     model_options(p)
     p.add_argument("--threshold", type=float,
@@ -231,15 +233,26 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     json_option(p)
 
 
-@verb("verify", "accept or reject a test recording against enrollment recordings (exit 0 accept, 3 reject)",
-      "voxprint verify --enroll a1.flac --enroll a2.flac --test b.flac && echo same speaker", _verify_args)
+@verb("verify", "accept or reject a test recording against enrollment recordings or a stored speaker "
+                "(exit 0 accept, 3 reject)",
+      "voxprint verify --enroll a1.flac --enroll a2.flac --test b.flac && echo same speaker\n"
+      "  voxprint verify --store speakers.db --speaker alice --test b.flac", _verify_args)
 def _verify(args: argparse.Namespace) -> int:
+    if bool(args.enroll) == bool(args.store):
+        raise VoxprintError("give either --enroll recordings or --store DB --speaker ID")
+    if bool(args.store) != bool(args.speaker):
+        raise VoxprintError("--store and --speaker go together")
     model = load_cli_model(args)
     threshold = args.threshold if args.threshold is not None else model.threshold
     if threshold is None:
         raise VoxprintError(f"model {args.model!r} has no stored threshold; pass --threshold "
                             "(or store one with `voxprint eval --write-threshold`)")
-    score = model.verification_score(args.enroll, args.test)
+    if args.store:
+        from voxprint.store import SpeakerStore
+
+        score = SpeakerStore(args.store, model, create=False).verify(args.speaker, args.test, threshold)["score"]
+    else:
+        score = model.verification_score(args.enroll, args.test)
     decision = "accept" if score >= threshold else "reject"
     scale = model.backend.scale
     emit(args, {"score": score, "scale": scale, "threshold": threshold, "decision": decision},
