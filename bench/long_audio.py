@@ -82,7 +82,7 @@ def main() -> None:
         for index, minutes in enumerate(sorted(args.minutes)):
             path = Path(tmp) / f"{minutes:g}min.wav"
             build_recording(minutes, path)
-            runs = [("bounded (16,384 frames per encoder call, 60 s feature chunks)", False)]
+            runs = [("bounded (16,384 frames per encoder call, features 60 s at a time)", False)]
             if index == 0:
                 runs.append(("all windows at once (before)", True))
             for label, unbounded in runs:
@@ -98,9 +98,10 @@ def main() -> None:
     publish_benchmark(SECTION, ".venv/bin/python bench/long_audio.py", "One torch thread.", [
         "Each row is a fresh process that loads the bundled model and embeds one WAV file built from real",
         "speechocean762 training speech. Memory beyond the model grows with the waveform only (decoded at",
-        "16 kHz float32, and the features, 80 floats per 10 ms); the encoder sees at most 16,384 frames per",
-        "call (the bundled model's windows are 30 s, 3,000 frames). Longer inputs are refused above",
-        "`--max-seconds` (default 4 hours) from the file header, before decoding.",
+        "16 kHz float32): features are computed 60 s at a time as the windows need them, and the encoder",
+        "sees at most 16,384 frames per call (the bundled model's windows are 30 s, 3,000 frames), a",
+        "constant few hundred MiB. Longer inputs are refused above `--max-seconds` (default 4 hours) from",
+        "the file header, before decoding.",
     ], table)
 
 

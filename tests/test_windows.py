@@ -12,6 +12,7 @@ from voxprint.audio import load_audio
 from voxprint.config import load_config
 from voxprint.errors import AudioError
 from voxprint.inference import SlidingWindowEmbedder, window_starts
+from voxprint.inference.windows import LazyFeatures
 from voxprint.models import build_embedding_model
 from voxprint.registry import MODELS
 
@@ -70,12 +71,22 @@ def test_chunked_features_equal_whole_features(long_wave, normalize):
         return frontend_forward(waves)
 
     model.frontend.forward = counting
-    chunked = SlidingWindowEmbedder(model, 160, 0.5, chunk_seconds=7.0).features(long_wave)
-    assert len(calls) == 11 and max(calls) < 11 * 16000  # 75 s: ten chunks of 7 s and one of 5 s
+    embedder = SlidingWindowEmbedder(model, 160, 0.5, chunk_seconds=7.0)
+    chunked = embedder.features(long_wave)
+    if normalize == "segment":  # windows ask for frames as they go: the whole never exists
+        assert isinstance(chunked, LazyFeatures) and len(calls) == 1
+        windows = embedder(long_wave)
+        assert max(calls) < 11 * 16000 and len(calls) > 10
+        chunked = chunked[0:len(chunked)]
+    else:  # sliding normalisation needs every frame: computed chunk by chunk into one tensor
+        assert len(calls) == 11 and max(calls) < 8 * 16000  # 75 s: ten chunks of 7 s and one of 5 s
     with torch.no_grad():
         whole = model.features(torch.from_numpy(long_wave)[None])[0]
     assert chunked.shape == whole.shape
     torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=1e-5)
+    if normalize == "segment":
+        unchunked = SlidingWindowEmbedder(model, 160, 0.5, chunk_seconds=1000.0)(long_wave)
+        np.testing.assert_allclose(windows.embeddings, unchunked.embeddings, atol=1e-5)
 
 
 def _config_for(name: str) -> dict:

@@ -3,8 +3,9 @@
 Verification needs one embedding per utterance; diarization and target-speaker detection need one
 per window with its start and end time. Both come from :class:`SlidingWindowEmbedder`:
 
-- features are computed in chunks of about ``chunk_seconds``, so their working memory does not grow
-  with the duration (a frame depends only on its own samples, so chunking changes nothing);
+- features of long recordings are computed in chunks of about ``chunk_seconds`` as the windows need
+  them (:class:`LazyFeatures`), so they never exist whole (a frame depends only on its own samples,
+  so chunking changes nothing);
 - windows of ``window_frames`` frames start every ``hop`` frames, the last one aligned to the end so no
   tail is lost (the GE2E paper's 160 frames with 50 % overlap by default);
 - at most ``batch_frames`` frames (whole windows, at least one) go through the encoder at once, so
@@ -24,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["SlidingWindowEmbedder", "WindowEmbeddings", "window_starts"]
+__all__ = ["LazyFeatures", "SlidingWindowEmbedder", "WindowEmbeddings", "window_starts"]
 
 
 def window_starts(num_frames: int, window: int, overlap: float) -> list[int]:
@@ -74,6 +75,54 @@ class WindowEmbeddings:
         return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 
+class LazyFeatures:
+    """The feature frames of a long recording, computed a chunk at a time when sliced.
+
+    Windows are requested in order, so each chunk covers the next ``chunk_frames`` frames from the
+    first one asked for (or more when one request spans more); a frame depends only on its own
+    samples, so the frames are those of the whole recording's features.
+
+    Args:
+        model: the embedding model (its ``frontend`` computes the frames).
+        samples: the waveform.
+        total: the number of frames of the whole waveform.
+        chunk_frames: frames computed per front-end call.
+    """
+
+    def __init__(self, model: torch.nn.Module, samples: torch.Tensor, total: int, chunk_frames: int):
+        self.frontend = model.frontend
+        self.samples = samples
+        self.total = total
+        self.chunk_frames = chunk_frames
+        self._first, self._cache = 0, self._compute(0, min(total, chunk_frames))
+
+    def _compute(self, first: int, end: int) -> torch.Tensor:
+        begin = first * int(self.frontend.frame_shift)
+        return self.frontend(self.samples[begin:begin + self.frontend.num_samples(end - first)].unsqueeze(0))[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.total, int(self._cache.shape[-1]))
+
+    def __len__(self) -> int:
+        return self.total
+
+    def materialize(self) -> torch.Tensor:
+        """All frames in one tensor, filled a chunk at a time (never a second copy of the whole)."""
+        whole = torch.empty(self.shape, dtype=self._cache.dtype, device=self._cache.device)
+        for first in range(0, self.total, self.chunk_frames):
+            chunk = self[first:min(self.total, first + self.chunk_frames)]
+            whole[first:first + len(chunk)] = chunk
+        return whole
+
+    def __getitem__(self, frames: slice) -> torch.Tensor:
+        first, end = frames.start or 0, min(self.total, self.total if frames.stop is None else frames.stop)
+        if not (self._first <= first and end <= self._first + len(self._cache)):
+            self._first = first
+            self._cache = self._compute(first, min(self.total, max(end, first + self.chunk_frames)))
+        return self._cache[first - self._first:end - self._first]
+
+
 class SlidingWindowEmbedder:
     """Embeds waveforms window by window with an :class:`~voxprint.models.EmbeddingModel`.
 
@@ -106,26 +155,23 @@ class SlidingWindowEmbedder:
         self.chunk_frames = max(1, int(round(chunk_seconds * self.sample_rate / self._frame_shift)))
 
     @torch.inference_mode()
-    def features(self, wave: np.ndarray) -> torch.Tensor:
-        """Normalised feature frames (F, D) of one waveform, computed a chunk at a time."""
+    def features(self, wave: np.ndarray) -> torch.Tensor | LazyFeatures:
+        """Normalised feature frames (F, D) of one waveform.
+
+        Up to 1.5 chunks they are computed at once. Longer inputs whose normalisation is per window
+        (``segment``, ``none``) get :class:`LazyFeatures`, computed a chunk at a time as windows ask for
+        them, so the features of an hours-long recording never exist whole; with ``sliding``
+        normalisation (which needs its neighbours) they are computed chunk by chunk into one tensor.
+        """
         frontend = self.model.frontend
         samples = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
         total = frontend.num_frames(len(samples))
         if total <= self.chunk_frames * 1.5:  # also the too-short case, which the front-end reports
-            feats = frontend(samples.to(self.device).unsqueeze(0))[0]
-        else:
-            # Each chunk is written into one preallocated tensor: a list of chunks joined by torch.cat
-            # would hold the features twice.
-            bounds = list(range(0, total - self.chunk_frames // 2, self.chunk_frames)) + [total]
-            feats = None
-            for first, end in zip(bounds[:-1], bounds[1:]):
-                begin = first * self._frame_shift
-                piece = samples[begin:begin + frontend.num_samples(end - first)].to(self.device)
-                chunk = frontend(piece.unsqueeze(0))[0]
-                if feats is None:
-                    feats = torch.empty((total, chunk.shape[-1]), dtype=chunk.dtype, device=chunk.device)
-                feats[first:end] = chunk
-        return self.model.normalize_features(feats.unsqueeze(0))[0]
+            return self.model.normalize_features(frontend(samples.to(self.device).unsqueeze(0)))[0]
+        lazy = LazyFeatures(self.model, samples.to(self.device), total, self.chunk_frames)
+        if self.model.normalize != "sliding":
+            return lazy
+        return self.model.normalize_features(lazy.materialize().unsqueeze(0))[0]
 
     def __call__(self, wave: np.ndarray) -> WindowEmbeddings:
         """The window embeddings of one waveform (at the model's sample rate)."""
@@ -136,7 +182,7 @@ class SlidingWindowEmbedder:
         return self.embed_features([self.features(w) for w in waves])
 
     @torch.inference_mode()
-    def embed_features(self, features: Sequence[torch.Tensor]) -> list[WindowEmbeddings]:
+    def embed_features(self, features: Sequence[torch.Tensor | LazyFeatures]) -> list[WindowEmbeddings]:
         """Window embeddings from precomputed :meth:`features` of several recordings."""
         starts = [window_starts(f.shape[0], self.window_frames, self.overlap) for f in features]
         lengths = [min(self.window_frames, f.shape[0]) for f in features]
