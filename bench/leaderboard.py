@@ -30,7 +30,7 @@ from voxprint.metrics import evaluate_scores
 from voxprint.metrics.plots import plot_det
 from voxprint.paths import data_root
 from voxprint.report import format_table, machine_description, write_markdown_section
-from voxprint.runs import BACKEND_DIR, RunLock
+from voxprint.runs import BACKEND_DIR, HISTORY_FILE, MODEL_FILE, RunLock
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def ensure_backend(model, run: Path) -> None:
 
 
 def training_minutes(run: Path) -> float:
-    history = json.loads((run / "history.json").read_text())
+    history = json.loads((run / HISTORY_FILE).read_text())
     return sum(record["seconds"] for record in history) / 60
 
 
@@ -83,7 +83,7 @@ def main() -> int:
              "-", "1.00", "1.00", "1.00"]]
     for name, run_name, _, parent in SYSTEMS:
         run = REPO / run_name
-        if not (run / "model.pt").is_file():
+        if not (run / MODEL_FILE).is_file():
             print(f"skipping {name}: {run} not trained")
             continue
         model = load_model(run)

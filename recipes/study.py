@@ -38,6 +38,7 @@ from voxprint.inference import SpeakerModel, load_model
 from voxprint.metrics import evaluate_scores
 from voxprint.paths import data_root
 from voxprint.report import format_table, machine_description
+from voxprint.runs import CHECKPOINT_FILE, HISTORY_FILE
 from voxprint.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,11 +111,11 @@ def train_and_evaluate(study: Study, system: str, seed: int, *, paper: bool = Fa
     config = load_config(path, overrides)
 
     run = study.run_dir(system, seed)
-    history_file = run / "history.json"
-    if (run / "checkpoint.pt").exists() and json.loads(history_file.read_text())[-1]["epoch"] > epochs:
+    history_file = run / HISTORY_FILE
+    if (run / CHECKPOINT_FILE).exists() and json.loads(history_file.read_text())[-1]["epoch"] > epochs:
         raise SystemExit(f"{run} was trained longer than {epochs} epochs; remove it or use another --out")
     print(f"[{study.name}] training {system} (seed {seed}) in {run}", flush=True)
-    train(config, run, resume=(run / "checkpoint.pt").exists(), progress=False)
+    train(config, run, resume=(run / CHECKPOINT_FILE).exists(), progress=False)
     history = json.loads(history_file.read_text())
     result = {"system": system, "seed": seed, "epochs": epochs,
               "description": " ".join(str(raw.get("description", "")).split()),
