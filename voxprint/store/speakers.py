@@ -2,7 +2,8 @@
 
 Identification is a search plus an open-set decision:
 
-1. the test embedding's cosine to every speaker model gives the candidates (exact BLAS search);
+1. the test embedding's cosine to the speaker models gives the candidates (:mod:`voxprint.store.index`:
+   exact BLAS search, FAISS above the measured crossover);
 2. the candidates are rescored with the model's back-end (for the bundled model, calibrated PLDA
    log-likelihood ratios);
 3. the best candidate is returned only if ``score - ln(N) >= threshold`` for a gallery of ``N``
@@ -261,19 +262,34 @@ class SpeakerStore:
         Raises:
             StoreError: the store is empty.
         """
-        ids, centroids, counts = self.table.centroids()
-        if not ids:
+        index, counts = self._speaker_index()
+        if not len(index):
             raise StoreError(f"speaker store {self.path} has no speakers; enroll some first")
-        cosine = centroids @ embedding
-        count = min(max(candidates, top_k), len(ids))
-        rows = np.argpartition(-cosine, count - 1)[:count]
-        scores = self.calibrate(self._scores(embedding, rows, centroids), test_seconds, counts[rows])
+        count = min(max(candidates, top_k), len(index))
+        rows = index.search_rows(embedding, count)[0][0]
+        rows = rows[rows >= 0]  # an approximate index may find fewer
+        models = index.vectors(rows)
+        scores = self.calibrate(self._scores(embedding, np.arange(rows.size), models), test_seconds, counts[rows])
         order = np.argsort(-scores, kind="stable")
-        top = [Candidate(ids[rows[i]], float(scores[i])) for i in order[:top_k]]
+        top = [Candidate(index.ids[rows[i]], float(scores[i])) for i in order[:top_k]]
         threshold = self.identification_threshold
         best = top[0]
-        accepted = open_set_accepts(best.score, len(ids), threshold)
-        return Identification(best.speaker if accepted else None, best.score, threshold, len(ids), top)
+        accepted = open_set_accepts(best.score, len(index), threshold)
+        return Identification(best.speaker if accepted else None, best.score, threshold, len(index), top)
+
+    def _speaker_index(self) -> tuple[Any, np.ndarray]:
+        """The search index of the speaker models and their enrollment counts, rebuilt when the store
+        has been written since (:attr:`EmbeddingTable.version`); see :mod:`voxprint.store.index`."""
+        from voxprint.store.index import SpeakerIndex
+
+        # The version is read before the models: a write in between makes the index look stale, so
+        # it is rebuilt once more, never kept out of date.
+        version = self.table.version
+        cached = getattr(self, "_index_cache", None)
+        if cached is None or cached[0].version != version:
+            ids, centroids, counts = self.table.centroids()
+            cached = self._index_cache = (SpeakerIndex.build(ids, centroids, version=version), counts)
+        return cached
 
     def identify(self, audio: AudioInput, top_k: int = 5) -> Identification:
         """Who is speaking in ``audio``: the best enrolled speaker, or None when nobody enrolled matches."""

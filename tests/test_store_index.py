@@ -1,0 +1,160 @@
+"""Speaker search: exact search against brute force, FAISS recall against exact search on real
+embeddings, the automatic choice at the measured crossover, and the store refreshing its index."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import voxprint
+from voxprint.data import read_data_folder
+from voxprint.errors import DataError, StoreError
+from voxprint.store import Enrollment, SpeakerStore
+from voxprint.store import index as index_module
+from voxprint.store.index import EXACT_MAX_SPEAKERS, SpeakerIndex
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return voxprint.load_model("default")
+
+
+@pytest.fixture(scope="module")
+def real(model, dev_dir: Path) -> dict:
+    """300 real dev utterances of 60 speakers embedded with the bundled model: per speaker, four
+    as the gallery and one as a query."""
+    folder = read_data_folder(dev_dir)
+    gallery, queries = [], []
+    for speaker in folder.speakers:
+        utts = folder.spk2utt[speaker]
+        gallery += utts[:4]
+        queries.append(utts[4])
+    embeddings = model.extract_embeddings([folder.wav[u] for u in gallery + queries])
+    return {"gallery": gallery, "queries": queries, "speaker": folder.utt2spk,
+            "G": embeddings[:len(gallery)], "Q": embeddings[len(gallery):]}
+
+
+def test_exact_search_equals_brute_force():
+    rng = np.random.default_rng(0)
+    models = _unit(rng.normal(size=(2000, 32)))
+    ids = [f"spk{i:04d}" for i in range(2000)]
+    queries = rng.normal(size=(25, 32)) * 3.0  # any length: queries are normalised
+    index = SpeakerIndex.build(ids, models, kind="exact", version=4)
+    assert (index.kind, index.version, len(index), index.dim) == ("exact", 4, 2000, 32)
+    found, scores = index.search(queries, k=7)
+    brute = _unit(queries) @ models.T
+    order = np.argsort(-brute, axis=1)[:, :7]
+    assert found == [[ids[r] for r in row] for row in order]
+    np.testing.assert_allclose(scores, np.take_along_axis(brute, order, axis=1), atol=1e-6)
+    one_ids, one_scores = index.search(queries[3], k=7)  # a single (D,) query
+    assert one_ids == [found[3]] and one_scores.shape == (1, 7)
+    every, _ = index.search(queries[:2], k=5000)  # k beyond the gallery: everyone, best first
+    assert [len(row) for row in every] == [2000, 2000]
+    assert every[0][:7] == found[0]
+
+
+def test_faiss_recall_against_exact_search_on_real_embeddings(real):
+    ids = real["gallery"]
+    exact = SpeakerIndex.build(ids, real["G"], kind="exact")
+    approx = SpeakerIndex.build(ids, real["G"], kind="faiss")
+    assert approx.kind == "faiss" and len(approx) == len(ids)
+    truth, truth_scores = exact.search(real["Q"], k=5)
+    found, scores = approx.search(real["Q"], k=5)
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(found, truth)])
+    assert recall >= 0.95
+    # FAISS scores the speakers it finds exactly (flat lists): the same cosines as exact search.
+    same = np.array([a == b for a, b in zip(found, truth)])
+    np.testing.assert_allclose(scores[same], truth_scores[same], atol=1e-5)
+    # And the nearest gallery utterance is mostly the query's own speaker, as with exact search.
+    own = np.mean([real["speaker"][row[0]] == real["speaker"][q] for row, q in zip(found, real["queries"])])
+    assert own >= 0.8
+    np.testing.assert_allclose(approx.vectors(np.array([0, 5])), _unit(real["G"][[0, 5]]), atol=1e-6)
+
+
+def test_auto_switches_to_faiss_at_the_crossover():
+    rng = np.random.default_rng(1)
+    models = _unit(rng.normal(size=(EXACT_MAX_SPEAKERS, 8)))
+    ids = [str(i) for i in range(EXACT_MAX_SPEAKERS)]
+    below = SpeakerIndex.build(ids[:-1], models[:-1])
+    at = SpeakerIndex.build(ids, models)
+    assert (below.kind, below.nprobe) == ("exact", None)
+    assert at.kind == "faiss" and at.nprobe == index_module.probe_count(index_module.list_count(len(ids)))
+    assert SpeakerIndex.build(ids, models, kind="exact").kind == "exact"
+    assert SpeakerIndex.build(ids[:10], models[:10], kind="faiss").kind == "faiss"
+
+
+def test_auto_falls_back_to_exact_search_without_faiss(monkeypatch):
+    monkeypatch.setattr(index_module, "EXACT_MAX_SPEAKERS", 10)
+    monkeypatch.setattr(index_module, "_faiss_available", lambda: False)
+    models = _unit(np.random.default_rng(2).normal(size=(20, 4)))
+    with pytest.warns(UserWarning, match="FAISS is not installed"):
+        assert SpeakerIndex.build([str(i) for i in range(20)], models).kind == "exact"
+
+
+@pytest.mark.parametrize("kind", ["exact", "faiss"])
+def test_adding_speakers_without_a_rebuild(kind):
+    rng = np.random.default_rng(3)
+    models = _unit(rng.normal(size=(64, 16)))
+    index = SpeakerIndex.build([f"s{i}" for i in range(60)], models[:60], kind=kind, version=1)
+    for i in range(60, 64):  # one at a time, as enrollments come
+        index.add([f"s{i}"], models[i:i + 1] * 5.0, version=i)
+    assert len(index) == 64 and index.version == 63
+    found, scores = index.search(models[60:], k=1)
+    assert found == [["s60"], ["s61"], ["s62"], ["s63"]]
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+    with pytest.raises(StoreError, match="'s3' is already in the index"):
+        index.add(["s3"], models[:1])
+    with pytest.raises(DataError, match="one speaker model per id"):
+        index.add(["x", "y"], models[:1])
+
+
+def test_bad_input_is_one_line_error():
+    models = np.eye(3, dtype=np.float32)
+    with pytest.raises(StoreError, match="unknown speaker index kind 'hnsw'"):
+        SpeakerIndex.build(["a", "b", "c"], models, kind="hnsw")
+    with pytest.raises(DataError, match="one speaker model per id"):
+        SpeakerIndex.build(["a", "b"], models)
+    with pytest.raises(DataError, match="zero length"):
+        SpeakerIndex.build(["a", "b", "c"], np.zeros((3, 3)))
+    with pytest.raises(DataError, match="do not match the index's 3 dimensions"):
+        SpeakerIndex.build(["a", "b", "c"], models).search(np.ones(4), k=1)
+    empty = SpeakerIndex.build([], np.zeros((0, 3)))
+    assert len(empty) == 0 and empty.search(np.ones(3), k=5)[0] == [[]]
+
+
+def test_the_store_refreshes_its_index_after_enrollment_and_removal(tmp_path, model, real):
+    store = SpeakerStore(tmp_path / "speakers.db", model)
+    speakers = sorted({real["speaker"][u] for u in real["gallery"]})
+    by_speaker = {s: [i for i, u in enumerate(real["gallery"]) if real["speaker"][u] == s] for s in speakers}
+
+    def enroll(speaker: str) -> None:
+        rows = by_speaker[speaker]
+        store.table.add(speaker, [Enrollment(real["gallery"][i], 3.0, 1.0, real["G"][i]) for i in rows],
+                        identity=model.identity)
+
+    for speaker in speakers[:20]:
+        enroll(speaker)
+    query = {real["speaker"][q]: real["Q"][i] for i, q in enumerate(real["queries"])}
+    first = store.identify_embedding(query[speakers[0]])
+    index, counts = store._speaker_index()
+    assert first.gallery == 20 and len(index) == 20 and index.version == store.table.version
+    assert counts.tolist() == [4] * 20
+    assert store._speaker_index()[0] is index  # no write, no rebuild
+
+    enroll(speakers[20])
+    result = store.identify_embedding(query[speakers[20]])
+    refreshed = store._speaker_index()[0]
+    assert refreshed is not index and refreshed.version == store.table.version
+    assert result.gallery == 21 and result.top[0].speaker == speakers[20]
+
+    store.remove(speakers[20])
+    result = store.identify_embedding(query[speakers[20]])
+    assert result.gallery == 20 and speakers[20] not in [c.speaker for c in result.top]
+    # The candidates come from the index but are those of exact search: same top as brute force.
+    ids, centroids, _ = store.table.centroids()
+    cosine = centroids @ query[speakers[3]]
+    best = {ids[i] for i in np.argsort(-cosine)[:5]}
+    assert {c.speaker for c in store.identify_embedding(query[speakers[3]], top_k=5, candidates=5).top} == best
