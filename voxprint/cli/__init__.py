@@ -7,7 +7,14 @@ warnings go to stderr.
 
 Each sibling module registers the verbs of one concern with :func:`voxprint.cli.core.verb`.
 """
-from voxprint.cli import data, store, training, verification  # noqa: F401  (register the verbs)
+from voxprint.cli import (  # noqa: F401  (each module registers its verbs)
+    data,
+    export,
+    service,
+    store,
+    training,
+    verification,
+)
 from voxprint.cli.core import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,

@@ -363,6 +363,10 @@ def load_model(name_or_dir: str | os.PathLike = "default", device: str | torch.d
         >>> model.embedding_dim
         192
     """
+    from voxprint.export import load_exported  # an exported folder runs its graph in onnxruntime
+
+    if (exported := load_exported(resolve_model_dir(name_or_dir), device, max_seconds)) is not None:
+        return exported
     device = resolve_device(device)
     folder = resolve_model_dir(name_or_dir)
     path = folder / MODEL_FILE

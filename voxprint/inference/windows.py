@@ -25,25 +25,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from voxprint.windowing import window_starts
+
 __all__ = ["LazyFeatures", "SlidingWindowEmbedder", "WindowEmbeddings", "window_starts"]
-
-
-def window_starts(num_frames: int, window: int, overlap: float) -> list[int]:
-    """Start frames of the sliding windows; the last window is aligned to the end so no tail is lost.
-
-    Example:
-        >>> window_starts(410, 160, 0.5)
-        [0, 80, 160, 240, 250]
-        >>> window_starts(100, 160, 0.5)
-        [0]
-    """
-    if num_frames <= window:
-        return [0]
-    hop = max(1, int(round(window * (1.0 - overlap))))
-    starts = list(range(0, num_frames - window + 1, hop))
-    if starts[-1] != num_frames - window:
-        starts.append(num_frames - window)
-    return starts
 
 
 @dataclass(frozen=True)
