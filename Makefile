@@ -44,6 +44,7 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) bench/augmentation.py
 	$(PY) bench/long_audio.py
 	$(PY) bench/threads.py
+	$(PY) bench/identification.py --model default
 
 # Retrain the bundled default model from scratch on CPU (time: docs/benchmarks.md).
 default-model: $(STAMP)

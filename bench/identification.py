@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Identification benchmark: the bundled model vs Resemblyzer's embeddings in the eval-id protocol, same run.
+
+    .venv/bin/python bench/identification.py [--model default] [--draws 4] [--seed 0]
+
+Needs the benchmark venv for the peer (`make bench-env`). Writes docs/benchmarks.md, section
+"Identification: speechocean762 dev". The protocol is :mod:`voxprint.identification.evaluation`'s
+(``voxprint eval-id``): the 60 dev speakers (unseen in training) are split at random into 30 enrolled
+speakers (3 enrollment utterances each, their other 5 utterances probe) and 30 unknown speakers (all 8
+utterances probe); galleries of 10 (10 random draws, pooled) and of all 30. Scores are calibrated with
+the quality-measure calibration, cross-fitted over two speaker folds (each probe's scores by the
+calibration fitted on the other fold). Resemblyzer embeds the same utterances and the same calibration
+segments (written as 16 kHz FLAC files) and is scored with cosine, its standard use, then calibrated
+the same way.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+from common import run_peer  # bench/common.py: `python bench/identification.py` puts bench/ on the path
+
+from voxprint.data import read_data_folder
+from voxprint.identification.calibration import CrossFittedCalibration, calibration_by_bin
+from voxprint.identification.evaluation import IdentificationData, evaluate_identification, evaluate_model
+from voxprint.identification.scoring import cosine_scorer
+from voxprint.identification.trials import QualityTrials, render_segment
+from voxprint.inference import load_model
+from voxprint.paths import data_root
+from voxprint.report import format_table, publish_benchmark
+
+SECTION = "Identification: speechocean762 dev"
+TOP1_TARGET, DIR_TARGET = 0.97, 0.85
+
+
+def peer_data(dev: Path, ours: IdentificationData, model, tmp: Path) -> tuple[IdentificationData, str]:
+    """Resemblyzer's embeddings of the same utterances and calibration segments, and its version."""
+    folder = read_data_folder(dev)
+    waves = {u: model.load_waveform(folder.wav[u]) for u in ours.utterance_ids}
+    segments = tmp / "segments"
+    segments.mkdir()
+    lines = []
+    for seg in ours.plan.segments:
+        path = segments / f"{seg.name}.flac"
+        soundfile.write(path, render_segment(seg, waves, model.sample_rate), model.sample_rate)
+        lines.append(f"{seg.name} {path.name}\n")
+    (segments / "wav.scp").write_text("".join(lines))
+    embedded = {}
+    for name, where in (("utterances", dev), ("segments", segments)):
+        out = run_peer("resemblyzer_embed.py", ["--data", where, "--out", tmp / f"{name}.npz", "--speed-seconds", "0"])
+        peer = np.load(out, allow_pickle=False)
+        embedded[name] = dict(zip((str(i) for i in peer["ids"]), peer["embeddings"]))
+        version = str(peer["resemblyzer_version"])
+    utterances = np.stack([embedded["utterances"][u] for u in ours.utterance_ids])
+    segs = np.stack([embedded["segments"][s.name] for s in ours.plan.segments])
+    return IdentificationData(ours.utterance_ids, ours.speakers, utterances, ours.seconds, ours.plan, segs), version
+
+
+def form_summary(trials: QualityTrials, interactions: bool | None, seed: int) -> tuple[float, float, str]:
+    """Cross-fitted Cllr of one calibration form (None: the back-end's scores as they are) and its worst
+    per-bin calibration loss (and bin), on trials whose both speakers are in one fold."""
+    from voxprint.backends.calibration import cllr
+
+    fit = CrossFittedCalibration.fit(trials.scores, trials.labels, trials.test_seconds, trials.enroll_counts,
+                                     trials.test_speakers, trials.model_speakers, seed=seed,
+                                     interactions=bool(interactions))
+    llr = trials.scores if interactions is None else fit.transform(trials.scores, trials.test_seconds,
+                                                                     trials.enroll_counts, trials.test_speakers)
+    keep = np.array([fit.folds[a] == fit.folds[b] for a, b in
+                     zip(trials.test_speakers.tolist(), trials.model_speakers.tolist())])
+    rows = [r for names in (trials.duration_bins, trials.count_bins())
+            for r in calibration_by_bin(llr[keep], trials.labels[keep], names[keep])]
+    worst = max(rows, key=lambda r: r.loss)
+    return cllr(llr[keep], trials.labels[keep]), worst.loss, worst.bin
+
+
+def pct(x: float, decimals: int = 1) -> str:
+    return f"{100 * x:.{decimals}f}"
+
+
+def measure(model_name: str, draws: int, seed: int) -> dict:
+    """Run both systems through the protocol; everything the document shows, as JSON-ready data."""
+    dev = data_root() / "speechocean762" / "dev"
+    model = load_model(model_name)
+    run = evaluate_model(model, dev, seed=seed, draws=draws, progress=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        peer, version = peer_data(dev, run.data, model, Path(tmp))
+    forms = {"as_is": form_summary(run.trials, None, seed), "offset_only": form_summary(run.trials, False, seed),
+             "interactions": form_summary(run.trials, True, seed)}
+    return {"system": f"voxprint `{model_name}` ({model.config['model']['name']}, {model.backend.name})",
+            "peer": f"Resemblyzer {version} (cosine)", "model": model_name, "ours": run.report,
+            "theirs": evaluate_identification(peer, cosine_scorer, seed=seed), "forms": forms,
+            "shipped_threshold": model.meta.get("identification", {}).get("threshold")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default", help="model to evaluate (default: %(default)s)")
+    parser.add_argument("--draws", type=int, default=4, help="calibration orderings per speaker (default: 4)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the protocol (default: 0)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="JSON file of the measurements: written after measuring; with --reuse, read instead "
+                             "of measuring (the peer alone takes about 25 minutes on 2 cores)")
+    parser.add_argument("--reuse", action="store_true", help="re-render the document from --results")
+    parser.add_argument("--doc", default=None, help="markdown file to update (default docs/benchmarks.md)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.reuse:
+        if args.results is None or not args.results.is_file():
+            parser.error("--reuse needs an existing --results file")
+        results = json.loads(args.results.read_text())
+    else:
+        results = measure(args.model, args.draws, args.seed)
+        if args.results is not None:
+            args.results.write_text(json.dumps(results, indent=1))
+    ours, theirs = results["ours"], results["theirs"]
+
+    # ---- main table: both systems, both gallery sizes, ratios
+    def cells(g: dict) -> list[str]:
+        points = {p["fpir_target"]: p for p in g["open_set"]}
+        return [pct(g["top1"]), pct(g["top5"]), pct(points[0.01]["dir"]),
+                pct(points[0.001]["dir"]) + ("" if points[0.001]["resolved"] else " *"), f"{g['cllr']:.3f}",
+                f"{g['cllr_uncalibrated']:.3f}" if "cllr_uncalibrated" in g else ""]
+
+    rows = []
+    for name, report in ((results["system"], ours), (results["peer"], theirs)):
+        rows += [[name, g["gallery"], *cells(g)] for g in report["galleries"]]
+    for a, b in zip(ours["galleries"], theirs["galleries"]):
+        pa, pb = ({p["fpir_target"]: p["dir"] for p in g["open_set"]} for g in (a, b))
+        rows.append(["ratio voxprint / Resemblyzer", a["gallery"], f"{a['top1'] / b['top1']:.2f}",
+                     f"{a['top5'] / b['top5']:.2f}", f"{pa[0.01] / pb[0.01]:.2f}",
+                     f"{pa[0.001] / pb[0.001]:.2f}" if pb[0.001] else "", f"{a['cllr'] / b['cllr']:.2f}", ""])
+    main_table = format_table(["system", "gallery", "top-1 %", "top-5 %", "DIR @ FPIR 1 %", "DIR @ FPIR 0.1 %",
+                               "Cllr", "Cllr, back-end as is"], rows)
+
+    everyone = ours["galleries"][-1]
+    top1_all = everyone["top1"]
+    dir_all = next(p["dir"] for p in everyone["open_set"] if p["fpir_target"] == 0.01)
+    verdict = (f"Targets (gallery of all {everyone['gallery']}): closed-set top-1 >= 97 %: {pct(top1_all)} %, "
+               f"{'met' if top1_all >= TOP1_TARGET else 'not met'}; open-set DIR @ FPIR 1 % >= 85 %: {pct(dir_all)} %, "
+               f"{'met' if dir_all >= DIR_TARGET else 'not met'}.")
+
+    # ---- calibration per bin (voxprint)
+    cal = ours["calibration"]
+    bin_rows = []
+    for b in cal["bins"]:
+        before = b.get("before")
+
+        def pair(row: dict | None, rate: str) -> str:
+            return f"{pct(row[rate], 2)} / {pct(row[rate + '_expected'], 2)}" if row else ""
+
+        bin_rows.append([b["bin"], b["trials"], b["targets"],
+                         f"{before['cllr']:.3f}" if before else "", f"{b['cllr']:.3f}", f"{b['min_cllr']:.3f}",
+                         f"{b['cllr'] - b['min_cllr']:.3f}", pair(before, "far"), pair(b, "far"),
+                         pair(before, "miss"), pair(b, "miss"),
+                         f"{before['llr_at_far']:.2f}" if before else "", f"{b['llr_at_far']:.2f}"])
+    bin_table = format_table(["test / enrollment", "trials", "targets", "Cllr, as is", "Cllr, calibrated", "min Cllr",
+                              "calibration loss", "FAR %: measured / predicted, as is", "FAR %, calibrated",
+                              "miss %: measured / predicted, as is", "miss %, calibrated", "LLR at FAR 1 %, as is",
+                              "LLR at FAR 1 %, calibrated"], bin_rows)
+    names = {"as_is": "back-end as is (calibrated on the 125 training speakers)",
+             "offset_only": "offset only: a s + b + c log T + d log K",
+             "interactions": "with interactions: + e s log T + f s log K (shipped)"}
+    form_table = format_table(["calibration", "Cllr", "worst calibration loss", "in bin"],
+                              [[names[k], f"{c:.3f}", f"{loss:.3f}", where]
+                               for k, (c, loss, where) in results["forms"].items()])
+
+    # ---- gallery size
+    gf = ours["gallery_fpir"]
+    size_table = format_table(
+        ["gallery N", "non-mated searches", "FPIR %, fixed threshold on the best score",
+         "FPIR %, best - ln N >= threshold", f"FPIR %, best - ln N >= ln {1 / gf['target_fpir']:g} (not fitted)"],
+        [[r["gallery"], r["nonmated"], f"{100 * r['fpir_fixed']:.2f}", f"{100 * r['fpir_rule']:.2f}",
+          f"{100 * r['fpir_bound_rule']:.2f}"] for r in gf["sizes"]])
+
+    shipped = results["shipped_threshold"]
+    tables = "\n".join([
+        main_table,
+        f"\\* FPIR 0.1 % with {everyone['nonmated']} unknown probes allows no false positive: the threshold is above "
+        "every unknown probe's statistic. \"Back-end as is\": the Cllr of the model's back-end scores before the "
+        "quality calibration (their own calibration was fitted on the 125 training speakers).",
+        "",
+        verdict,
+        "",
+        "**Calibration across test durations and enrollment counts** (voxprint, "
+        f"{cal['trials']:,} calibration trials of dev speakers, {cal['targets']:,} targets; figures on the trials "
+        "whose test and enrollment speakers are both in the fold their calibration did not see). \"As is\" is the "
+        "back-end's own calibration, fitted on the 125 training speakers. Rates at the log-likelihood-ratio "
+        "threshold ln 100 (odds 100:1); \"predicted\" is what the LLRs claim: the target mean of exp(-LLR) above "
+        "the threshold (FAR) and the non-target mean of exp(LLR) below it (miss), equal to the measured rates only "
+        "for calibrated scores (the predicted miss rests on the few non-targets just below the threshold, so it "
+        "is noisy). Cllr differs between bins because discrimination does (a 2 s test is harder than a 10 s "
+        "one); what calibration controls is the calibration loss, Cllr - min Cllr. For the same reason the LLR "
+        "that 1 % of non-targets reach is not the same in every bin even for perfectly calibrated scores: it "
+        "falls as a bin separates speakers better (its non-targets get lower LLRs, and fewer of them reach any "
+        "threshold), so a fixed LLR threshold gives a different FAR per bin, each at most exp(-threshold).",
+        "",
+        bin_table,
+        "Calibration forms, cross-fitted (Cllr over the calibration trials above; worst calibration loss over "
+        "their bins); the interaction terms let the slope depend on the test length and enrollment count:",
+        "",
+        form_table,
+        f"**Gallery size** (voxprint, calibrated): unknown speakers rotate over {gf['folds']} folds of 10, the other "
+        f"50 are enrolled (3 utterances each); galleries of 10 and 30 drawn 10 times per fold. Both thresholds are "
+        f"set for FPIR {100 * gf['target_fpir']:g} % at gallery {gf['reference_gallery']} (fixed: "
+        f"{gf['fixed_threshold']:.2f} on the best score; rule: {gf['rule_threshold']:.2f} on best - ln N). The "
+        "unfitted threshold ln(1 / FPIR) is a bound for calibrated LLRs (no non-target exceeds t more often than "
+        "exp(-t), so the best of N exceeds t + ln N at most N exp(-t - ln N) = exp(-t) of the time): safe at every "
+        "N, but it gives up detections.",
+        "",
+        size_table,
+    ])
+    notes = [
+        "The eval-id protocol (`voxprint eval-id --data .../speechocean762/dev --json` gives the voxprint rows): "
+        f"{ours['speakers']} dev speakers unseen in training, {ours['enrolled']} enrolled with "
+        f"{ours['enroll_utts']} utterances each (their other {ours['known_probes']} utterances are known probes), "
+        f"{ours['unknown']} held out as unknown ({ours['unknown_probes']} unknown probes); gallery 10 pools 10 "
+        "random galleries. Open-set statistic: best score - ln N (what the speaker store's decision compares with "
+        "its threshold); DIR counts a known probe when its best speaker is right and clears the threshold set for "
+        "the FPIR on the unknown probes.",
+        "",
+        "Scores are log-likelihood ratios from the quality-measure calibration (llr = a s + b + c log T + d log K + "
+        "e s log T + f s log K; T the test seconds, K the enrollment count) fitted on calibration trials that "
+        "concatenate utterances of one speaker to 2, 5, 10 and 20 s tests (and whole utterances) and pool 1, 2, 3, "
+        "5 or 7 enrollment utterances (dev speakers have 8, so 7 is the most an enrollment can pool next to a "
+        "disjoint test; larger counts are treated as 7). The figures are cross-fitted over two speaker folds: each "
+        "probe is calibrated by the calibration fitted on the other fold (its gallery speakers may be in that fold; "
+        "the probe's own speaker never is). The calibration shipped with the bundled model (`meta.json`, "
+        "`identification`, written by `recipes/default/fit_identification.py`) is fitted on all 60 dev speakers, "
+        "so these dev figures are the honest estimate for new speakers, not a measurement of the shipped map; "
+        "its threshold is the cross-fitted one for FPIR 1 % at gallery 30"
+        + (f" ({shipped:.3f})." if shipped is not None else "."),
+        "",
+        "Resemblyzer embeds the same utterances and the same calibration segments (its preprocess_wav and "
+        "embed_utterance, in `.venv-bench`), is scored with cosine and calibrated the same way; higher ratios are "
+        "better except for Cllr.",
+    ]
+    command = f".venv/bin/python bench/identification.py --model {results['model']}"
+    publish_benchmark(SECTION, command, "One torch thread.", notes, tables, doc_path=args.doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
