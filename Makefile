@@ -33,7 +33,8 @@ test: $(STAMP)
 
 $(BENCH_STAMP):
 	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install -q "setuptools<81" torch==2.13.0 resemblyzer soundfile soxr numpy threadpoolctl
+	$(BENCH_VENV)/bin/python -m pip install -q "setuptools<81" torch==2.13.0 resemblyzer soundfile soxr numpy threadpoolctl \
+		spectralcluster webrtcvad
 	touch $(BENCH_STAMP)
 
 bench-env: $(BENCH_STAMP)
@@ -45,6 +46,7 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) bench/long_audio.py
 	$(PY) bench/threads.py
 	$(PY) bench/identification.py --model default
+	$(PY) bench/diarization.py
 
 # Retrain the bundled default model from scratch on CPU (time: docs/benchmarks.md).
 default-model: $(STAMP)

@@ -9,6 +9,7 @@ Each sibling module registers the verbs of one concern with :func:`voxprint.cli.
 """
 from voxprint.cli import (  # noqa: F401  (each module registers its verbs)
     data,
+    diarization,
     export,
     identification,
     service,

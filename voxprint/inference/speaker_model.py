@@ -315,6 +315,12 @@ class SpeakerModel:
         """Identify ``audio`` among the attached store's speakers (None when nobody enrolled matches)."""
         return self._attached_store().identify(audio, top_k=top_k)
 
+    def diarize(self, audio: AudioInput, sample_rate: int | None = None, **options: Any) -> Any:
+        """Who spoke when: :func:`voxprint.diarization.diarize` with this model (``num_speakers``, ``store``...)."""
+        from voxprint.diarization import diarize
+
+        return diarize(self, audio, sample_rate=sample_rate, **options)
+
     def enroll(self, audios: Sequence[AudioInput]) -> np.ndarray:
         """Speaker model from one or more enrollment recordings (normalised mean embedding)."""
         return mean_embedding(self.extract_embeddings(list(audios)))

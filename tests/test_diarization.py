@@ -1,0 +1,300 @@
+"""Diarization: clustering, the eigengap count, RTTM files, scoring against hand-computed DERs, the
+conversation simulator, Silero VAD, the real-speech pipeline end to end, named speakers, spot and the CLI."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import voxprint
+from voxprint.cli import main
+from voxprint.data import read_data_folder
+from voxprint.diarization import (
+    Segment,
+    diarize,
+    read_rttm,
+    score_diarization,
+    simulate_conversations,
+    spot,
+    write_rttm,
+)
+from voxprint.diarization import clustering, simulate, vad
+from voxprint.diarization.segments import labels_to_segments
+from voxprint.errors import DataError, VoxprintError
+from voxprint.store import SpeakerStore
+
+# Two dev speakers (unseen in training) and the utterances each says in the test conversation; the
+# others enroll them.
+SPEAKERS = ("so0024", "so1109")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return voxprint.load_model("default")
+
+
+@pytest.fixture(scope="module")
+def dev(dev_dir):
+    return read_data_folder(dev_dir)
+
+
+@pytest.fixture(scope="module")
+def conversation(tmp_path_factory, dev):
+    """A 2-speaker conversation with light overlap (three turns each), written as a WAV + RTTM folder."""
+    utterances = {s: [(u, dev.wav[u]) for u in dev.spk2utt[s][:3]] for s in SPEAKERS}
+    conv = simulate.simulate_conversation(utterances, "light", np.random.default_rng(3))
+    out = tmp_path_factory.mktemp("conversation")
+    import soundfile
+
+    soundfile.write(out / "conv.wav", conv.wave, conv.sample_rate)
+    write_rttm(out / "ref.rttm", {"conv": conv.segments})
+    return out, conv
+
+
+# ----------------------------------------------------------------------------------------------- clustering
+
+def turns(centres: np.ndarray, order: list[int], per_turn: int, rng: np.random.Generator, noise: float):
+    """Window embeddings of speakers taking turns: ``per_turn`` noisy windows of each turn's speaker."""
+    x = np.concatenate([centres[s] + noise * rng.normal(size=(per_turn, centres.shape[1])) for s in order])
+    return x, np.repeat(order, per_turn)
+
+
+@pytest.mark.parametrize("speakers", [2, 3, 4])
+def test_spectral_clustering_finds_speakers_and_their_count(speakers):
+    rng = np.random.default_rng(speakers)
+    centres = rng.normal(size=(speakers, 32))
+    order = [i % speakers for i in range(4 * speakers)]
+    x, truth = turns(centres, order, 8, rng, noise=0.25)
+    labels = clustering.cluster_embeddings(x)
+    # The same partition as the truth, whatever the numbering.
+    assert len(set(labels)) == speakers
+    assert len(set(zip(labels, truth))) == speakers
+
+
+def test_the_count_is_one_for_one_voice_and_the_constraints_hold():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 32))
+    x, _ = turns(centres, [0, 1, 2, 0, 1, 2], 10, rng, noise=0.25)
+    one = centres[0] + 0.25 * rng.normal(size=(60, 32))
+    assert set(clustering.cluster_embeddings(one)) == {0}
+    assert len(set(clustering.cluster_embeddings(x, num_speakers=2))) == 2
+    assert len(set(clustering.cluster_embeddings(x, max_speakers=2))) == 2
+    assert len(set(clustering.cluster_embeddings(one, min_speakers=2))) == 2
+    assert len(set(clustering.cluster_embeddings(x, "ahc"))) == 3
+    assert set(clustering.cluster_embeddings(one, "ahc")) == {0}
+    with pytest.raises(VoxprintError, match="min_speakers"):
+        clustering.cluster_embeddings(x, min_speakers=3, max_speakers=2)
+    with pytest.raises(VoxprintError, match="unknown clustering method"):
+        clustering.cluster_embeddings(x, "kmeans")
+
+
+def test_eigengap_count_and_the_neighbour_graph():
+    assert clustering.eigengap_count(np.array([5.0, 4.8, 1.0, 0.9, 0.5])) == 2
+    assert clustering.eigengap_count(np.array([5.0, 4.8, 4.7, 0.3, 0.2]), min_count=2, max_count=4) == 3
+    # Eigenvalues below 0.01 never count as a cluster.
+    assert clustering.eigengap_count(np.array([5.0, 0.005, 0.00001])) == 1
+    # Windows that share audio are never each other's neighbours.
+    x = np.array([[1.0, 0.0], [1.0, 0.01], [0.9, 0.1], [0.0, 1.0]])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    graph = clustering.neighbour_graph(x, 1, starts=np.array([0.0, 0.5, 5.0, 9.0]),
+                                       ends=np.array([1.0, 1.5, 6.0, 10.0])).toarray()
+    assert graph[0, 1] == 0 and graph[0, 2] > 0
+
+
+def test_wang_refinement_agrees_with_the_spectralcluster_package():
+    configs = pytest.importorskip("spectralcluster.configs")
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 16))
+    x, _ = turns(centres, [0, 1, 2, 1, 0, 2], 6, rng, noise=0.1)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    ours = clustering.wang_clustering(unit, min_speakers=2, max_speakers=7)
+    theirs = configs.icassp2018_clusterer.predict(unit)
+    assert len(set(zip(ours, theirs))) == len(set(ours)) == len(set(theirs)) == 3
+    # The refinement itself: crop diagonal, blur, row threshold, symmetrise, diffuse, normalise.
+    refined = clustering.refine_affinity(unit)
+    reference = (1 + unit @ unit.T) / 2
+    for name in configs.ICASSP2018_REFINEMENT_SEQUENCE:
+        reference = configs.icassp2018_refinement_options.get_refinement_operator(name).refine(reference)
+    np.testing.assert_allclose(refined, reference, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------ RTTM
+
+def test_rttm_round_trip_and_malformed_lines(tmp_path):
+    files = {"call_1": [Segment(0.0, 1.25, "alice"), Segment(1.1, 3.0, "bob")], "call_2": [Segment(2.5, 2.75, "a")]}
+    path = write_rttm(tmp_path / "x.rttm", files)
+    assert read_rttm(path) == files
+    assert path.read_text().splitlines()[1] == "SPEAKER call_1 1 1.100 1.900 <NA> <NA> bob <NA> <NA>"
+    (tmp_path / "bad.rttm").write_text("SPKR-INFO f 1 <NA> <NA> <NA> unknown a <NA>\nSPEAKER f 1 x 1 <NA> <NA> a\n")
+    with pytest.raises(DataError, match=r"bad.rttm:2: start and duration must be numbers"):
+        read_rttm(tmp_path / "bad.rttm")
+    with pytest.raises(DataError, match="without spaces"):
+        write_rttm(tmp_path / "y.rttm", {"my call": files["call_2"]})
+    assert labels_to_segments(np.array([0, 0, -1, 1]), 0.5, ["a", "b"]) == [Segment(0.0, 1.0, "a"),
+                                                                            Segment(1.5, 2.0, "b")]
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+def test_der_matches_hand_computed_cases():
+    ref = {"f": [Segment(0, 10, "A"), Segment(10, 20, "B")]}
+    perfect = score_diarization(ref, {"f": [Segment(0, 10, "x"), Segment(10, 20, "y")]}, collar=0)
+    assert perfect.der == 0 and perfect.count_accuracy == 1
+    # 2 s of B called A: confusion 2 / 20.
+    shifted = {"f": [Segment(0, 12, "x"), Segment(12, 20, "y")]}
+    assert score_diarization(ref, shifted, collar=0).confusion == pytest.approx(0.1)
+    # md-eval collar: 0.25 s each side of the boundaries at 0, 10 and 20 is not scored (1 s in all).
+    near = {"f": [Segment(0, 10.2, "x"), Segment(10.2, 20, "y")]}
+    assert score_diarization(ref, near, collar=0.25).der == 0
+    assert score_diarization(ref, near, collar=0).der == pytest.approx(0.2 / 20)
+    # 3 s missed at the start, 1 s of false alarm after the end; one speaker found for two: x maps to B
+    # (10 s shared, against A's 7), so A's 7 remaining seconds are confused.
+    partial = score_diarization(ref, {"f": [Segment(3, 21, "x")]}, collar=0)
+    assert (partial.missed, partial.false_alarm) == (pytest.approx(0.15), pytest.approx(0.05))
+    assert partial.confusion == pytest.approx(0.35) and partial.count_accuracy == 0
+    # Overlap counts once per speaker unless skipped: 12 s of reference speech, 2 s of it overlapped.
+    ref_overlap = {"f": [Segment(0, 6, "A"), Segment(4, 10, "B")]}
+    single = {"f": [Segment(0, 5, "x"), Segment(5, 10, "y")]}
+    scored = score_diarization(ref_overlap, single, collar=0)
+    assert scored.missed == pytest.approx(2 / 12) and scored.confusion == pytest.approx(0)
+    assert score_diarization(ref_overlap, single, collar=0, skip_overlap=True).der == pytest.approx(0)
+    # JER: each speaker's Jaccard error, averaged (A: 5/6 right, B: 5/6 right).
+    assert scored.jer == pytest.approx(1 - 5 / 6)
+    with pytest.raises(DataError, match="not in the reference"):
+        score_diarization(ref, {"g": []})
+
+
+# -------------------------------------------------------------------------------------------- simulator
+
+def test_the_turn_statistics_are_those_of_the_real_sample(data_dir):
+    stats = simulate.turn_statistics(read_rttm(data_dir / "pyannote-sample" / "sample.rttm")["sample"])
+    assert np.mean(stats["change_pauses"]) == pytest.approx(simulate.PAUSE_MEAN, abs=1e-3)
+    assert np.mean(stats["change_overlaps"]) == pytest.approx(simulate.OVERLAP_MEAN, abs=1e-3)
+    changes = len(stats["change_pauses"]) + len(stats["change_overlaps"])
+    assert len(stats["change_overlaps"]) / changes == simulate.OVERLAP_PROBABILITY["heavy"]
+    assert stats["same_pauses"] == []
+
+
+def test_the_simulators_rttm_matches_its_audio(tmp_path, dev_dir):
+    ids = simulate_conversations(dev_dir, tmp_path, num=2, speakers=(2, 3), overlap="none", seed=4,
+                                 utterances_per_speaker=2)
+    reference = read_rttm(tmp_path / "rttm")
+    assert list(reference) == ids and (tmp_path / "wav.scp").read_text().split()[:2] == [ids[0], f"wav/{ids[0]}.wav"]
+    import soundfile
+
+    for file_id in ids:
+        wave, rate = soundfile.read(tmp_path / "wav" / f"{file_id}.wav", dtype="float32")
+        # 20 ms frames wholly inside or wholly outside the reference segments.
+        frames = wave[:len(wave) // 320 * 320].reshape(-1, 320)
+        inside = np.zeros(len(wave), dtype=np.int8)
+        for seg in reference[file_id]:
+            inside[int(seg.start * rate):int(seg.end * rate)] = 1
+        share = inside[:frames.size].reshape(-1, 320).mean(axis=1)
+        level = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)
+        speech, rest = np.median(level[share == 1]), level[share == 0]
+        # Speech where the RTTM says so, near-silence elsewhere (the source recordings' own pauses and the
+        # 0.1 s kept around each utterance may hold a breath or a hum the VAD did not call speech).
+        assert speech - np.median(rest) > 20, file_id
+        assert np.mean(rest < speech - 10) > 0.75, file_id
+        # No overlap asked for: no two speakers at once.
+        segments = reference[file_id]
+        for a in segments:
+            assert not any(b.speaker != a.speaker and b.start < a.end and a.start < b.end for b in segments)
+    record = json.loads((tmp_path / "simulation.json").read_text())
+    assert record["overlap_probability"] == 0 and len(record["conversations"]) == 2
+
+
+# --------------------------------------------------------------------------------------------------- VAD
+
+def test_batched_silero_matches_silero_and_the_energy_fallback(conversation, monkeypatch):
+    silero_vad = pytest.importorskip("silero_vad")
+    import torch
+
+    wave = conversation[1].wave[:16000 * 4]
+    theirs = silero_vad.load_silero_vad(onnx=False).audio_forward(torch.from_numpy(wave), 16000)[0].numpy()
+    np.testing.assert_allclose(vad.SileroVAD(16000).probabilities(wave), theirs, atol=1e-4)
+    monkeypatch.setattr(vad, "silero_available", lambda: False)
+    regions = vad.speech_regions(conversation[1].wave, 16000)  # auto -> energy
+    speech = sum(s.duration for s in conversation[1].segments)
+    assert abs(sum(e - s for s, e in regions) - speech) < 0.25 * speech
+    with pytest.raises(VoxprintError, match="silero-vad"):
+        vad.speech_regions(wave, 16000, method="silero")
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+def test_real_speech_conversation_is_diarized(model, conversation):
+    folder, conv = conversation
+    result = diarize(model, folder / "conv.wav")
+    assert result.speakers == ["spk1", "spk2"] and set(result.embeddings) == {"spk1", "spk2"}
+    score = score_diarization({"conv": conv.segments}, {"conv": result.segments}, collar=0.25)
+    assert score.der < 0.10, score.to_dict()
+    assert read_rttm_text(result.to_rttm("conv")) == result.segments
+
+
+def read_rttm_text(text: str) -> list[Segment]:
+    lines = [line.split() for line in text.splitlines()]
+    return [Segment(float(f[3]), round(float(f[3]) + float(f[4]), 6), f[7]) for f in lines]
+
+
+def test_named_speakers_from_a_store(model, dev, conversation, tmp_path):
+    store = SpeakerStore(tmp_path / "s.db", model)
+    enroll = dev.spk2utt[SPEAKERS[0]][3:6]
+    store.enroll("alice", [dev.wav[u] for u in enroll], sources=enroll)
+    result = diarize(model, conversation[0] / "conv.wav", store=store)
+    assert sorted(result.speakers) == ["alice", "unknown-1"]
+    score = score_diarization({"c": [Segment(s.start, s.end, "alice" if s.speaker == SPEAKERS[0] else "x")
+                                     for s in conversation[1].segments]},
+                              {"c": [Segment(s.start, s.end, s.speaker if s.speaker == "alice" else "x")
+                                     for s in result.segments]}, collar=0.25)
+    assert score.der < 0.10 and result.identities["alice"]["speaker"] == "alice"
+
+
+def test_spot_finds_the_target_speakers_segments(model, dev, conversation):
+    target_name, other = SPEAKERS
+    target = model.enroll([dev.wav[u] for u in dev.spk2utt[target_name][3:6]])
+    result = spot(model, conversation[0] / "conv.wav", target, target_name)
+    truth = [s for s in conversation[1].segments if s.speaker == target_name]
+    others = [s for s in conversation[1].segments if s.speaker == other]
+
+    def shared(a, b):
+        return sum(max(0.0, min(x.end, y.end) - max(x.start, y.start)) for x in a for y in b)
+
+    assert shared(result.segments, truth) > 0.8 * sum(s.duration for s in truth)
+    assert shared(result.segments, others) < 0.2 * sum(s.duration for s in others)
+    assert [v["target"] for v in result.voices].count(True) == 1
+    stranger = model.enroll([dev.wav[u] for u in dev.spk2utt["so5220"][:2]])
+    assert spot(model, conversation[0] / "conv.wav", stranger, "nobody").segments == []
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+def test_cli_diarize_eval_and_spot(conversation, tmp_path, dev, capsys):
+    folder, _ = conversation
+    hyp, plot = tmp_path / "hyp.rttm", tmp_path / "t.png"
+    assert main(["diarize", str(folder / "conv.wav"), "--out", str(hyp), "--plot", str(plot), "--ref",
+                 str(folder / "ref.rttm"), "--threads", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["speakers"] == {"conv": ["spk1", "spk2"]} and plot.stat().st_size > 0
+    assert main(["eval-diarization", "--ref", str(folder / "ref.rttm"), "--hyp", str(hyp), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["der"] < 0.10 and "collar 0.25 s" in record["protocol"] and record["per_file"][0]["file"] == "conv"
+    assert main(["eval-diarization", "--ref", str(folder / "ref.rttm"), "--hyp", str(hyp), "--skip-overlap"]) == 0
+    assert capsys.readouterr().out.startswith("protocol: collar 0.25 s on each side of reference boundaries "
+                                              "(md-eval -c 0.25), overlapped speech not scored")
+    enroll = [str(dev.wav[u]) for u in dev.spk2utt["so5220"][:2]]
+    assert main(["spot", str(folder / "conv.wav"), "--enroll", *enroll, "--threads", "1", "--json"]) == 3
+    assert json.loads(capsys.readouterr().out)["found"] is False
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["diarize", "a.wav", "--num-speakers", "2", "--min-speakers", "1"], "not both"),
+    (["diarize", "a.wav", "--out", "x.txt"], "must end in .rttm"),
+    (["diarize", "a/x.wav", "b/x.flac"], "would both be RTTM file 'x'"),
+    (["diarize", "a.wav", "--ref", "r.rttm"], "give --plot too"),
+    (["spot", "a.wav", "--store", "s.db"], "--store needs --speaker"),
+])
+def test_cli_arguments_are_checked_before_any_work(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,345 @@
+"""Who spoke when: voice activity detection, window embeddings, clustering, segments.
+
+1. **VAD** (:func:`~voxprint.diarization.vad.speech_regions`): Silero VAD, or the energy VAD as a
+   fallback, with minimum speech and silence durations.
+2. **Window embeddings**: each speech region is cut into windows of ``window_seconds`` starting every
+   ``hop_seconds`` (WeSpeaker's 1.5 s / 0.75 s by default; the last window of a region ends with it, a
+   region shorter than a window is one shorter window) and embedded by the model's sliding-window
+   embedder (:meth:`~voxprint.inference.SpeakerModel.with_inference`).
+3. **Clustering** (:mod:`voxprint.diarization.clustering`): spectral clustering of a nearest-neighbour
+   graph with the eigengap count (default), Wang et al.'s refinement, Google's ``spectralcluster``, or
+   agglomerative clustering with a threshold. Windows
+   shorter than half a window carry too little voice to place reliably: they are left out of the
+   clustering and join the speaker whose centroid they are closest to.
+4. **Segments**: every 10 ms frame of speech takes the speaker of the window whose centre is closest
+   (so a speaker change falls midway between the centres of two windows that disagree), and runs of
+   frames become segments.
+
+**Overlapped speech** gets a single speaker: every speech frame belongs to exactly one speaker, so
+where two people talk at once one of them is missed. ``voxprint eval-diarization`` reports the error
+both with overlap scored (the missed second speaker counts) and with ``--skip-overlap``.
+
+**Named speakers**: with a speaker store, each cluster's speech is embedded as one recording (the
+model's own inference settings, as the store's enrollments were) and identified with the store's
+open-set decision; a match gets the enrolled id, the others ``unknown-1``, ``unknown-2``... in order
+of first appearance. Two clusters that match the same enrolled speaker become one speaker.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from voxprint.audio import load_audio
+from voxprint.diarization.clustering import ClusterMethod, cluster_embeddings
+from voxprint.diarization.segments import Segment, format_rttm, labels_to_segments
+from voxprint.diarization.vad import VadMethod, speech_regions
+from voxprint.errors import VoxprintError
+
+__all__ = ["FRAME_SECONDS", "Diarization", "SpeechWindows", "cluster_windows", "diarize", "embed_speech",
+           "frame_labels"]
+
+AudioInput = str | os.PathLike | np.ndarray
+
+#: Resolution of the output segments.
+FRAME_SECONDS = 0.01
+#: Windows shorter than this fraction of ``window_seconds`` are placed after clustering, not clustered.
+SHORT_WINDOW_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class SpeechWindows:
+    """The embedded windows of a recording's speech.
+
+    Attributes:
+        regions: ``(N, 2)`` speech regions (start, end seconds) from the VAD.
+        embeddings: ``(W, D)`` unit embeddings of the windows, in time order.
+        starts: ``(W,)`` window start times in seconds.
+        ends: ``(W,)`` window end times in seconds.
+        region: ``(W,)`` the region each window belongs to.
+        duration: the recording's duration in seconds.
+    """
+
+    regions: np.ndarray
+    embeddings: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    region: np.ndarray
+    duration: float
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+
+def embed_speech(model: Any, wave: np.ndarray, window_seconds: float = 1.5, hop_seconds: float = 0.75,
+                 vad: VadMethod = "auto", vad_threshold: float = 0.5, min_speech: float = 0.25,
+                 min_silence: float = 0.3) -> SpeechWindows:
+    """VAD, then window embeddings of each speech region (steps 1 and 2 of the module docstring).
+
+    Args:
+        model: a :class:`~voxprint.inference.SpeakerModel`.
+        wave: the waveform at the model's sample rate.
+        window_seconds: window length.
+        hop_seconds: time between window starts (at most ``window_seconds``).
+        vad: ``auto`` (Silero when installed), ``silero`` or ``energy``.
+        vad_threshold: Silero's speech probability threshold.
+        min_speech: shortest speech region kept (seconds).
+        min_silence: shortest pause that splits speech (seconds).
+
+    Returns:
+        The regions and their windows (no windows when the VAD finds no speech).
+
+    Raises:
+        VoxprintError: window or hop lengths out of range.
+    """
+    if not 0 < hop_seconds <= window_seconds:
+        raise VoxprintError(f"need 0 < hop <= window, got window {window_seconds} s and hop {hop_seconds} s")
+    rate = model.sample_rate
+    regions = speech_regions(wave, rate, method=vad, threshold=vad_threshold, min_speech=min_speech,
+                             min_silence=min_silence)
+    frames_per_second = rate / int(model.model.frontend.frame_shift)
+    window_frames = max(1, int(round(window_seconds * frames_per_second)))
+    overlap = 1.0 - hop_seconds / window_seconds
+    embedder = model.with_inference(window_frames=window_frames, overlap=min(overlap, 0.999)).windows
+    pieces = [wave[int(round(s * rate)):int(round(e * rate))] for s, e in regions]
+    results = embedder.embed_many(pieces) if pieces else []
+    dim = model.embedding_dim
+    embeddings = np.concatenate([r.embeddings for r in results]) if results else np.zeros((0, dim), np.float32)
+    starts = np.concatenate([r.starts + s for r, (s, _) in zip(results, regions)]) if results else np.zeros(0)
+    ends = np.concatenate([r.ends + s for r, (s, _) in zip(results, regions)]) if results else np.zeros(0)
+    region = np.concatenate([np.full(len(r), i) for i, r in enumerate(results)]) if results else np.zeros(0, int)
+    return SpeechWindows(regions, embeddings, starts, np.minimum(ends, regions[region, 1] if len(region) else ends),
+                         region.astype(np.int64), len(wave) / rate)
+
+
+def frame_labels(windows: SpeechWindows, labels: np.ndarray, frame_seconds: float = FRAME_SECONDS) -> np.ndarray:
+    """The speaker of every frame: that of the closest window centre within its speech region, -1 outside speech.
+
+    Args:
+        windows: the embedded windows.
+        labels: ``(W,)`` speaker of each window.
+        frame_seconds: frame duration.
+
+    Returns:
+        ``(ceil(duration / frame_seconds),)`` int64 labels.
+
+    Example:
+        >>> w = SpeechWindows(np.array([[0.0, 0.3]]), np.eye(2), np.array([0.0, 0.1]), np.array([0.2, 0.3]),
+        ...                   np.array([0, 0]), 0.4)
+        >>> frame_labels(w, np.array([0, 1]), 0.05).tolist()
+        [0, 0, 0, 1, 1, 1, -1, -1]
+    """
+    count = int(np.ceil(round(windows.duration / frame_seconds, 6)))
+    out = np.full(count, -1, dtype=np.int64)
+    centres = (windows.starts + windows.ends) / 2.0
+    for index, (start, end) in enumerate(windows.regions):
+        members = np.flatnonzero(windows.region == index)
+        if not len(members):
+            continue
+        first, last = int(round(start / frame_seconds)), min(count, int(round(end / frame_seconds)))
+        times = (np.arange(first, last) + 0.5) * frame_seconds
+        # Window centres are sorted within a region: the closest one is a neighbour of the insertion point.
+        mine = centres[members]
+        right = np.clip(np.searchsorted(mine, times), 0, len(mine) - 1)
+        left = np.clip(right - 1, 0, len(mine) - 1)
+        closest = np.where(np.abs(times - mine[left]) <= np.abs(mine[right] - times), left, right)
+        out[first:last] = labels[members[closest]]
+    return out
+
+
+@dataclass(frozen=True)
+class Diarization:
+    """The result of :func:`diarize`.
+
+    Attributes:
+        segments: who spoke when, in time order (one speaker per moment: overlap is not split).
+        speakers: the speaker labels, in order of first appearance.
+        embeddings: speaker label -> its unit embedding (normalised mean of its windows' embeddings).
+        duration: the recording's duration in seconds.
+        identities: with a store, speaker label -> the identification of its speech (JSON-ready data).
+    """
+
+    segments: list[Segment]
+    speakers: list[str]
+    embeddings: dict[str, np.ndarray]
+    duration: float
+    identities: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def num_speakers(self) -> int:
+        """How many speakers were found."""
+        return len(self.speakers)
+
+    def speaker_seconds(self) -> dict[str, float]:
+        """Speech seconds of each speaker.
+
+        Example:
+            >>> Diarization([Segment(0, 1, "a"), Segment(1, 3, "b"), Segment(3, 4, "a")], ["a", "b"], {}, 4.0
+            ...             ).speaker_seconds()
+            {'a': 2.0, 'b': 2.0}
+        """
+        totals = {s: 0.0 for s in self.speakers}
+        for seg in self.segments:
+            totals[seg.speaker] += seg.duration
+        return totals
+
+    def to_rttm(self, file_id: str) -> str:
+        """The segments as RTTM lines for ``file_id``.
+
+        Example:
+            >>> print(Diarization([Segment(0.5, 2.0, "spk1")], ["spk1"], {}, 3.0).to_rttm("call"), end="")
+            SPEAKER call 1 0.500 1.500 <NA> <NA> spk1 <NA> <NA>
+        """
+        return format_rttm(self.segments, file_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON-ready data (without the embeddings)."""
+        seconds = self.speaker_seconds()
+        record: dict[str, Any] = {
+            "duration": round(self.duration, 3), "num_speakers": self.num_speakers,
+            "speakers": [{"speaker": s, "seconds": round(seconds[s], 3), **({"identification": self.identities[s]}
+                                                                           if s in self.identities else {})}
+                         for s in self.speakers],
+            "segments": [seg.to_dict() for seg in self.segments]}
+        return record
+
+
+def _centroids(embeddings: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """``(count, D)`` normalised mean embedding of each label."""
+    sums = np.zeros((count, embeddings.shape[1]))
+    np.add.at(sums, labels, embeddings)
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+
+def cluster_windows(windows: SpeechWindows, window_seconds: float, **options: Any) -> np.ndarray:
+    """Speaker labels of the windows: the long-enough ones clustered, each short one given the closest centroid's.
+
+    Args:
+        windows: the embedded windows.
+        window_seconds: the window length they were cut with (windows under half of it are short).
+        **options: options of :func:`~voxprint.diarization.clustering.cluster_embeddings` (``method``,
+            ``num_speakers``...).
+
+    Returns:
+        ``(W,)`` labels ``0 .. k-1``.
+    """
+    long = (windows.ends - windows.starts) >= SHORT_WINDOW_FRACTION * window_seconds
+    if long.sum() < 2:
+        long = np.ones(len(windows), dtype=bool)
+    labels = np.empty(len(windows), dtype=np.int64)
+    labels[long] = cluster_embeddings(windows.embeddings[long], starts=windows.starts[long], ends=windows.ends[long],
+                                      **options)
+    if (~long).any():
+        centroids = _centroids(windows.embeddings[long], labels[long], int(labels[long].max()) + 1)
+        labels[~long] = (windows.embeddings[~long] @ centroids.T).argmax(axis=1)
+    return labels
+
+
+def _name_speakers(model: Any, wave: np.ndarray, frames: np.ndarray, count: int, store: Any,
+                   ) -> tuple[list[str], dict[int, dict[str, Any]]]:
+    """A name for each cluster: the enrolled speaker its speech is identified as, else ``unknown-N``."""
+    names: list[str] = []
+    found: dict[int, dict[str, Any]] = {}
+    step = int(round(FRAME_SECONDS * model.sample_rate))
+    unknown = 0
+    for label in range(count):
+        mask = np.repeat(frames == label, step)[:len(wave)]
+        speech = wave[:len(mask)][mask]
+        # The store's calibration is for whole recordings embedded with the model's own settings.
+        embedding = model.windows(speech).utterance_embedding()
+        result = store.identify_embedding(embedding, top_k=3, test_seconds=len(speech) / model.sample_rate)
+        found[label] = result.to_dict()
+        if result.speaker is not None:
+            names.append(result.speaker)
+        else:
+            unknown += 1
+            names.append(f"unknown-{unknown}")
+    return names, found
+
+
+def diarize(model: Any, audio: AudioInput, sample_rate: int | None = None, *, num_speakers: int | None = None,
+            min_speakers: int = 1, max_speakers: int = 8, method: ClusterMethod = "spectral",
+            ahc_threshold: float | None = None, window_seconds: float = 1.5, hop_seconds: float = 0.75,
+            vad: VadMethod = "auto", vad_threshold: float = 0.5, min_speech: float = 0.25, min_silence: float = 0.3,
+            store: Any = None, windows: SpeechWindows | None = None) -> Diarization:
+    """Who spoke when in one recording (see the module docstring for each step).
+
+    Args:
+        model: a :class:`~voxprint.inference.SpeakerModel`.
+        audio: a file path, or a waveform array (then ``sample_rate`` is required).
+        sample_rate: the rate of an array ``audio``.
+        num_speakers: the number of speakers, when known.
+        min_speakers: the fewest speakers to find.
+        max_speakers: the most speakers to find.
+        method: ``spectral`` (neighbour graph, eigengap count; the default), ``wang`` (Wang et al.'s
+            refinement), ``spectralcluster`` (Google's package, for comparison) or ``ahc`` (average linkage
+            with a threshold); see :mod:`voxprint.diarization.clustering`.
+        ahc_threshold: the ``ahc`` stopping threshold on cosine scores (default: the calibrated one).
+        window_seconds: embedding window length.
+        hop_seconds: time between window starts.
+        vad: ``auto`` (Silero when installed, else energy), ``silero`` or ``energy``.
+        vad_threshold: Silero's speech probability threshold.
+        min_speech: shortest speech region kept (seconds).
+        min_silence: shortest pause that splits speech (seconds).
+        store: a :class:`~voxprint.store.SpeakerStore` of the same model: clusters identified as an enrolled
+            speaker get that speaker's id.
+        windows: this recording's windows from :func:`embed_speech` (same window, hop and VAD settings), to
+            cluster again without embedding again; the audio is then read only for ``store``.
+
+    Returns:
+        The :class:`Diarization`.
+
+    Raises:
+        AudioError: the audio cannot be read or is too short or long for the model.
+        VoxprintError: inconsistent options.
+
+    Example:
+        >>> import voxprint
+        >>> from voxprint.paths import data_root
+        >>> sample = data_root() / "pyannote-sample" / "sample.wav"
+        >>> result = diarize(voxprint.load_model("default"), sample, num_speakers=2)
+        >>> result.speakers, result.segments[0].start
+        (['spk1', 'spk2'], 6.75)
+    """
+    wave = None
+    if windows is None or store is not None:
+        wave = load_audio(audio, sample_rate=sample_rate, target_rate=model.sample_rate,
+                          min_seconds=model.min_seconds, max_seconds=model.max_seconds)
+    if windows is None:
+        windows = embed_speech(model, wave, window_seconds, hop_seconds, vad=vad, vad_threshold=vad_threshold,
+                               min_speech=min_speech, min_silence=min_silence)
+    if not len(windows):
+        return Diarization([], [], {}, windows.duration)
+    labels = cluster_windows(windows, window_seconds, method=method, num_speakers=num_speakers,
+                              min_speakers=min_speakers, max_speakers=max_speakers, threshold=ahc_threshold)
+    frames = frame_labels(windows, labels)
+    # Number the speakers in order of first appearance in time (a short window may come before a long one).
+    order = list(dict.fromkeys(frames[frames >= 0].tolist()))
+    rank = np.full(int(labels.max()) + 1, -1, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    labels, frames = rank[labels], np.where(frames >= 0, rank[np.maximum(frames, 0)], -1)
+    keep = labels >= 0
+    count = len(order)
+    centroids = _centroids(windows.embeddings[keep], labels[keep], count)
+    identities: dict[str, dict[str, Any]] = {}
+    if store is not None and wave is not None:
+        names, found = _name_speakers(model, wave, frames, count, store)
+        identities = {names[label]: found[label] for label in range(count)}
+    else:
+        names = [f"spk{i + 1}" for i in range(count)]
+    segments = labels_to_segments(frames, FRAME_SECONDS, names)
+    if store is not None and len(set(names)) < count:
+        # Two clusters named as the same enrolled speaker are one speaker: join their touching segments.
+        from voxprint.diarization.segments import merge_segments
+
+        segments = merge_segments(segments, max_gap=0.0)
+    speakers = list(dict.fromkeys(seg.speaker for seg in segments))
+    embeddings = {}
+    for name in speakers:
+        members = [label for label in range(count) if names[label] == name]
+        mean = centroids[members].sum(axis=0)
+        embeddings[name] = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+    return Diarization(segments, speakers, embeddings, windows.duration,
+                       {s: identities[s] for s in speakers if s in identities})
