@@ -38,7 +38,7 @@ import numpy as np
 from voxprint.errors import StoreError
 from voxprint.service.keys import KeyTable
 from voxprint.store import SpeakerStore
-from voxprint.store.sqlite import SCHEMA_VERSION, Enrollment, SpeakerRecord, _record, _unit, check_speaker_id
+from voxprint.store.sqlite import SCHEMA_VERSION, Enrollment, SpeakerReads, SpeakerRecord, _unit, check_speaker_id
 
 __all__ = ["PostgresKeyTable", "PostgresSpeakerStore", "PostgresTable", "TemporaryPostgres", "display_url",
            "is_postgres_url"]
@@ -75,8 +75,6 @@ CREATE TABLE IF NOT EXISTS voxprint_service_keys (
 """
 # Workers starting together would race on CREATE TABLE IF NOT EXISTS; one advisory lock orders them.
 _SCHEMA_LOCK = 7_346_211_042
-_SPEAKER_ROW = ("SELECT s.id, s.name, s.count, COALESCE(SUM(e.seconds), 0), s.centroid FROM voxprint_speakers s "
-                "LEFT JOIN voxprint_enrollments e ON e.speaker = s.id")
 
 
 def is_postgres_url(store: str | os.PathLike) -> bool:
@@ -101,7 +99,7 @@ def _connect(url: str) -> Any:
                          f"{' '.join(str(exc).split())}") from None
 
 
-class PostgresTable:
+class PostgresTable(SpeakerReads):
     """The store's tables in PostgreSQL: the interface of :class:`voxprint.store.EmbeddingTable`.
 
     Args:
@@ -110,6 +108,10 @@ class PostgresTable:
     Raises:
         StoreError: the database cannot be reached, or its voxprint schema is of another version.
     """
+
+    SPEAKERS_TABLE = "voxprint_speakers"
+    ENROLLMENTS_TABLE = "voxprint_enrollments"
+    PARAMETER = "%s"
 
     def __init__(self, url: str):
         self.url = url
@@ -218,38 +220,6 @@ class PostgresTable:
         matrix = np.stack([np.frombuffer(blob, dtype=np.float32) for (blob,) in rows])
         db.execute("UPDATE voxprint_speakers SET centroid = %s, count = %s WHERE id = %s",
                    (_unit(matrix.mean(axis=0)).tobytes(), len(rows), speaker_id))
-
-    def speaker(self, speaker_id: str) -> SpeakerRecord:
-        """One speaker's record.
-
-        Raises:
-            StoreError: no such speaker.
-        """
-        rows = self._query(_SPEAKER_ROW + " WHERE s.id = %s GROUP BY s.id", (speaker_id,))
-        if not rows:
-            raise StoreError(f"no speaker {speaker_id!r} in {self.path}")
-        return _record(rows[0])
-
-    def speakers(self) -> list[SpeakerRecord]:
-        """Every enrolled speaker, by id."""
-        return [_record(row) for row in self._query(_SPEAKER_ROW + " GROUP BY s.id ORDER BY s.id")]
-
-    def enrollments(self, speaker_id: str) -> list[Enrollment]:
-        """A speaker's enrollments, oldest first."""
-        self.speaker(speaker_id)
-        rows = self._query("SELECT source, seconds, quality, embedding, audio IS NOT NULL FROM voxprint_enrollments "
-                           "WHERE speaker = %s ORDER BY id", (speaker_id,))
-        return [Enrollment(source, seconds, quality, np.frombuffer(blob, dtype=np.float32), bool(kept))
-                for source, seconds, quality, blob, kept in rows]
-
-    def centroids(self) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """All speaker ids, their speaker models (N, D) and enrollment counts (N,), by id."""
-        rows = self._query("SELECT id, centroid, count FROM voxprint_speakers ORDER BY id")
-        dim = int(self.get_meta("dim") or 0)
-        if not rows:
-            return [], np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
-        matrix = np.frombuffer(b"".join(bytes(blob) for _, blob, _ in rows), dtype=np.float32).reshape(len(rows), -1)
-        return [r[0] for r in rows], matrix, np.array([r[2] for r in rows], dtype=np.int64)
 
     def remove(self, speaker_id: str) -> None:
         """Delete a speaker and its enrollments.

@@ -127,7 +127,63 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return (vector / norm).astype(np.float32)
 
 
-class EmbeddingTable:
+class SpeakerReads:
+    """The read queries of a speaker table, shared by SQLite and PostgreSQL (which differ only in table
+    names and parameter markers). Subclasses provide ``path``, ``_query(sql, args)`` and ``get_meta``."""
+
+    SPEAKERS_TABLE = "speakers"
+    ENROLLMENTS_TABLE = "enrollments"
+    PARAMETER = "?"
+    path: Path
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def get_meta(self, key: str) -> str | None:
+        """A value of the store's ``meta`` table, or None."""
+        raise NotImplementedError
+
+    def _speaker_rows(self, where: str = "", args: Sequence[Any] = ()) -> list[SpeakerRecord]:
+        rows = self._query(f"SELECT s.id, s.name, s.count, COALESCE(SUM(e.seconds), 0), s.centroid "
+                           f"FROM {self.SPEAKERS_TABLE} s LEFT JOIN {self.ENROLLMENTS_TABLE} e ON e.speaker = s.id "
+                           f"{where} GROUP BY s.id ORDER BY s.id", args)
+        return [_record(row) for row in rows]
+
+    def speaker(self, speaker_id: str) -> SpeakerRecord:
+        """One speaker's record.
+
+        Raises:
+            StoreError: no such speaker.
+        """
+        rows = self._speaker_rows(f"WHERE s.id = {self.PARAMETER}", (speaker_id,))
+        if not rows:
+            raise StoreError(f"no speaker {speaker_id!r} in {self.path}; `voxprint speakers --store "
+                             f"{self.path} list` shows who is enrolled")
+        return rows[0]
+
+    def speakers(self) -> list[SpeakerRecord]:
+        """Every enrolled speaker, by id."""
+        return self._speaker_rows()
+
+    def enrollments(self, speaker_id: str) -> list[Enrollment]:
+        """A speaker's enrollments, oldest first."""
+        self.speaker(speaker_id)
+        rows = self._query(f"SELECT source, seconds, quality, embedding, audio IS NOT NULL FROM "
+                           f"{self.ENROLLMENTS_TABLE} WHERE speaker = {self.PARAMETER} ORDER BY id", (speaker_id,))
+        return [Enrollment(source, seconds, quality, np.frombuffer(bytes(blob), dtype=np.float32), bool(has_audio))
+                for source, seconds, quality, blob, has_audio in rows]
+
+    def centroids(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """All speaker ids, their speaker models (N, D) and enrollment counts (N,), by id."""
+        rows = self._query(f"SELECT id, centroid, count FROM {self.SPEAKERS_TABLE} ORDER BY id")
+        dim = int(self.get_meta("dim") or 0)
+        if not rows:
+            return [], np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        matrix = np.frombuffer(b"".join(bytes(blob) for _, blob, _ in rows), dtype=np.float32).reshape(len(rows), -1)
+        return [r[0] for r in rows], matrix, np.array([r[2] for r in rows], dtype=np.int64)
+
+
+class EmbeddingTable(SpeakerReads):
     """SQLite access to the tables above, without any model: store, read and derive speaker models.
 
     Args:
@@ -266,42 +322,6 @@ class EmbeddingTable:
         matrix = np.stack([np.frombuffer(blob, dtype=np.float32) for (blob,) in rows])
         self._db.execute("UPDATE speakers SET centroid = ?, count = ? WHERE id = ?",
                          (_unit(matrix.mean(axis=0)).tobytes(), len(rows), speaker_id))
-
-    def speaker(self, speaker_id: str) -> SpeakerRecord:
-        """One speaker's record.
-
-        Raises:
-            StoreError: no such speaker.
-        """
-        rows = self._query("SELECT s.id, s.name, s.count, COALESCE(SUM(e.seconds), 0), s.centroid FROM speakers s "
-                           "LEFT JOIN enrollments e ON e.speaker = s.id WHERE s.id = ? GROUP BY s.id", (speaker_id,))
-        if not rows:
-            raise StoreError(f"no speaker {speaker_id!r} in {self.path}; `voxprint speakers --store "
-                             f"{self.path} list` shows who is enrolled")
-        return _record(rows[0])
-
-    def speakers(self) -> list[SpeakerRecord]:
-        """Every enrolled speaker, by id."""
-        rows = self._query("SELECT s.id, s.name, s.count, COALESCE(SUM(e.seconds), 0), s.centroid FROM speakers s "
-                           "LEFT JOIN enrollments e ON e.speaker = s.id GROUP BY s.id ORDER BY s.id")
-        return [_record(row) for row in rows]
-
-    def enrollments(self, speaker_id: str) -> list[Enrollment]:
-        """A speaker's enrollments, oldest first."""
-        self.speaker(speaker_id)
-        rows = self._query("SELECT source, seconds, quality, embedding, audio IS NOT NULL FROM enrollments "
-                           "WHERE speaker = ? ORDER BY id", (speaker_id,))
-        return [Enrollment(source, seconds, quality, np.frombuffer(blob, dtype=np.float32), bool(has_audio))
-                for source, seconds, quality, blob, has_audio in rows]
-
-    def centroids(self) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """All speaker ids, their speaker models (N, D) and enrollment counts (N,), by id."""
-        rows = self._query("SELECT id, centroid, count FROM speakers ORDER BY id")
-        dim = int(self.get_meta("dim") or 0)
-        if not rows:
-            return [], np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
-        matrix = np.frombuffer(b"".join(blob for _, blob, _ in rows), dtype=np.float32).reshape(len(rows), -1)
-        return [r[0] for r in rows], matrix, np.array([r[2] for r in rows], dtype=np.int64)
 
     def remove(self, speaker_id: str) -> None:
         """Delete a speaker and its enrollments.
