@@ -127,7 +127,7 @@ def client(deployment) -> TestClient:
     return deployment.client()
 
 
-def test_health_page_and_docs_need_no_key(client):
+def test_health_and_page_need_no_key_and_the_docs_need_one(deployment, client):
     assert client.get("/healthz").json() == {"status": "ok"}
     page = client.get("/")
     assert page.status_code == 200 and "MediaRecorder" not in page.text and 'src="/static/app.js"' in page.text
@@ -135,8 +135,9 @@ def test_health_page_and_docs_need_no_key(client):
     # No external resource: every src/href of the page is local.
     assert "http" not in " ".join(part.split('"')[1] for part in page.text.split("src=")[1:])
     assert "MediaRecorder" in client.get("/static/app.js").text
-    assert client.get("/docs").status_code == 200
-    paths = client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 401 and client.get("/openapi.json").status_code == 401
+    assert client.get("/docs", headers=deployment.user).status_code == 200
+    paths = client.get("/openapi.json", headers=deployment.user).json()["paths"]
     assert {"/v1/verify", "/v1/identify", "/v1/similarity", "/v1/embed", "/v1/speakers",
             "/v1/speakers/{speaker_id}", "/v1/speakers/{speaker_id}/enrollments"} <= set(paths)
 

@@ -1,6 +1,6 @@
 """The HTTP service: a FastAPI app over the speaker store, with keys, limits and metrics.
 
-Routes (JSON under ``/v1``; every route but ``/healthz``, the web page and the API docs needs a key,
+Routes (JSON under ``/v1``; every route but ``/healthz`` and the web page needs a key,
 sent as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``):
 
 - ``POST /v1/speakers/{id}/enrollments`` (admin; multipart ``files``, optional ``name``),
@@ -66,7 +66,9 @@ __all__ = ["ApiError", "Service", "app_from_environment", "create_app"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: Paths anyone may read: the health check, the web page and its files, the API's description.
-PUBLIC_PATHS = frozenset({"/", "/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/favicon.ico"})
+# The issue's rule: a key on every route but the health check and the page's own files. The API
+# description (/docs, /openapi.json) needs a key too.
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
 _SCOPE_KEY = "voxprint.api_key"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
