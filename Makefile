@@ -45,6 +45,7 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) bench/augmentation.py
 	$(PY) bench/long_audio.py
 	$(PY) bench/threads.py
+	$(PY) bench/bulk_embedding.py
 	$(PY) bench/identification.py --model default
 	$(PY) bench/diarization.py
 

@@ -254,3 +254,24 @@ def test_writers_of_a_run_folder_exclude_each_other(capsys, run_dir, dev_subset)
                                "--quiet")
         assert code == 1 and "in use by train" in err
     assert not (run_dir / "meta.json").exists()  # nothing was written while the folder was locked
+
+
+def test_embed_sharded_over_two_processes_equals_one_process(tmp_path, run_dir, dev_subset):
+    """Two ranks as torchrun starts them (RANK/WORLD_SIZE): each embeds half, rank 0 merges."""
+    import os
+
+    single = tmp_path / "single.npz"
+    assert main(["embed", "--data", str(dev_subset), "--out", str(single), "--model", str(run_dir), "--quiet"]) == 0
+    sharded = tmp_path / "sharded.npz"
+    processes = [subprocess.Popen([sys.executable, "-m", "voxprint", "embed", "--data", str(dev_subset), "--out",
+                                   str(sharded), "--model", str(run_dir), "--quiet", "--threads", "1"],
+                                  env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    assert "merged from 2 ranks" in outputs[0][0]
+    ids, matrix = load_embeddings(sharded)
+    single_ids, single_matrix = load_embeddings(single)
+    assert ids == single_ids
+    np.testing.assert_allclose(matrix, single_matrix, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded.npz", "single.npz"]  # parts removed

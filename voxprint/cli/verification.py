@@ -35,7 +35,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     json_option(p)
 
 
-@verb("embed", "embed audio files or every utterance of a data folder",
+@verb("embed", "embed audio files or every utterance of a data folder (sharded under torchrun)",
       "voxprint embed --data data/dev --out dev.npz   |   voxprint embed a.flac b.flac --out ab.npz",
       _embed_args)
 def _embed(args: argparse.Namespace) -> int:
@@ -46,6 +46,11 @@ def _embed(args: argparse.Namespace) -> int:
     check_output_path(args.out, "--out", EMBEDDING_SUFFIXES)
     model = load_cli_model(args)
     if args.data:
+        from voxprint.inference.sharding import Shard
+
+        shard = Shard.from_env()
+        if shard.world_size > 1:
+            return _embed_shard(args, model, shard)
         result = model.embed_folder(args.data, progress=not args.quiet, on_error=args.on_error)
     else:
         if args.on_error == "fail":
@@ -61,6 +66,35 @@ def _embed(args: argparse.Namespace) -> int:
          + (f" ({len(result.skipped)} skipped)" if result.skipped else ""))
     return EXIT_OK
 
+
+
+def _embed_shard(args: argparse.Namespace, model: Any, shard: Any) -> int:
+    """One rank of ``torchrun ... -m voxprint embed --data``: embed a slice, rank 0 merges (see
+    :mod:`voxprint.inference.sharding`)."""
+    import numpy as np
+
+    from voxprint.data import read_data_folder
+    from voxprint.data.embeddings import save_embeddings
+    from voxprint.inference.sharding import merge_parts
+
+    folder = read_data_folder(args.data, require_speakers=False)
+    mine = shard.take(folder.utterances)
+    if args.on_error == "fail":
+        model.check_files({u: folder.wav[u] for u in mine}, f"{folder.root} (rank {shard.rank})")
+    result = model.embed_many([folder.wav[u] for u in mine], names=mine, on_error=args.on_error,
+                              progress=not args.quiet and shard.rank == 0)
+    report_skipped(result.skipped)
+    save_embeddings(shard.part_path(args.out), result.ids,
+                    result.embeddings if result.ids else np.zeros((0, model.embedding_dim), np.float32))
+    if shard.rank != 0:
+        return EXIT_OK
+    ids, matrix = merge_parts(shard, args.out, folder.utterances)
+    if not ids:
+        raise VoxprintError("no recording could be embedded")
+    path = save_embeddings(args.out, ids, matrix)
+    emit(args, {"out": str(path), "embeddings": len(ids), "dim": int(matrix.shape[1]), "ranks": shard.world_size},
+         f"wrote {len(ids)} embeddings of size {matrix.shape[1]} to {path} (merged from {shard.world_size} ranks)")
+    return EXIT_OK
 
 
 def _score_args(p: argparse.ArgumentParser) -> None:
