@@ -157,16 +157,6 @@ class PostgresTable(SpeakerReads):
         rows = self._query("SELECT value FROM voxprint_meta WHERE key = %s", (key,))
         return rows[0][0] if rows else None
 
-    @property
-    def version(self) -> int:
-        """Incremented by every write: a search index built at another version is stale."""
-        return int(self.get_meta("version") or 0)
-
-    @property
-    def model_identity(self) -> str | None:
-        """The identity of the model whose embeddings the store holds (None while unbound)."""
-        return self.get_meta("model")
-
     def bind_model(self, identity: str, dim: int) -> None:
         """Record the model of the embeddings; refuse a different one."""
         with self.transaction() as db:

@@ -143,6 +143,16 @@ class SpeakerReads:
         """A value of the store's ``meta`` table, or None."""
         raise NotImplementedError
 
+    @property
+    def version(self) -> int:
+        """Incremented by every write: a search index built at another version is stale."""
+        return int(self.get_meta("version") or 0)
+
+    @property
+    def model_identity(self) -> str | None:
+        """The identity of the model whose embeddings the store holds (None while empty and unbound)."""
+        return self.get_meta("model")
+
     def _speaker_rows(self, where: str = "", args: Sequence[Any] = ()) -> list[SpeakerRecord]:
         rows = self._query(f"SELECT s.id, s.name, s.count, COALESCE(SUM(e.seconds), 0), s.centroid "
                            f"FROM {self.SPEAKERS_TABLE} s LEFT JOIN {self.ENROLLMENTS_TABLE} e ON e.speaker = s.id "
@@ -260,16 +270,6 @@ class EmbeddingTable(SpeakerReads):
 
     def _bump_version(self) -> None:
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
-
-    @property
-    def version(self) -> int:
-        """Incremented by every write: a search index built at another version is stale."""
-        return int(self.get_meta("version") or 0)
-
-    @property
-    def model_identity(self) -> str | None:
-        """The identity of the model whose embeddings the store holds (None while empty and unbound)."""
-        return self.get_meta("model")
 
     def bind_model(self, identity: str, dim: int) -> None:
         """Record the model of the embeddings (inside a transaction); refuse a different one."""
