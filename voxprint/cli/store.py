@@ -176,9 +176,10 @@ def _store(args: argparse.Namespace) -> int:
 
     table = EmbeddingTable(args.store, create=False)
     if args.action == "info":
-        emit(args, {"store": args.store, "model": table.model_identity, "speakers": len(table.speakers()),
+        speakers = len(table.speakers())
+        emit(args, {"store": args.store, "model": table.model_identity, "speakers": speakers,
                     "version": table.version},
-             f"{args.store}: model {table.model_identity}, {len(table.speakers())} speakers")
+             f"{args.store}: model {table.model_identity}, {speakers} speakers")
         return EXIT_OK
     model = load_cli_model(args)
     store = SpeakerStore(args.store, None, create=False)
