@@ -69,7 +69,7 @@ def test_similarity_prints_a_cosine_and_says_so(capsys, run_dir, speech_file, tr
 
 def test_eval_json_embed_and_score_agree(capsys, run_dir, dev_subset, tmp_path):
     code, out, err = run_cli(capsys, "eval", "--data", dev_subset, "--model", run_dir, "--json",
-                             "--det", tmp_path / "det.png")
+                             "--det", tmp_path / "det.png", "--scores", tmp_path / "eval_scores.txt")
     [result] = json_lines(out)  # the progress bar went to stderr, stdout holds only the JSON object
     assert code == 0 and "embedding" in err
     assert result["trials"] == 153 and result["targets"] == 18 and result["missing_trials"] == 0
@@ -85,6 +85,10 @@ def test_eval_json_embed_and_score_agree(capsys, run_dir, dev_subset, tmp_path):
     assert scored["eer"] == pytest.approx(result["eer"]) and scored["min_dcf_0.01"] == pytest.approx(result["min_dcf_0.01"])
     rows = (tmp_path / "scores.txt").read_text().split("\n")
     assert len([r for r in rows if r]) == 153
+    # eval --scores writes the same trials with their labels (cosine back-end here: the same scores)
+    written = [r.split() for r in (tmp_path / "eval_scores.txt").read_text().splitlines()]
+    assert [w[:2] for w in written] == [r.split()[:2] for r in rows if r] and all(w[3] in "01" for w in written)
+    assert [float(w[2]) for w in written] == pytest.approx([float(r.split()[2]) for r in rows if r], abs=2e-6)
 
 
 def test_verify_uses_every_enrollment_file_and_exits_3_on_reject(capsys, run_dir, dev_subset, dev_dir):

@@ -151,6 +151,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", help="trial list (default: DATA/trials.txt)")
     model_options(p)
     p.add_argument("--det", help="save a DET curve PNG here")
+    p.add_argument("--scores", help="also write every trial's score here ('ENROLL TEST SCORE LABEL' lines, "
+                                    "the input of `voxprint fuse`)")
     p.add_argument("--enroll", help="enrollment list 'MODEL UTT1 UTT2 ...': trials may then name models")
     p.add_argument("--backend", choices=["cosine", "plda"], help="scoring back-end (default: the model's)")
     p.add_argument("--norm", choices=["none", "snorm", "asnorm"], help="score normalisation (default: the model's)")
@@ -169,7 +171,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
       "voxprint eval --data data/dev --model exp/ecapa --backend plda --calibrated --det det.png",
       _eval_args)
 def _eval(args: argparse.Namespace) -> int:
-    from voxprint.data.trials import read_trials
+    from voxprint.data.trials import read_trials, write_scores
     from voxprint.backends.backend import ScoringBackend
     from voxprint.metrics import evaluate_scores
     from voxprint.metrics.plots import plot_det
@@ -182,6 +184,8 @@ def _eval(args: argparse.Namespace) -> int:
         refuse_builtin(args.model, "--write-threshold")
     if args.det:
         check_output_path(args.det, "--det", (".png",))
+    if args.scores:
+        check_output_path(args.scores, "--scores")
     trials = read_trials(args.trials or data / "trials.txt")
     if trials.labels is None:
         raise VoxprintError(f"{trials.path} has no labels; eval needs 'LABEL ENROLL TEST' lines")
@@ -213,6 +217,8 @@ def _eval(args: argparse.Namespace) -> int:
                   "missing_trials": missing}
         if args.det:
             plot_det({f"{args.model} ({backend.name})": (scores, usable.labels)}, args.det)
+        if args.scores:
+            write_scores(args.scores, usable, scores)
         if args.write_threshold:
             _write_threshold(model.model_dir, result, data, options, scores[usable.labels == 0], args.target_far)
     finally:
