@@ -11,6 +11,8 @@ Conventions:
       0.01): a two-parameter map cannot be right everywhere when the scores are not exactly
       affine in the true LLR, so it is made most accurate where the accept threshold of a
       low-false-accept system lies. Use ``p_target = 0.5`` to minimise Cllr itself.
+    * :class:`voxprint.backends.fusion.LinearFusion` trains the same objective on several systems'
+      scores at once (``llr = sum_i w_i s_i + b``); a one-system fusion is this calibration.
     * Bayes decisions: for a target prior ``p`` and costs ``c_miss``, ``c_fa``, accepting when
       ``llr >= log(c_fa (1 - p) / (c_miss p))`` (:func:`bayes_threshold`) minimises the
       expected cost.
@@ -225,6 +227,34 @@ def threshold_for_false_accept_rate(nontarget_scores: ArrayLike, far: float) -> 
     return float(s[i])
 
 
+def _fit_linear_llr(features: np.ndarray, is_target: np.ndarray, p: float) -> tuple[np.ndarray, float]:
+    """Weights ``w`` and offset ``b`` of the LLR ``w . x + b`` minimising the prior-weighted logistic loss.
+
+    The objective of FoCal and BOSARIS (linear calibration for one column, linear fusion for
+    several): ``p E_tgt[log(1 + e^-(l + logit p))] + (1 - p) E_non[log(1 + e^(l + logit p))]``,
+    without regularisation. It is solved as a logistic regression (scikit-learn, L-BFGS) on
+    standardised columns with target trials weighted by ``p / N_tgt`` and non-targets by
+    ``(1 - p) / N_non``; its intercept is the posterior log odds at prior ``p``, from which
+    ``logit(p)`` is removed. Callers validate: finite ``(n, k)`` float64 features, no constant
+    column, both classes present, ``p`` in (0, 1).
+    """
+    from sklearn.linear_model import LogisticRegression  # slow import, needed only here
+
+    columns = np.asfortranarray(features, dtype=np.float64)
+    # Statistics column by column, as 1-D reductions (the same sums for one column as for a vector).
+    center = np.array([float(col.mean()) for col in columns.T])
+    spread = np.array([float(col.std()) for col in columns.T])
+    n_tgt = int(is_target.sum())
+    weights = np.where(is_target, p / n_tgt, (1.0 - p) / (is_target.size - n_tgt))
+    # Mean weight 1 keeps the solver's tolerance meaningful whatever n is.
+    weights *= is_target.size / weights.sum()
+    model = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000)
+    model.fit((columns - center) / spread, is_target, sample_weight=weights)
+    w = model.coef_[0].astype(np.float64) / spread
+    offset = float(model.intercept_[0]) - float(w @ center) - _logit(p)
+    return w, offset
+
+
 @dataclass(frozen=True)
 class LinearCalibration:
     """Affine map from raw scores to natural-log LLRs: ``llr = scale * score + offset``.
@@ -280,28 +310,17 @@ class LinearCalibration:
             DataError: On invalid scores or labels (as :func:`cllr`), constant scores, a bad prior, or
                 scores that do not rank targets above non-targets.
         """
-        from sklearn.linear_model import (
-            LogisticRegression,  # slow import, needed only here
-        )
-
         p = _check_prior(p_target)
         s, is_target = _scores_and_labels(scores, labels, "calibration")
-        center, spread = float(s.mean()), float(s.std())
-        if not spread > 0:
+        if not float(s.std()) > 0:
             raise DataError("calibration scores are all equal; nothing to calibrate")
-        n_tgt = int(is_target.sum())
-        weights = np.where(is_target, p / n_tgt, (1.0 - p) / (s.size - n_tgt))
-        # Mean weight 1 keeps the solver's tolerance meaningful whatever n is.
-        weights *= s.size / weights.sum()
-        model = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000)
-        model.fit(((s - center) / spread)[:, None], is_target, sample_weight=weights)
-        slope = float(model.coef_[0, 0]) / spread
+        weights, offset = _fit_linear_llr(s[:, None], is_target, p)
+        slope = float(weights[0])
         if not slope > 0:
             raise DataError(
                 "calibration trials do not score targets higher than non-targets; check the labels "
                 "and that the scores come from the same system"
             )
-        offset = float(model.intercept_[0]) - slope * center - _logit(p)
         return cls(scale=slope, offset=offset, p_target=p)
 
     def transform(self, scores: ArrayLike) -> np.ndarray:

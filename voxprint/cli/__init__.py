@@ -11,6 +11,7 @@ from voxprint.cli import (  # noqa: F401  (each module registers its verbs)
     data,
     diarization,
     export,
+    fusion,
     identification,
     service,
     store,
