@@ -33,10 +33,13 @@ from voxprint.training.checkpoint import save_model_file
 
 PACKAGE = Path(__file__).resolve().parents[1] / "voxprint"
 
-#: Registered encoders that cannot be exported, with the reason. Empty: all export. Two need an
+#: Registered encoders that cannot be exported, with the reason: the EM-trained statistical models. Two need an
 #: export-time rewrite (voxprint/export/rewrite.py): lstm_dvector's projected LSTM (no ONNX operator)
 #: and rawnet2's sinc-conv (torch.sinc has none; its FFT path sizes the transform in Python).
-NOT_EXPORTABLE: dict[str, str] = {}
+NOT_EXPORTABLE: dict[str, str] = {
+    "gmm_ubm": "computed in numpy (UBM posteriors and MAP adaptation per recording); a trace would freeze constants",
+    "ivector": "computed in numpy (UBM posteriors and a linear solve per recording); a trace would freeze constants",
+}
 PARITY = 0.9999
 
 

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,9 @@ def test_a_store_refuses_another_model_and_moves_with_kept_audio(tmp_path, model
 
 def test_store_errors_are_one_line_and_write_nothing(tmp_path, enrolled, model):
     copy = tmp_path / "copy.db"
-    copy.write_bytes(enrolled.read_bytes())
+    # SQLite's backup API, not a file copy: in WAL mode the latest writes may still be in speakers.db-wal.
+    with closing(sqlite3.connect(enrolled)) as source, closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
     table = EmbeddingTable(copy, create=False)
     version = table.version
     for action, match in [(lambda: table.speaker("nobody"), "no speaker 'nobody'"),

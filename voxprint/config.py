@@ -101,6 +101,11 @@ DEFAULTS: dict[str, Any] = {
     },
     # min_seconds: shorter input is rejected (0.2 s still holds a spoken digit of the fsdd passwords).
     "inference": {"window_frames": 160, "overlap": 0.5, "min_seconds": 0.2},
+    # EM training of the statistical models (model.name gmm_ubm, ivector): iterations of each stage,
+    # the frames the UBM is trained on (a random subset beyond this; it converges long before), the
+    # variance floor as a fraction of the data's variance per dimension.
+    "em": {"ubm_iterations": 8, "split_iterations": 3, "ubm_max_frames": 400_000, "variance_floor": 0.01,
+           "tv_iterations": 6},
 }
 
 
@@ -126,6 +131,7 @@ _PLAIN_SECTIONS = {
     "optim": tuple(DEFAULTS["optim"]) + _EXTRA_OPTIM_KEYS,
     "vad": tuple(DEFAULTS["vad"]),
     "inference": tuple(DEFAULTS["inference"]),
+    "em": tuple(DEFAULTS["em"]),
 }
 
 

@@ -57,11 +57,11 @@ def _train(args: argparse.Namespace) -> int:
 
     result = train(config, args.out, resume=args.resume, progress=not args.quiet,
                    on_epoch_end=report_epoch if args.json else None, device=args.device)
-    metric = config["optim"]["select_by"]
+    metric = result.metric or config["optim"]["select_by"]
     emit(args, {"out": str(result.out_dir), "epochs": result.epochs_run, "select_by": metric,
                 "best": result.best_valid},
-         f"trained {result.epochs_run} epochs; best {metric.replace('_', ' ')} {result.best_valid:.4f}; "
-         f"model in {result.out_dir}")
+         f"trained {result.epochs_run} {result.unit}; {'best ' if result.metric is None else ''}"
+         f"{metric.replace('_', ' ')} {result.best_valid:.4f}; model in {result.out_dir}")
     return EXIT_OK
 
 
@@ -85,6 +85,7 @@ def _fit_backend(args: argparse.Namespace) -> int:
 
     refuse_builtin(args.model, "fit-backend")
     model = load_cli_model(args)
+    model.require_embedding_backend("fit-backend")
     data = args.data or model.config["data"].get("train")
     if not data:
         raise VoxprintError("no training data: pass --data")

@@ -108,14 +108,14 @@ def _score_args(p: argparse.ArgumentParser) -> None:
       "voxprint score --trials data/dev/trials.txt --embeddings dev.npz --out scores.txt", _score_args)
 def _score(args: argparse.Namespace) -> int:
     from voxprint.backends.scoring import cosine_score_trials
-    from voxprint.data.trials import read_trials, write_scores
+    from voxprint.data.trials import keep_trials_with, read_trials, write_scores
     from voxprint.data.embeddings import load_embeddings
     from voxprint.metrics import evaluate_scores
 
     check_output_path(args.out, "--out")
     trials = read_trials(args.trials)
     ids, matrix = load_embeddings(args.embeddings)
-    trials, missing = trials_with_embeddings(trials, set(ids))
+    trials, missing = keep_trials_with(trials, set(ids))
     scores = cosine_score_trials(ids, matrix, trials)
     write_scores(args.out, trials, scores)
     record: dict[str, Any] = {"out": args.out, "scores": len(scores), "scale": "cosine", "missing_trials": missing}
@@ -126,24 +126,6 @@ def _score(args: argparse.Namespace) -> int:
         text += "\n" + format_metrics(metrics)
     emit(args, record, text)
     return EXIT_OK
-
-
-def trials_with_embeddings(trials: Any, available: set[str]) -> tuple[Any, int]:
-    """The trials whose both sides have an embedding, and how many were left out."""
-    import numpy as np
-
-    from voxprint.data.trials import Trials
-
-    keep = np.fromiter((e in available and t in available for e, t in zip(trials.enroll, trials.test)),
-                       dtype=bool, count=len(trials))
-    if keep.all():
-        return trials, 0
-    if not keep.any():
-        raise VoxprintError(f"none of the {len(trials)} trials of {trials.path} has embeddings for both sides")
-    labels = trials.labels[keep] if trials.labels is not None else None
-    return Trials(labels=labels, enroll=trials.enroll[keep], test=trials.test[keep], path=trials.path), \
-        int((~keep).sum())
-
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
@@ -172,7 +154,6 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
       _eval_args)
 def _eval(args: argparse.Namespace) -> int:
     from voxprint.data.trials import read_trials, write_scores
-    from voxprint.backends.backend import ScoringBackend
     from voxprint.metrics import evaluate_scores
     from voxprint.metrics.plots import plot_det
     from voxprint.runs import RunLock, resolve_model_dir
@@ -197,22 +178,15 @@ def _eval(args: argparse.Namespace) -> int:
     model = load_cli_model(args)
     chosen = {"kind": args.backend, "norm": args.norm, "calibrated": args.calibrated}
     options = {**model.meta.get("backend", {}), **{k: v for k, v in chosen.items() if v is not None}}
-    backend = ScoringBackend.load(model.model_dir, **options) if options else ScoringBackend()
+    backend = model.scoring_backend(options)
     lock = RunLock(resolve_model_dir(args.model), "eval --write-threshold") if args.write_threshold else None
     if lock is not None:
         lock.acquire()  # before the slow part, so a concurrent writer is reported at once
     try:
-        embedded = model.embed_folder(data, progress=not args.quiet, on_error=args.on_error)
-        report_skipped(embedded.skipped)
-        ids, matrix = embedded.ids, embedded.embeddings
-        if enrollments is not None:
-            from voxprint.backends.scoring import add_enrollment_models
-
-            available = set(ids)
-            enrollments = {m: [u for u in utts if u in available] for m, utts in enrollments.items()}
-            ids, matrix = add_enrollment_models(ids, matrix, {m: u for m, u in enrollments.items() if u})
-        usable, missing = trials_with_embeddings(trials, set(ids))
-        scores = backend.score_trials(ids, matrix, usable)
+        scored = model.score_trial_list(data, trials, backend, enrollments, progress=not args.quiet,
+                                        on_error=args.on_error)
+        report_skipped(scored.skipped)
+        usable, scores, missing = scored.trials, scored.scores, scored.missing
         result = {"backend": backend.name, **evaluate_scores(scores, usable.labels).to_dict(),
                   "missing_trials": missing}
         if args.det:

@@ -221,6 +221,36 @@ def read_trials(path: str | os.PathLike[str]) -> Trials:
     return Trials(labels=labels, enroll=enroll, test=test, path=src)
 
 
+def keep_trials_with(trials: Trials, available: set[str], tests: set[str] | None = None) -> tuple[Trials, int]:
+    """The trials whose both sides are available, and how many were left out.
+
+    Args:
+        trials: the trial list.
+        available: ids an enrollment side (and, without ``tests``, a test side) may name.
+        tests: ids a test side may name (default: ``available``).
+
+    Raises:
+        DataError: no trial is left.
+
+    Example:
+        >>> trials = Trials(labels=None, enroll=np.array(["a", "a"]), test=np.array(["b", "c"]))
+        >>> kept, missing = keep_trials_with(trials, {"a", "b"})
+        >>> kept.test.tolist(), missing
+        (['b'], 1)
+    """
+    tests = available if tests is None else tests
+    keep = np.fromiter((e in available and t in tests for e, t in zip(trials.enroll, trials.test)),
+                       dtype=bool, count=len(trials))
+    if keep.all():
+        return trials, 0
+    if not keep.any():
+        raise DataError(f"none of the {len(trials)} trials of {trials.path} has both sides available "
+                        "(embedded, or with frames to score)")
+    labels = trials.labels[keep] if trials.labels is not None else None
+    return Trials(labels=labels, enroll=trials.enroll[keep], test=trials.test[keep], path=trials.path), \
+        int((~keep).sum())
+
+
 def write_scores(path: str | os.PathLike[str], trials: Trials, scores: ArrayLike) -> Path:
     """Write ``ENROLL TEST SCORE [LABEL]`` lines, atomically.
 

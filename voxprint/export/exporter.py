@@ -305,6 +305,11 @@ def export_model(model_dir_or_name: str | os.PathLike, out_dir: str | os.PathLik
 
     source = load_model(model_dir_or_name)
     config = source.config
+    if getattr(source.model.encoder, "statistical", False):
+        # A trace of numpy code would record one recording's numbers as constants, not the computation.
+        raise ModelError(f"{config['model']['name']} is computed in numpy (UBM posteriors, then MAP adaptation or a "
+                         "linear solve per recording), which neither ONNX nor TorchScript can trace; deploy its "
+                         "run folder as it is (it loads without onnxruntime)")
     calibration_files: tuple[Path, list[Path]] | None = None
     if quantize:  # before the slow part: a missing calibration folder fails at once
         calibration_files = _calibration_paths(config, calibration, calibration_utterances)

@@ -65,6 +65,23 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
 
 
 @dataclass
+class TrialScores:
+    """Scores of a trial list (:meth:`SpeakerModel.score_trial_list`).
+
+    Attributes:
+        trials: the trials that could be scored (both sides available).
+        scores: one score per trial of ``trials``.
+        missing: trials left out because a side could not be embedded.
+        skipped: recording -> reason, for each recording left out (``on_error="skip"``).
+    """
+
+    trials: Any
+    scores: np.ndarray
+    missing: int
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class EmbeddedSet:
     """Embeddings of many recordings, with the ones that could not be embedded and why.
 
@@ -86,7 +103,11 @@ class SpeakerModel:
         threshold: accept threshold for :meth:`verification_score` (stored in ``meta.json`` by
             ``voxprint eval --write-threshold``), or None when the model has none.
         identity: the weights + back-end identity a speaker store records (None for a model built in memory).
+        stores_embeddings: True: a speaker store may keep this model's embeddings and score them with its
+            back-end (see :class:`~voxprint.inference.frame_scoring.FrameScoringModel` for a model that may not).
     """
+
+    stores_embeddings = True
 
     def __init__(self, model: EmbeddingModel, config: dict[str, Any], meta: dict[str, Any] | None = None,
                  device: str | torch.device = "cpu", model_dir: str | os.PathLike | None = None,
@@ -146,6 +167,43 @@ class SpeakerModel:
             self._backend = (ScoringBackend.load(self.model_dir, **options) if options and self.model_dir
                              else ScoringBackend())
         return self._backend
+
+    def scoring_backend(self, options: dict[str, Any]) -> Any:
+        """The back-end with these options (``kind``, ``norm``, ``calibrated``) from the model folder's
+        ``backend/`` (plain cosine when none is given)."""
+        from voxprint.backends.backend import ScoringBackend
+
+        return ScoringBackend.load(self.model_dir, **options) if options else ScoringBackend()
+
+    def require_embedding_backend(self, what: str) -> None:
+        """Raise when ``what`` (a verb) needs an embedding back-end this model cannot have; here it can."""
+
+    def score_trial_list(self, data_dir: str | os.PathLike, trials: Any, backend: Any,
+                         enrollments: dict[str, Sequence[str]] | None = None, progress: bool = False,
+                         on_error: OnError = "fail") -> TrialScores:
+        """Embed a data folder and score its trials with ``backend``.
+
+        Args:
+            data_dir: folder with ``wav.scp``.
+            trials: the trial list (:class:`~voxprint.data.trials.Trials`); sides name utterances or,
+                with ``enrollments``, enrollment models.
+            backend: a :class:`~voxprint.backends.backend.ScoringBackend` (see :meth:`scoring_backend`).
+            enrollments: model -> its utterances; a model's embedding is their normalised mean.
+            progress: show a progress bar.
+            on_error: ``"skip"`` leaves out recordings that cannot be embedded (and their trials).
+        """
+        from voxprint.data.trials import keep_trials_with
+
+        embedded = self.embed_folder(data_dir, progress=progress, on_error=on_error)
+        ids, matrix = embedded.ids, embedded.embeddings
+        if enrollments is not None:
+            from voxprint.backends.scoring import add_enrollment_models
+
+            available = set(ids)
+            usable = {m: [u for u in utts if u in available] for m, utts in enrollments.items()}
+            ids, matrix = add_enrollment_models(ids, matrix, {m: u for m, u in usable.items() if u})
+        kept, missing = keep_trials_with(trials, set(ids))
+        return TrialScores(kept, backend.score_trials(ids, matrix, kept), missing, embedded.skipped)
 
     def verification_score(self, enroll: Sequence[AudioInput], test: AudioInput) -> float:
         """Score of ``test`` against a speaker enrolled from every recording of ``enroll``, with the
@@ -398,5 +456,9 @@ def load_model(name_or_dir: str | os.PathLike = "default", device: str | torch.d
         raise ModelError(f"{path}: the weights do not fit the model its config describes ({detail[:300]})") from None
     meta = read_meta(folder)
     identity = model_identity(weights_hash, folder / BACKEND_DIR if (folder / BACKEND_DIR).is_dir() else None)
-    return SpeakerModel(model, config, meta, device=device, model_dir=folder, max_seconds=max_seconds,
+    # A GMM-UBM verifies by scoring frames against adapted models, not by comparing embeddings.
+    from voxprint.inference.frame_scoring import FrameScoringModel
+
+    kind = FrameScoringModel if getattr(model.encoder, "scores_frames", False) else SpeakerModel
+    return kind(model, config, meta, device=device, model_dir=folder, max_seconds=max_seconds,
                         identity=identity)

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from voxprint.audio import energy_vad_mask
-from voxprint.errors import AudioError, StoreError
+from voxprint.errors import AudioError, ModelError, StoreError
 from voxprint.store.sqlite import (
     EmbeddingTable,
     Enrollment,
@@ -121,6 +121,10 @@ class SpeakerStore:
     """
 
     def __init__(self, path: str | os.PathLike, model: Any, keep_audio: bool = False, create: bool = True):
+        if model is not None and not model.stores_embeddings:
+            raise ModelError(f"{model.config['model']['name']} verifies by scoring frames against adapted speaker "
+                             "models, which a speaker store (one embedding per recording) cannot hold; use an "
+                             "embedding model, e.g. the i-vector system, for enrollment and identification")
         self.table = EmbeddingTable(path, create=create)
         self.model = model
         self.keep_audio = keep_audio

@@ -106,6 +106,8 @@ class TrainResult:
     best_valid: float  # best value of the selection metric (optim.select_by)
     history: list[dict[str, Any]] = field(default_factory=list)
     model: nn.Module | None = None  # final weights (the best-validation weights are in model.pt)
+    unit: str = "epochs"  # what epochs_run counts ("EM steps" for the statistical models)
+    metric: str | None = None  # what best_valid is, when not optim.select_by's best value
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -304,6 +306,10 @@ def train(config: dict[str, Any], out_dir: str | Path, resume: bool = False, pro
         ModelError: ``init_from`` or the checkpoint cannot be read.
         voxprint.runs.lock.RunFolderBusy: another process is using ``out_dir``.
     """
+    from voxprint.training.statistical import is_statistical, train_statistical
+
+    if is_statistical(config):  # GMM-UBM and i-vector: EM, not gradients
+        return train_statistical(config, out_dir, resume, progress, on_epoch_end, device)
     run = prepare_run(config, out_dir, resume, device)
     # Only the main process writes, so only it locks (the other ranks of a torchrun job would
     # otherwise find their own job holding the folder).
