@@ -130,6 +130,18 @@ def test_ghost_clusters_enter_assignment_only() -> None:
     assert pool.residuals(x).abs().max() < 1e-6
 
 
+def test_netvlad_without_global_norm_keeps_the_intra_normalised_blocks() -> None:
+    # Kaseva & Kurimo, section II: each row of V is L2-normalised and concatenated; the usual second
+    # L2 norm after flattening is replaced by batch normalisation.
+    torch.manual_seed(2)
+    pool = NetVLAD(dim=5, clusters=3, global_norm=False)
+    x = torch.randn(2, 11, 5)
+    out = pool(x)
+    assert torch.allclose(out, torch.nn.functional.normalize(pool.residuals(x), dim=-1).flatten(1), atol=1e-6)
+    assert torch.allclose(out.view(2, 3, 5).norm(dim=-1), torch.ones(2, 3), atol=1e-6)
+    assert torch.allclose(out.norm(dim=-1), torch.full((2,), 3 ** 0.5), atol=1e-5)
+
+
 # ---------------------------------------------------------------- LSTM-NetVLAD
 
 
@@ -166,6 +178,56 @@ def test_lstm_netvlad_normalises_its_input() -> None:
     feats = torch.randn(2, 60, 30)
     scale, shift = torch.rand(30) * 5 + 0.5, torch.randn(30) * 10
     assert torch.allclose(model(feats), model(feats * scale + shift), atol=1e-4)
+
+
+def test_lstm_netvlad_defaults_are_the_committed_architecture() -> None:
+    # The recipes/netvlad runs were trained with these; the paper's options must stay opt-in.
+    model = LSTMNetVLAD(input_dim=30, hidden_size=8, clusters=4, fc_dims=(16,), embedding_dim=10)
+    assert model.frame_fc_dim is None and model.pool.global_norm and model.head == "bn-relu"
+    assert [type(m).__name__ for m in model.fc] == ["Linear", "BatchNorm1d", "ReLU"]
+    assert isinstance(model.embedding_post, torch.nn.Identity)
+    assert not any(name.startswith("frame_fc") for name in model.state_dict())
+
+
+def test_lstm_netvlad_paper_frame_fc_layer_feeds_the_pooling() -> None:
+    # Section II: NetVLAD transforms "the output of the preceding FC layer", v in R^(T x 256).
+    torch.manual_seed(0)
+    model = LSTMNetVLAD(input_dim=30, hidden_size=8, clusters=4, fc_dims=(16,), embedding_dim=10,
+                        frame_fc_dim=20).eval()
+    assert model.pool.dim == 20 and model.pooled_dim == 4 * 20
+    feats = torch.randn(2, 25, 30)
+    frames = model.frame_features(feats)
+    bn = model.frame_fc_bn
+    expected = (torch.relu(model.frame_fc_linear(frames)) - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
+    expected = expected * bn.weight + bn.bias
+    assert torch.allclose(model.pooling_input(frames), expected, atol=1e-5)
+    avg = LSTMNetVLAD(input_dim=30, hidden_size=8, pooling="average", fc_dims=(16,), embedding_dim=10,
+                      frame_fc_dim=20)
+    assert avg.pooled_dim == 20 and avg(torch.randn(3, 25, 30)).shape == (3, 10)
+    with pytest.raises(ValueError, match="frame_fc_dim"):
+        LSTMNetVLAD(frame_fc_dim=0)
+
+
+def test_lstm_netvlad_paper_head_is_relu_then_batch_norm_up_to_the_l2_norm() -> None:
+    # Section II: ReLU in every FC layer and batch normalisation after each layer except the L2 norms,
+    # so the last two layers (batch norm, L2 norm) both normalise.
+    torch.manual_seed(0)
+    model = LSTMNetVLAD(input_dim=30, hidden_size=8, clusters=4, fc_dims=(16,), embedding_dim=10,
+                        vlad_global_norm=False, head="relu-bn")
+    assert not model.pool.global_norm
+    assert [type(m).__name__ for m in model.fc] == ["Linear", "ReLU", "BatchNorm1d"]
+    assert [type(m).__name__ for m in model.embedding_post] == ["ReLU", "BatchNorm1d"]
+    model.eval()
+    with torch.no_grad():
+        model.embedding_post[1].running_mean.fill_(0.5)  # the BN's shift reaches the embedding
+        feats = torch.randn(3, 25, 30)
+        frames = model.frame_features(feats)
+        hidden = model.fc(model.pooled_norm(model.pool(frames)))
+        expected = torch.nn.functional.normalize(model.embedding_post(model.embedding(hidden)), dim=-1)
+        assert torch.allclose(model(feats), expected, atol=1e-6)
+        assert (model(feats) < 0).any()  # BN after the ReLU: not confined to the positive orthant
+    with pytest.raises(ValueError, match="head"):
+        LSTMNetVLAD(head="relu")
 
 
 def test_lstm_netvlad_registered_and_built_from_config() -> None:

@@ -8,6 +8,7 @@ from voxprint.errors import ConfigError
 from voxprint.losses.orthogonal import (
     LambdaSchedule,
     OrthogonalRegularizer,
+    bansal_milestones,
     gram_minus_identity,
     soft_orthogonality,
     srip,
@@ -130,13 +131,31 @@ def test_constant_schedule():
 def test_decreasing_schedule_at_the_reference_length():
     schedule = LambdaSchedule.decreasing()
     assert schedule.values == (0.2, 1e-2, 1e-4, 1e-6, 0.0)
-    assert schedule.milestones == (20, 50, 70, 120)
-    expected = {0: 0.2, 19: 0.2, 20: 1e-2, 49: 1e-2, 50: 1e-4, 69: 1e-4, 70: 1e-6, 119: 1e-6, 120: 0.0, 199: 0.0}
+    assert schedule.milestones == (20, 40, 60, 80)
+    expected = {0: 0.2, 19: 0.2, 20: 1e-2, 39: 1e-2, 40: 1e-4, 59: 1e-4, 60: 1e-6, 79: 1e-6, 80: 0.0, 99: 0.0}
     assert {epoch: schedule.value_at(epoch) for epoch in expected} == expected
 
 
-@pytest.mark.parametrize("total_epochs, milestones", [(200, (20, 50, 70, 120)), (30, (3, 8, 11, 18)),
-                                                      (10, (1, 3, 4, 6)), (2, (1, 1, 1, 1))])
+@pytest.mark.parametrize("total_epochs, milestones", [(100, (20, 40, 60, 80)), (50, (10, 20, 30, 40))])
+def test_decreasing_schedule_is_the_papers(total_epochs, milestones):
+    # Zhu and Mak, section 3.3: the LSTM's lambda drops after 20, 40, 60 and 80 of 100 epochs, the
+    # TDNN's after 10, 20, 30 and 40 of 50 (Bansal et al.'s 20, 50, 70, 120 of 200 scaled to these
+    # lengths, the schedule voxprint used before, gives (10, 25, 35, 60) and (5, 13, 18, 30)).
+    assert LambdaSchedule.decreasing(total_epochs=total_epochs).milestones == milestones
+
+
+def test_the_earlier_bansal_milestones_stay_reproducible():
+    # The committed recipes/orthogonal *_dec runs (20 epochs) were trained with these.
+    assert bansal_milestones(20) == (2, 5, 7, 12)
+    assert [bansal_milestones(t) for t in (200, 30, 10, 2)] == [(20, 50, 70, 120), (3, 8, 11, 18), (1, 3, 4, 6),
+                                                                (1, 1, 1, 1)]
+    pinned = LambdaSchedule.from_config({"schedule": "decreasing", "milestones": list(bansal_milestones(20))}, 20)
+    assert [pinned.value_at(e) for e in (1, 2, 5, 7, 12)] == [0.2, 1e-2, 1e-4, 1e-6, 0.0]
+
+
+@pytest.mark.parametrize("total_epochs, milestones", [(200, (40, 80, 120, 160)), (30, (6, 12, 18, 24)),
+                                                      (20, (4, 8, 12, 16)), (10, (2, 4, 6, 8)), (5, (1, 2, 3, 4)),
+                                                      (3, (1, 1, 2, 2)), (2, (1, 1, 1, 1))])
 def test_decreasing_schedule_scales_to_the_run_length(total_epochs, milestones):
     schedule = LambdaSchedule.decreasing(total_epochs=total_epochs)
     assert schedule.milestones == milestones

@@ -10,7 +10,7 @@ from voxprint.audio import load_audio
 from voxprint.config import load_config
 from voxprint.inference import SpeakerModel, window_starts
 from voxprint.models import build_embedding_model
-from voxprint.models.rawnet2 import FMS_MODES, FeatureMapScaling, RawNet2
+from voxprint.models.rawnet2 import FMS_MODES, FeatureMapScaling, RawNet2, layer_normalize, preemphasis
 from voxprint.models.sinc_conv import SincConv, frequency_response
 from voxprint.registry import MODELS
 
@@ -202,6 +202,19 @@ def test_layernorm_input_makes_the_embedding_gain_invariant():
         torch.testing.assert_close(ln(0.01 * x), ln(x), atol=1e-4, rtol=1e-4)
         pre = RawNet2(input_norm="preemphasis", **TINY).eval()
         assert not torch.allclose(pre(0.01 * x), pre(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("first_layer, expected", [("sinc", "layernorm"), ("conv", "preemphasis")])
+def test_input_norm_defaults_to_the_papers_pairing_with_the_first_layer(first_layer, expected):
+    """Section 4.2: raw waveforms "with pre-emphasis" for the strided-convolution systems; for the sinc-conv
+    "we followed [SincNet]": no pre-emphasis, layer normalisation. An explicit input_norm still wins."""
+    torch.manual_seed(0)
+    model = RawNet2(first_layer=first_layer, **TINY).eval()
+    assert model.input_norm == expected
+    x = torch.randn(1, 3000)
+    reference = layer_normalize(x) if expected == "layernorm" else preemphasis(x, 0.97)
+    torch.testing.assert_close(model.preprocess(x), reference)
+    assert RawNet2(first_layer=first_layer, input_norm="none", **TINY).input_norm == "none"
 
 
 def test_gradients_reach_the_sinc_cutoffs():

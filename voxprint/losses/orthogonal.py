@@ -40,13 +40,19 @@ KINDS = ("so", "srip")
 REGULARIZER_OPTIONS: tuple[str, ...] = ("kind", "layer_names", "iterations", "schedule")
 SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {"constant": ("value",), "decreasing": ("values", "milestones")}
 
-# The decreasing coefficients of the speaker-verification paper's schedule (Zhu and Mak, 2020).
+# The decreasing schedule of the speaker-verification paper (Zhu and Mak, 2020, section 3.3): "start
+# with lambda = 0.2", reduce it to 1e-2, 1e-4 and 1e-6 "after 20, 40, 60" epochs and set it "to 0 after
+# 80 epochs" of the LSTM's 100 (the TDNN's 50 epochs drop at 10, 20, 30 and 40: the same fractions).
+# Shorter or longer runs scale the milestones proportionally (see :meth:`LambdaSchedule.decreasing`).
 DECREASING_VALUES: tuple[float, ...] = (0.2, 1e-2, 1e-4, 1e-6, 0.0)
-# Where they drop: Bansal et al.'s schedule for SO and SRIP (their released training code lowers the
-# coefficient after epochs 20, 50, 70 and switches it off after 120, of 200). Shorter or longer runs
-# scale these proportionally (see :meth:`LambdaSchedule.decreasing`).
-REFERENCE_MILESTONES: tuple[int, ...] = (20, 50, 70, 120)
-REFERENCE_EPOCHS: int = 200
+REFERENCE_MILESTONES: tuple[int, ...] = (20, 40, 60, 80)
+REFERENCE_EPOCHS: int = 100
+# The milestones voxprint used before the paper's text was at hand: Bansal et al.'s released code for
+# SO and SRIP on CNNs (after epochs 20, 50, 70 and 120 of 200). The committed decreasing-lambda runs of
+# recipes/orthogonal were trained with them; ``milestones`` reproduces them for a given run length
+# (:func:`bansal_milestones`).
+BANSAL_MILESTONES: tuple[int, ...] = (20, 50, 70, 120)
+BANSAL_EPOCHS: int = 200
 
 
 def gram_minus_identity(weight: torch.Tensor) -> torch.Tensor:
@@ -121,6 +127,26 @@ def srip(weight: torch.Tensor, iterations: int = 2, generator: torch.Generator |
     return torch.linalg.vector_norm(a @ v)
 
 
+def _scaled_milestones(reference: Sequence[int], reference_epochs: int, total_epochs: int) -> tuple[int, ...]:
+    """``reference`` milestones of a ``reference_epochs`` run placed at the same fractions of ``total_epochs``."""
+    if total_epochs < 1:
+        raise ConfigError(f"total_epochs must be at least 1, not {total_epochs}")
+    last = max(1, total_epochs - 1)
+    # floor(x + 0.5) rounds halves up: Python's round() would send 2.5 to 2 but 3.5 to 4.
+    return tuple(min(last, max(1, math.floor(m * total_epochs / reference_epochs + 0.5))) for m in reference)
+
+
+def bansal_milestones(total_epochs: int) -> tuple[int, ...]:
+    """The milestones of voxprint's earlier decreasing schedule (Bansal et al.'s 20, 50, 70, 120 of 200 epochs)
+    scaled to ``total_epochs``, for reproducing runs trained before the paper's schedule became the default.
+
+    Example:
+        >>> bansal_milestones(20)  # the committed recipes/orthogonal *_dec runs
+        (2, 5, 7, 12)
+    """
+    return _scaled_milestones(BANSAL_MILESTONES, BANSAL_EPOCHS, total_epochs)
+
+
 @dataclass(frozen=True)
 class LambdaSchedule:
     """Piecewise-constant regularisation coefficient: ``values[k]`` from epoch ``milestones[k - 1]`` on.
@@ -135,9 +161,9 @@ class LambdaSchedule:
     Example:
         >>> schedule = LambdaSchedule.decreasing(total_epochs=20)
         >>> schedule.milestones
-        (2, 5, 7, 12)
-        >>> [schedule.value_at(epoch) for epoch in (0, 1, 2, 6, 11, 12, 19)]
-        [0.2, 0.2, 0.01, 0.0001, 1e-06, 0.0, 0.0]
+        (4, 8, 12, 16)
+        >>> [schedule.value_at(epoch) for epoch in (0, 3, 4, 8, 12, 15, 16, 19)]
+        [0.2, 0.2, 0.01, 0.0001, 1e-06, 1e-06, 0.0, 0.0]
         >>> LambdaSchedule.constant().value_at(1000)
         0.1
     """
@@ -169,26 +195,25 @@ class LambdaSchedule:
                    total_epochs: int = REFERENCE_EPOCHS) -> LambdaSchedule:
         """Coefficients that drop at ``milestones`` (default: 0.2, 1e-2, 1e-4, 1e-6, then 0).
 
-        Without ``milestones`` the reference drops after 20, 50, 70 and 120 of 200 epochs are placed at
-        the same fractions (10 %, 25 %, 35 %, 60 %) of ``total_epochs``, rounded and at least 1, so the
-        regulariser is on for the first epoch and off for the last 40 % of any run; this needs the
+        Without ``milestones`` the paper's drops after 20, 40, 60 and 80 of 100 epochs (Zhu and Mak,
+        section 3.3) are placed at the same fractions (20 %, 40 %, 60 %, 80 %) of ``total_epochs``,
+        rounded, at least 1 and at most ``total_epochs - 1``, so the regulariser is on for the first
+        epoch and off for the last (the last 20 % of any run of 5 epochs or more); this needs the
         default four drops, i.e. five ``values``. Given ``milestones`` are absolute epochs.
 
         Example:
-            >>> LambdaSchedule.decreasing().milestones
-            (20, 50, 70, 120)
-            >>> LambdaSchedule.decreasing(total_epochs=30).milestones
-            (3, 8, 11, 18)
+            >>> LambdaSchedule.decreasing().milestones  # the paper's LSTM run
+            (20, 40, 60, 80)
+            >>> LambdaSchedule.decreasing(total_epochs=50).milestones  # the paper's TDNN run
+            (10, 20, 30, 40)
+            >>> LambdaSchedule.decreasing(total_epochs=20).milestones
+            (4, 8, 12, 16)
         """
         if milestones is None:
             if len(values) != len(REFERENCE_MILESTONES) + 1:
                 raise ConfigError(f"the default milestones need {len(REFERENCE_MILESTONES) + 1} lambda values, "
                                   f"got {len(values)}; give milestones too")
-            if total_epochs < 1:
-                raise ConfigError(f"total_epochs must be at least 1, not {total_epochs}")
-            # floor(x + 0.5) rounds halves up: Python's round() would send 2.5 to 2 but 3.5 to 4.
-            milestones = tuple(max(1, math.floor(m * total_epochs / REFERENCE_EPOCHS + 0.5))
-                               for m in REFERENCE_MILESTONES)
+            milestones = _scaled_milestones(REFERENCE_MILESTONES, REFERENCE_EPOCHS, total_epochs)
         return cls(tuple(values), tuple(milestones))
 
     @classmethod
@@ -200,7 +225,7 @@ class LambdaSchedule:
 
         Example:
             >>> LambdaSchedule.from_config({"schedule": "decreasing"}, total_epochs=40).milestones
-            (4, 10, 14, 24)
+            (8, 16, 24, 32)
             >>> LambdaSchedule.from_config({"schedule": "constant", "value": 0.05}, total_epochs=40).values
             (0.05,)
         """
@@ -269,7 +294,7 @@ class OrthogonalRegularizer:
         Example:
             >>> reg = OrthogonalRegularizer.from_config({"kind": "srip", "schedule": "decreasing"}, total_epochs=10)
             >>> reg.kind, reg.layer_names, reg.schedule.milestones
-            ('srip', ['encoder.embedding'], (1, 3, 4, 6))
+            ('srip', ['encoder.embedding'], (2, 4, 6, 8))
         """
         _check_options(options, REGULARIZER_OPTIONS)
         options = dict(options)

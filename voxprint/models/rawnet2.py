@@ -201,7 +201,9 @@ class RawNet2(nn.Module):
     Args:
         input_dim: Feature bins per frame; must be 1 (the ``raw`` front-end's (batch, samples, 1)).
         sample_rate: Sample rate of the input, for the sinc-conv's cut-offs in Hz.
-        input_norm: "layernorm" (RawNet2), "preemphasis" (``preemphasis_coefficient``, as RawNet1) or "none".
+        input_norm: "layernorm", "preemphasis" (``preemphasis_coefficient``) or "none"; None: the paper's
+            pairing (section 4.2), "layernorm" for the sinc-conv (following SincNet) and "preemphasis" for the
+            strided convolution (RawNet1's input, used by the paper's baseline and FMS systems).
         first_layer: "sinc" (the paper's) or "conv" (an ordinary learned convolution, RawNet1's first layer).
         first_channels: Filters of the first layer (paper: 128).
         first_kernel: Its length; None: 251 for "sinc" (the paper explores 125 to 375), 3 for "conv" (RawNet1).
@@ -225,7 +227,7 @@ class RawNet2(nn.Module):
         27
     """
 
-    def __init__(self, input_dim: int = 1, sample_rate: int = 16000, input_norm: str = "layernorm",
+    def __init__(self, input_dim: int = 1, sample_rate: int = 16000, input_norm: str | None = None,
                  first_layer: str = "sinc", first_channels: int = 128, first_kernel: int | None = None,
                  first_stride: int | None = None, sinc_min_low_hz: float = 0.0, sinc_min_band_hz: float = 50.0,
                  sinc_init: str = "mel", block_channels: Sequence[int] = (128, 128, 256, 256, 256, 256),
@@ -234,10 +236,12 @@ class RawNet2(nn.Module):
         super().__init__()
         if input_dim != 1:
             raise ValueError(f"RawNet2 takes raw waveforms (features.type: raw, input_dim 1), got input_dim={input_dim}")
-        if input_norm not in INPUT_NORMS:
-            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
         if first_layer not in FIRST_LAYERS:
             raise ValueError(f"first_layer must be one of {FIRST_LAYERS}, got {first_layer!r}")
+        if input_norm is None:
+            input_norm = "layernorm" if first_layer == "sinc" else "preemphasis"
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
         if not block_channels:
             raise ValueError("block_channels must name at least one residual block")
         self.input_norm = input_norm

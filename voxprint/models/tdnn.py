@@ -75,16 +75,19 @@ class TDNNXVector(nn.Module):
     input frame, an utterance of any length (even one frame) can be embedded, and no zero padding
     drags the statistics towards 0.
 
-    Encoder parameters at the paper size (channels 512, stats_channels 1500, segment6_dim 512,
+    Encoder parameters at Kaldi's size (channels 512, stats_channels 1500, segment6_dim 512,
     embedding_dim 512): 4,516,244 at 40 mels, 4,490,644 at 30 MFCCs (Kaldi's VoxCeleb recipe input); 512 fewer
-    with ``embedding_bias=False``. segment6 (1.54 M) and frame2/frame3 (0.79 M each) dominate.
+    with ``embedding_bias=False``. Zhu and Mak's Table 1 ends in a 512 x 256 segment7 (``embedding_dim=256``,
+    bias-free for the regulariser): 4,384,660 at 40 mels. segment6 (1.54 M) and frame2/frame3 (0.79 M each)
+    dominate.
 
     Args:
         input_dim: Feature bins per frame.
         channels: Width of frame1 .. frame4 (Kaldi: 512).
         stats_channels: Width of frame5, whose mean and std are pooled (Kaldi: 1500, so 3000 statistics).
         segment6_dim: Width of segment6 (Kaldi: 512).
-        embedding_dim: Output of segment7, the embedding (paper: 512).
+        embedding_dim: Output of segment7, the embedding (Zhu and Mak's Table 1: 256; the default, 512, is the
+            width of Kaldi's x-vector layer).
         embedding_bias: Bias in segment7. Orthogonal regularisation of the embedding layer needs it off
             (see :mod:`voxprint.losses.orthogonal`).
         normalize_output: L2-normalise the embedding. Off by default: the GE2E and margin losses normalise inside their
