@@ -4,9 +4,14 @@
     .venv/bin/python bench/leaderboard.py          # after training the runs below (see recipes/)
 
 For each run folder in SYSTEMS that exists: dev EER and minDCF (0.01, 0.001) with cosine, cosine +
-AS-norm and PLDA scoring (back-ends are fitted on the run's training speakers first if missing),
-parameters, single-thread extraction speed (x real time, features included, same ~120 s subset for
-every system) and training time (sum of the run's epoch times). Ratios are to Resemblyzer.
+AS-norm and PLDA scoring (back-ends are fitted on the run's training speakers first if missing; the
+GMM-UBM has its own frame likelihood-ratio scoring instead), parameters, single-thread extraction
+speed (x real time, features included, same ~120 s subset for every system) and training time (sum
+of the run's epoch or EM-step times). Ratios are to Resemblyzer. The last row fuses the bundled
+ECAPA-TDNN with the i-vector (``voxprint fuse``, trained on training-speaker trials, applied to dev).
+
+A system whose run folder is not on this machine keeps its row from the previous run of this script
+(marked, with its recipe command), so the board is never silently shortened.
 Writes the table to docs/benchmarks.md, section "Leaderboard: speechocean762 dev".
 """
 from __future__ import annotations
@@ -21,16 +26,18 @@ import torch
 
 # bench/verification.py: `python bench/leaderboard.py` puts bench/ on the path.
 from verification import decode, measure_resemblyzer, optimized, speed_subset, time_extraction
+from classical import Scored, fuse
 
-from voxprint.backends.backend import PLDA_FILE, ScoringBackend, fit_backend
+
+from voxprint.backends.backend import PLDA_FILE, fit_backend
 from voxprint.data import read_data_folder
-from voxprint.data.trials import read_trials
+from voxprint.data.trials import make_calibration_trials, read_trials
 from voxprint.inference import load_model
 from voxprint.metrics import evaluate_scores
 from voxprint.metrics.plots import plot_det
 from voxprint.paths import data_root
-from voxprint.report import format_table, machine_description, write_markdown_section
-from voxprint.runs import BACKEND_DIR, HISTORY_FILE, MODEL_FILE, RunLock
+from voxprint.report import BENCHMARKS_DOC, format_table, machine_description, write_markdown_section
+from voxprint.runs import BACKEND_DIR, HISTORY_FILE, MODEL_FILE, RunLock, resolve_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,18 +46,26 @@ SECTION = "Leaderboard: speechocean762 dev"
 SYSTEMS = [
     ("GE2E LSTM d-vector", "exp/ge2e_lstm_small", "voxprint train configs/ge2e_lstm_small.yaml --out exp/ge2e_lstm_small",
      None),
-    ("ECAPA-TDNN C=192 + AAM (bundled default)", "exp/ecapa_c192",
-     "voxprint train configs/ecapa_tdnn_c192.yaml --out exp/ecapa_c192", None),
+    ("ECAPA-TDNN C=192 + AAM (bundled default)", "default",
+     "voxprint train configs/ecapa_tdnn_c192.yaml --out exp/ecapa_c192 (shipped as `default`)", None),
     ("ECAPA-TDNN C=192 + large-margin fine-tune", "exp/ecapa_c192_lmft",
      "voxprint train configs/ecapa_tdnn_c192_lmft.yaml --out exp/ecapa_c192_lmft", "exp/ecapa_c192"),
     ("thin ResNet34 + AAM", "exp/resnet34_thin", "voxprint train configs/resnet34_thin.yaml --out exp/resnet34_thin",
      None),
+    ("GMM-UBM, 512 Gaussians (MAP, top-5 LLR)", "exp/gmm_ubm_512",
+     "voxprint train configs/gmm_ubm_512.yaml --out exp/gmm_ubm_512", None),
+    ("i-vector, 512 Gaussians x rank 200", "exp/ivector_512_200",
+     "voxprint train configs/ivector_512_200.yaml --out exp/ivector_512_200", None),
 ]
+#: The fusion row: (label, the systems fused by name, the back-end of each).
+FUSION = ("fusion: ECAPA-TDNN (bundled default) + i-vector 512 x 200",
+          ["ECAPA-TDNN C=192 + AAM (bundled default)", "i-vector, 512 Gaussians x rank 200"], ("plda", "none"))
+CARRIED = " (carried over)"
 BACKENDS = [("cosine", "none"), ("cosine", "asnorm"), ("plda", "none")]
 
 
 def ensure_backend(model, run: Path) -> None:
-    if (run / BACKEND_DIR / PLDA_FILE).is_file():
+    if not model.stores_embeddings or (run / BACKEND_DIR / PLDA_FILE).is_file():
         return
     folder = read_data_folder(model.config["data"]["train"])
     with RunLock(run, "fit-backend"):  # as `voxprint fit-backend`: no other process writes the run meanwhile
@@ -61,6 +76,27 @@ def ensure_backend(model, run: Path) -> None:
 def training_minutes(run: Path) -> float:
     history = json.loads((run / HISTORY_FILE).read_text())
     return sum(record["seconds"] for record in history) / 60
+
+
+def previous_rows(doc: Path) -> dict[str, list[str]]:
+    """The rows of this section's table in ``doc`` by system and back-end (empty when there is none)."""
+    if not doc.is_file():
+        return {}
+    text = doc.read_text(encoding="utf-8")
+    start = text.find(f"## {SECTION}")
+    if start < 0:
+        return {}
+    rows = {}
+    for line in text[start:].split("\n## ")[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 11 and cells[0] != "system" and not cells[0].startswith("-"):
+            rows[(cells[0].removesuffix(CARRIED), cells[1])] = cells
+    return rows
+
+
+def backends_of(model) -> list[tuple[str, str] | None]:
+    """Every embedding back-end, or the model's own scoring (None) for the GMM-UBM."""
+    return BACKENDS if model.stores_embeddings else [None]
 
 
 def main() -> int:
@@ -77,34 +113,54 @@ def main() -> int:
     peer = measure_resemblyzer(dev, subset, trials)
     ref, ref_speed = peer["result"], peer["speed"][1]
 
+    doc = Path(args.doc) if args.doc else BENCHMARKS_DOC
+    earlier = previous_rows(doc)
+    carried: list[str] = []
+    fusion_members: dict[str, Scored] = {}
+    calibration_trials = make_calibration_trials(read_data_folder(data_root() / "speechocean762" / "train").utt2spk,
+                                                 max_trials=100_000, seed=0)
     curves = {"Resemblyzer (cosine)": (peer["scores"], trials.labels)}
     rows = [[f"Resemblyzer {peer['version']} (pretrained GE2E, thousands of speakers)", "cosine",
              f"{100 * ref.eer:.2f}", f"{ref.min_dcf_01:.3f}", f"{ref.min_dcf_001:.3f}", f"{peer['params'] / 1e6:.2f}", f"{ref_speed:.0f}",
              "-", "1.00", "1.00", "1.00"]]
-    for name, run_name, _, parent in SYSTEMS:
-        run = REPO / run_name
+    for name, run_name, command, parent in SYSTEMS:
+        run = resolve_model_dir(run_name) if run_name == "default" else REPO / run_name
         if not (run / MODEL_FILE).is_file():
-            print(f"skipping {name}: {run} not trained")
+            kept = [cells for (system, _), cells in earlier.items() if system == name]
+            print(f"{run} not trained: {len(kept)} row(s) of {name} carried over from the previous run")
+            rows.extend([[cells[0].removesuffix(CARRIED) + CARRIED, *cells[1:]] for cells in kept])
+            carried += [f"`{command}`"] if kept else []
             continue
         model = load_model(run)
         ensure_backend(model, run)
         torch.set_num_threads(os.cpu_count() or 1)
-        embedded = model.embed_folder(dev, progress=True)
-        ids, matrix = embedded.ids, embedded.embeddings
         params = sum(p.numel() for p in model.model.encoder.parameters()) / 1e6
         speed = time_extraction(optimized(run, 1), waves, rate, threads=1)
         minutes = training_minutes(run) + (training_minutes(REPO / parent) if parent else 0.0)
         best = None
-        for kind, norm in BACKENDS:
-            backend = ScoringBackend.load(run, kind=kind, norm=norm)
-            scores = backend.score_trials(ids, matrix, trials)
+        for choice in backends_of(model):
+            backend = model.scoring_backend({} if choice is None else {"kind": choice[0], "norm": choice[1]})
+            scores = model.score_trial_list(dev, trials, backend, progress=True).scores
             res = evaluate_scores(scores, trials.labels)
+            if name in FUSION[1] and choice == FUSION[2]:
+                train_scores = model.score_trial_list(data_root() / "speechocean762" / "train", calibration_trials,
+                                                      backend, progress=True).scores
+                fusion_members[name] = Scored(name, backend.name, scores, train_scores)
             if best is None or res.eer < best[0]:
                 best = (res.eer, f"{name} ({backend.name})", scores)
             rows.append([name, backend.name, f"{100 * res.eer:.2f}", f"{res.min_dcf_01:.3f}", f"{res.min_dcf_001:.3f}",
                          f"{params:.2f}", f"{speed:.0f}", f"{minutes:.0f}", f"{res.eer / ref.eer:.2f}",
                          f"{res.min_dcf_01 / ref.min_dcf_01:.2f}", f"{speed / ref_speed:.2f}"])
         curves[best[1]] = (best[2], trials.labels)
+    if len(fusion_members) == len(FUSION[1]):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fused = fuse([fusion_members[n] for n in FUSION[1]], calibration_trials, trials, Path(tmp))
+        res = fused["metrics"]["fusion"]
+        rows.append([FUSION[0], "fused " + FUSION[2][0], f"{100 * res['eer']:.2f}", f"{res['min_dcf_0.01']:.3f}",
+                     f"{res['min_dcf_0.001']:.3f}", "-", "-", "-", f"{res['eer'] / ref.eer:.2f}",
+                     f"{res['min_dcf_0.01'] / ref.min_dcf_01:.2f}", "-"])
     headers = ["system", "back-end", "EER %", "minDCF 0.01", "minDCF 0.001", "params (M)", "x real time, 1 thread",
                "training (min)", "EER / Resemblyzer", "minDCF 0.01 / Resemblyzer", "speed / Resemblyzer"]
     table = format_table(headers, rows)
@@ -121,8 +177,15 @@ def main() -> int:
         "the sum of the run's epoch times (runs shared the 2 cores with other work, so it is an upper bound).",
         "",
         "Recipes: " + "; ".join(f"`{cmd}`" for _, _, cmd, _ in SYSTEMS) + ". A fine-tuning run's training "
-        "time includes the run it starts from.",
+        "time includes the run it starts from. The GMM-UBM scores frames (top-5 log-likelihood ratio of the "
+        "MAP-adapted model, uncalibrated), so it has one row; its speed is that of its mean-supervector "
+        "extraction (the same UBM posteriors). The fusion row is `voxprint fuse` (logistic regression, "
+        f"p_target 0.01) of the two systems' raw PLDA scores, trained on {len(calibration_trials)} trials of the "
+        "training speakers and applied to dev (details: docs/results/classical.md).",
         "",
+        *([f"Rows marked \"carried over\" come from the previous run of this script: their run folders were "
+           f"not on this machine for this run ({'; '.join(carried)}). Their ratios are to that run's Resemblyzer "
+           "measurement.", ""] if carried else []),
         table,
         "",
         "![DET curves on speechocean762 dev](det_dev.png)",

@@ -143,6 +143,17 @@ def test_total_variability_em_recovers_a_known_subspace():
     assert np.corrcoef((ivectors @ fit).ravel(), w.ravel())[0, 1] > 0.97
 
 
+@pytest.mark.parametrize("minimum_divergence", [False, True])
+def test_total_variability_em_never_decreases_the_likelihood(minimum_divergence):
+    stats, _, _ = _synthetic_statistics(recordings=300, k=6)
+    stats = BaumWelch(stats.zeroth / 10, stats.first / np.sqrt(10))  # few frames: the posterior covariance matters
+    steps: list[float] = []
+    train_total_variability(stats, rank=2, iterations=12, minimum_divergence=minimum_divergence,
+                            on_iteration=lambda i, ll: steps.append(ll))
+    assert all(b >= a - 1e-9 for a, b in zip(steps, steps[1:])), steps
+    assert steps[-1] > steps[0] + 1.0
+
+
 def test_ivector_extraction_is_the_closed_form_posterior_mean():
     rng = np.random.default_rng(6)
     k, d, rank = 4, 3, 2

@@ -280,6 +280,27 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_config.py::test_typo_in_a_yaml_file",),
         bug="check_keys accepts unknown config keys",
     ),
+    Mutation(
+        "map-relevance", "voxprint/classical/gmm.py",
+        old="np.where(has_data, (stats.first + relevance * ubm.means) / np.where(has_data, denominator, 1.0), ubm.means)",
+        new="np.where(has_data, (stats.first + relevance * ubm.means) / np.where(has_data, occupancy + 1.0, 1.0), ubm.means)",
+        tests=("tests/test_classical.py::test_map_adaptation_bounds_relevance_zero_is_ml_and_infinity_is_the_ubm",),
+        bug="MAP adaptation divides by N + 1 instead of N + r (the relevance factor ignored)",
+    ),
+    Mutation(
+        "llr-matrix-offsets", "voxprint/classical/gmm.py",
+        old="chunk[positions // top_c] @ blocks[component] - block_offsets[component]",
+        new="chunk[positions // top_c] @ blocks[component]",
+        tests=("tests/test_classical.py::test_top_c_llr_with_every_component_is_the_exact_likelihood_ratio_and_the_matrix_agrees",),
+        bug="the batched GMM-UBM scorer forgets the adapted means' quadratic term",
+    ),
+    Mutation(
+        "tv-minimum-divergence", "voxprint/classical/ivector.py",
+        old="total_variability = total_variability @ np.linalg.cholesky(moment)",
+        new="total_variability = total_variability @ moment",
+        tests=("tests/test_classical.py::test_total_variability_em_never_decreases_the_likelihood",),
+        bug="the minimum-divergence step rescales T by the i-vectors' second moment, not by its square root",
+    ),
 )
 
 

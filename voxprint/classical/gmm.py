@@ -229,8 +229,10 @@ def llr_matrix(ubm: DiagonalGMM, speaker_means: Sequence[np.ndarray], tests: Seq
                top_c: int = 5) -> np.ndarray:
     """Top-C log-likelihood ratios (n_speakers, n_tests) of many speaker models against many tests.
 
-    Equal to :meth:`DiagonalGMM.llr_top_c` for every pair, computed with the UBM's top-C selection done
-    once per test frame and one matrix product per speaker over all test frames (a chunk at a time).
+    Equal to :meth:`DiagonalGMM.llr_top_c` for every pair. The UBM's top-C selection is done once per
+    test frame, and the adapted log-likelihoods are computed only where they are needed: for each
+    component, the frames that selected it times that component's adaptation in every speaker model,
+    one matrix product (T C D S operations in all, instead of T K D S for a dense product).
 
     Example:
         >>> ubm = DiagonalGMM(np.array([0.5, 0.5]), np.array([[-1.0], [1.0]]), np.ones((2, 1)))
@@ -242,19 +244,35 @@ def llr_matrix(ubm: DiagonalGMM, speaker_means: Sequence[np.ndarray], tests: Seq
     lengths = np.array([len(t) for t in tests])
     if np.any(lengths == 0):
         raise DataError("a test recording has no frames to score")
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    top_c = min(top_c, ubm.num_components)
+    means = np.stack([np.asarray(m, dtype=np.float64) for m in speaker_means])  # (S, K, D)
+    linear = (means - ubm.means) * ubm._precisions  # a_sc = (m_sc - mu_c) / var_c
+    offsets = 0.5 * np.sum(linear * (means + ubm.means), axis=2)  # b_sc, (S, K)
+    # Per-component blocks (D, S) and (S,), contiguous for the products below.
+    blocks = np.ascontiguousarray(linear.transpose(1, 2, 0))
+    block_offsets = np.ascontiguousarray(offsets.T)
+    owners = np.repeat(np.arange(len(tests)), lengths)
     frames = np.concatenate([np.asarray(t, dtype=np.float64) for t in tests], axis=0)
-    result = np.zeros((len(speaker_means), len(tests)))
-    for begin in range(0, len(frames), CHUNK_FRAMES):
-        chunk = frames[begin:begin + CHUNK_FRAMES]
+    result = np.zeros((len(tests), len(means)))
+    chunk_frames = max(1, 20_000_000 // (top_c * len(means)))  # (chunk, C, S) float64 stays near 160 MB
+    for begin in range(0, len(frames), chunk_frames):
+        chunk = frames[begin:begin + chunk_frames]
         index, ubm_scores = ubm.top_components(chunk, top_c)
-        baseline = _logsumexp(ubm_scores)
-        # Which test each frame of the chunk belongs to, to sum per test.
-        owner = np.searchsorted(starts, np.arange(begin, begin + len(chunk)), side="right") - 1
-        for row, means in enumerate(speaker_means):
-            frame_llr = ubm.adapted_top_c_scores(means, chunk, index, ubm_scores) - baseline
-            result[row] += np.bincount(owner, weights=frame_llr, minlength=len(tests))
-    return result / lengths
+        flat = index.ravel()
+        order = np.argsort(flat, kind="stable")
+        bounds = np.searchsorted(flat[order], np.arange(ubm.num_components + 1))
+        shift = np.empty((len(chunk) * top_c, len(means)))
+        for component in np.flatnonzero(np.diff(bounds)):
+            positions = order[bounds[component]:bounds[component + 1]]
+            shift[positions] = chunk[positions // top_c] @ blocks[component] - block_offsets[component]
+        adapted = ubm_scores[:, :, None] + shift.reshape(len(chunk), top_c, len(means))
+        peak = adapted.max(axis=1)
+        frame_llr = peak + np.log(np.exp(adapted - peak[:, None, :]).sum(axis=1)) \
+            - _logsumexp(ubm_scores)[:, None]
+        chunk_owners = owners[begin:begin + len(chunk)]
+        starts = np.flatnonzero(np.r_[True, chunk_owners[1:] != chunk_owners[:-1]])
+        result[chunk_owners[starts]] += np.add.reduceat(frame_llr, starts, axis=0)
+    return (result / lengths[:, None]).T
 
 
 def train_ubm(frames: np.ndarray, num_components: int, iterations: int = 8, split_iterations: int = 3,

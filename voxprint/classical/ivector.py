@@ -27,7 +27,7 @@ import numpy as np
 from voxprint.classical.gmm import DiagonalGMM
 from voxprint.errors import ConfigError, DataError
 
-__all__ = ["BaumWelch", "extract_ivectors", "ivector_posteriors", "train_total_variability"]
+__all__ = ["BaumWelch", "Posteriors", "extract_ivectors", "ivector_posteriors", "train_total_variability"]
 
 #: Recordings per block in the vectorised passes (a block's (n, R, R) precisions stay near 300 MB for R = 400).
 BLOCK = 256
@@ -66,9 +66,26 @@ class BaumWelch:
         return int(self.zeroth.shape[0])
 
 
+@dataclass
+class Posteriors:
+    """What the E-step gives for n recordings.
+
+    Attributes:
+        means: (n, R) posterior means of ``w``: the i-vectors.
+        covariances: (n, R, R) posterior covariances ``L^-1`` (None unless requested).
+        log_likelihood: mean over recordings of the statistics' log-likelihood under T, up to terms
+            that do not depend on T: ``-1/2 log|L| + 1/2 b' L^-1 b`` with ``b = sum_c T_c' F_c``. EM
+            never decreases it.
+    """
+
+    means: np.ndarray
+    covariances: np.ndarray | None
+    log_likelihood: float
+
+
 def ivector_posteriors(stats: BaumWelch, total_variability: np.ndarray,
-                       with_covariance: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Posterior means (n, R) of ``w`` and, on request, posterior covariances (n, R, R) ``L^-1``.
+                       with_covariance: bool = False) -> Posteriors:
+    """The posterior of every recording's latent factor ``w`` (the E-step).
 
     Args:
         stats: centred, whitened statistics of n recordings.
@@ -85,6 +102,7 @@ def ivector_posteriors(stats: BaumWelch, total_variability: np.ndarray,
     means = np.zeros((len(stats), rank))
     covariances = np.zeros((len(stats), rank, rank)) if with_covariance else None
     eye = np.eye(rank)
+    log_likelihood = 0.0
     for start in range(0, len(stats), BLOCK):
         block = slice(start, start + BLOCK)
         precision = eye + (stats.zeroth[block] @ gram).reshape(-1, rank, rank)
@@ -92,9 +110,11 @@ def ivector_posteriors(stats: BaumWelch, total_variability: np.ndarray,
         # Precisions are symmetric positive definite (I plus a sum of Gram matrices): Cholesky solves.
         factor = np.linalg.cholesky(precision)
         means[block] = _cholesky_solve(factor, linear[:, :, None])[:, :, 0]
+        log_likelihood += float(-np.log(np.diagonal(factor, axis1=1, axis2=2)).sum()
+                                + 0.5 * np.sum(linear * means[block]))
         if covariances is not None:
             covariances[block] = _cholesky_solve(factor, np.broadcast_to(eye, precision.shape))
-    return means, covariances
+    return Posteriors(means, covariances, log_likelihood / max(len(stats), 1))
 
 
 def extract_ivectors(stats: BaumWelch, total_variability: np.ndarray) -> np.ndarray:
@@ -106,7 +126,7 @@ def extract_ivectors(stats: BaumWelch, total_variability: np.ndarray) -> np.ndar
         >>> extract_ivectors(stats, np.array([[[1.0], [0.0]]]))  # L = 1 + 3, w = 3 / 4
         array([[0.75]])
     """
-    return ivector_posteriors(stats, total_variability)[0]
+    return ivector_posteriors(stats, total_variability).means
 
 
 def train_total_variability(stats: BaumWelch, rank: int, iterations: int = 6, seed: int = 0,
@@ -120,7 +140,8 @@ def train_total_variability(stats: BaumWelch, rank: int, iterations: int = 6, se
         iterations: EM iterations.
         seed: seed of the random initial T.
         minimum_divergence: rescale T after each M-step so the i-vectors' second moment is I.
-        on_iteration: called ``(iteration, mean squared norm of the i-vectors)`` after each step.
+        on_iteration: called ``(iteration, log-likelihood per recording before the step)`` (see
+            :class:`Posteriors`; it never decreases).
 
     Raises:
         ConfigError: ``rank`` is not positive or exceeds the supervector size.
@@ -134,7 +155,8 @@ def train_total_variability(stats: BaumWelch, rank: int, iterations: int = 6, se
     # A small random start: the first E-step then sees the prior, and EM grows T from the data.
     total_variability = rng.standard_normal((k, d, rank)) * 0.1
     for iteration in range(iterations):
-        means, covariances = ivector_posteriors(stats, total_variability, with_covariance=True)
+        posteriors = ivector_posteriors(stats, total_variability, with_covariance=True)
+        means, covariances = posteriors.means, posteriors.covariances
         second_moments = covariances + means[:, :, None] * means[:, None, :]
         cross = stats.first.reshape(n, k * d).T @ means  # (K D, R): sum_u F_u E[w_u]'
         weighted = (stats.zeroth.T @ second_moments.reshape(n, rank * rank)).reshape(k, rank, rank)
@@ -144,7 +166,7 @@ def train_total_variability(stats: BaumWelch, rank: int, iterations: int = 6, se
             moment = second_moments.mean(axis=0)
             total_variability = total_variability @ np.linalg.cholesky(moment)
         if on_iteration is not None:
-            on_iteration(iteration, float(np.mean(np.sum(means ** 2, axis=1))))
+            on_iteration(iteration, posteriors.log_likelihood)
     return total_variability
 
 

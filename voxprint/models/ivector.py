@@ -57,7 +57,7 @@ class IVectorExtractor(StatisticalEncoder):
         super().fit(recordings, options, seed, report)
         self.set_total_variability(train_total_variability(
             self.statistics(recordings), self.embedding_dim, iterations=options["tv_iterations"], seed=seed,
-            on_iteration=None if report is None else lambda i, norm: report("total variability", i, norm)))
+            on_iteration=None if report is None else lambda i, ll: report("total variability", i, ll)))
 
     def statistics(self, segments: list[np.ndarray]) -> BaumWelch:
         """Centred, whitened Baum-Welch statistics of processed segments."""
