@@ -308,3 +308,38 @@ def test_ivector_model_file_is_hashed_like_any_weights(classical_runs, tmp_path)
     torch.save(state, run / "model.pt")
     with pytest.raises(ModelError, match="corrupt"):
         load_model(run)
+
+
+def test_ivector_run_enrolls_and_identifies_through_the_store(capsys, classical_runs, dev_six, tmp_path):
+    from voxprint.cli import main
+    from voxprint.data import read_data_folder
+    from voxprint.inference import load_model
+    from voxprint.store import SpeakerStore
+
+    # The threshold the open-set decision needs, stored the way a user stores it.
+    assert main(["eval", "--data", str(dev_six), "--model", str(classical_runs["ivector"]), "--write-threshold",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    model = load_model(classical_runs["ivector"])
+    folder = read_data_folder(dev_six)
+    store = SpeakerStore(tmp_path / "speakers.db", model)
+    for speaker in folder.speakers[:3]:
+        store.enroll(speaker, [folder.wav[u] for u in folder.spk2utt[speaker][:2]])
+    result = store.identify(folder.wav[folder.spk2utt[folder.speakers[0]][2]], top_k=3)
+    assert [candidate.speaker for candidate in result.top][:1] == [folder.speakers[0]]
+    assert sorted(candidate.speaker for candidate in result.top) == sorted(folder.speakers[:3])
+
+
+def test_gmm_ubm_verify_cli_pools_enrollments_and_states_the_scale(capsys, classical_runs, dev_six):
+    from voxprint.cli import main
+    from voxprint.data import read_data_folder
+
+    folder = read_data_folder(dev_six)
+    same, other = folder.spk2utt[folder.speakers[0]], folder.spk2utt[folder.speakers[1]]
+    argv = ["verify", "--model", str(classical_runs["gmm_ubm"]), "--enroll", str(folder.wav[same[0]]), "--enroll",
+            str(folder.wav[same[1]]), "--threshold", "0", "--json"]
+    assert main([*argv, "--test", str(folder.wav[same[2]])]) == 0
+    accepted = json.loads(capsys.readouterr().out)
+    main([*argv, "--test", str(folder.wav[other[0]])])
+    rejected = json.loads(capsys.readouterr().out)
+    assert "log-likelihood ratio" in accepted["scale"] and accepted["score"] > rejected["score"]
