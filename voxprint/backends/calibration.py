@@ -48,6 +48,7 @@ __all__ = [
     "bayes_threshold",
     "cllr",
     "min_cllr",
+    "real_scores",
     "threshold_for_false_accept_rate",
 ]
 
@@ -70,6 +71,21 @@ def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
 
 
+def real_scores(scores: np.ndarray, what: str) -> np.ndarray:
+    """``scores`` as float64, refusing non-numbers, NaN and infinities with a message naming ``what``.
+
+    Example:
+        >>> real_scores(np.array([1, 2]), "scores").dtype
+        dtype('float64')
+    """
+    if scores.dtype.kind not in "biuf":
+        raise DataError(f"{what}: scores must be real numbers, got dtype {scores.dtype}")
+    scores = scores.astype(np.float64, copy=False)
+    if not np.isfinite(scores).all():
+        raise DataError(f"{what}: {int((~np.isfinite(scores)).sum())} scores are NaN or infinite")
+    return scores
+
+
 def _scores_and_labels(scores: ArrayLike, labels: ArrayLike, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Validated (float64 scores, bool is_target) with both classes present."""
     s = np.asarray(scores)
@@ -78,11 +94,7 @@ def _scores_and_labels(scores: ArrayLike, labels: ArrayLike, what: str) -> tuple
         raise DataError(
             f"{what}: need 1-D scores and labels of equal length, got shapes {s.shape} and {lab.shape}"
         )
-    if s.dtype.kind not in "biuf":
-        raise DataError(f"{what}: scores must be real numbers, got dtype {s.dtype}")
-    s = s.astype(np.float64, copy=False)
-    if not np.isfinite(s).all():
-        raise DataError(f"{what}: {int((~np.isfinite(s)).sum())} scores are NaN or infinite")
+    s = real_scores(s, what)
     if lab.dtype != bool and (lab.dtype.kind not in "iuf" or ((lab != 0) & (lab != 1)).any()):
         raise DataError(f"{what}: labels must be 0 (non-target) or 1 (target)")
     is_target = lab.astype(bool)

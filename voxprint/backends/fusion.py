@@ -35,7 +35,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from voxprint.backends.calibration import DEFAULT_P_TARGET, _check_prior, _fit_linear_llr, _scores_and_labels
+from voxprint.backends.calibration import (
+    DEFAULT_P_TARGET,
+    _check_prior,
+    _fit_linear_llr,
+    _scores_and_labels,
+    real_scores,
+)
 from voxprint.data.trials import Trials
 from voxprint.errors import DataError
 from voxprint.fileio import atomic_write_text
@@ -182,12 +188,7 @@ class LinearFusion:
                 f"fusion of {self.n_systems} systems needs an (n, {self.n_systems}) score matrix, got shape "
                 f"{matrix.shape}"
             )
-        if matrix.dtype.kind not in "biuf":
-            raise DataError(f"scores must be real numbers, got dtype {matrix.dtype}")
-        matrix = matrix.astype(np.float64, copy=False)
-        if not np.isfinite(matrix).all():
-            raise DataError(f"{int((~np.isfinite(matrix)).sum())} scores to fuse are NaN or infinite")
-        return matrix @ np.asarray(self.weights) + self.offset
+        return real_scores(matrix, "fusion") @ np.asarray(self.weights) + self.offset
 
     __call__ = transform
 
