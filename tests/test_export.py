@@ -233,6 +233,23 @@ def test_load_model_and_the_cli_use_the_export(capsys, exports, dev_dir, tmp_pat
     assert "accept" in capsys.readouterr().out
 
 
+def test_similarity_on_an_export_runs_without_torch(exports, dev_dir):
+    """`voxprint similarity --model EXPORT` takes the torch-free path (a fraction of a second to start) and
+    agrees with PyTorch; any other model still gets torch with its thread setting."""
+    speaker = dev_dir / "SPEAKER5017"
+    a, b = str(speaker / "050170101.flac"), str(speaker / "050170102.flac")
+    probe = ("import json, sys; from voxprint.cli import main; code = main(sys.argv[1:]); "
+             "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))")
+    ran = subprocess.run([sys.executable, "-c", probe, "similarity", a, b, "--model", str(exports["float32"]),
+                          "--json", "--threads", "1"], capture_output=True, text=True, timeout=300, check=True)
+    cosine, state = (json.loads(line) for line in ran.stdout.strip().splitlines())
+    assert state == {"code": 0, "torch": False}
+    assert cosine["cosine"] == pytest.approx(load_model("default").compute_similarity(a, b), abs=1e-4)
+    ran = subprocess.run([sys.executable, "-c", probe, "similarity", a, b, "--json", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(ran.stdout.strip().splitlines()[-1]) == {"code": 0, "torch": True}
+
+
 def test_standalone_embedder_needs_no_torch_and_agrees(exports, dev_waves, dev_dir):
     """The torch-free path (kaldi-native-fbank + numpy + onnxruntime) gives voxprint's embeddings."""
     standalone, model = StandaloneEmbedder(exports["float32"]), load_exported(exports["float32"])

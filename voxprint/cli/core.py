@@ -26,17 +26,21 @@ class Verb:
     example: str
     arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    #: True for arguments this verb runs without torch (then torch is neither imported nor configured).
+    torch_free: Callable[[argparse.Namespace], bool] | None = None
 
 
 VERBS: dict[str, Verb] = {}
 
 
-def verb(name: str, help: str, example: str,
-         arguments: Callable[[argparse.ArgumentParser], None]) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
-    """Register the decorated function as the sub-command ``name`` (its parser is built by ``arguments``)."""
+def verb(name: str, help: str, example: str, arguments: Callable[[argparse.ArgumentParser], None],
+         torch_free: Callable[[argparse.Namespace], bool] | None = None,
+         ) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Register the decorated function as the sub-command ``name`` (its parser is built by ``arguments``;
+    ``torch_free`` says for which arguments it runs without torch)."""
 
     def decorator(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        VERBS[name] = Verb(name, help, example, arguments, run)
+        VERBS[name] = Verb(name, help, example, arguments, run, torch_free)
         return run
 
     return decorator
@@ -168,7 +172,31 @@ def load_cli_model(args: argparse.Namespace):
     """The model named by ``--model``, on ``--device``, with ``--max-seconds``."""
     from voxprint.inference import load_model
 
+    set_torch_threads(args)  # a verb that could have run without torch has not set them yet
     return load_model(args.model, device=args.device, max_seconds=args.max_seconds)
+
+
+def names_standalone_export(args: argparse.Namespace) -> bool:
+    """True when ``--model`` is an exported ONNX folder run on the CPU: the torch-free embedder
+    (:class:`~voxprint.export.standalone.StandaloneEmbedder`) may run it, which starts in a fraction of
+    the seconds importing torch takes."""
+    from voxprint.export.metadata import EXPORT_FILE
+
+    return str(args.device) in ("cpu", "auto") and (Path(args.model) / EXPORT_FILE).is_file()
+
+
+def load_cli_embedder(args: argparse.Namespace):
+    """The torch-free embedder of an ONNX export when it supports the export (see
+    :func:`names_standalone_export`), else :func:`load_cli_model`; both have ``extract_embedding``
+    and ``compute_similarity``."""
+    if names_standalone_export(args):
+        from voxprint.export.metadata import read_export_record
+        from voxprint.export.standalone import StandaloneEmbedder
+
+        if StandaloneEmbedder.supports(read_export_record(args.model, check_hash=False)):
+            return StandaloneEmbedder(args.model, threads=args.threads or default_threads(),
+                                      max_seconds=args.max_seconds)
+    return load_cli_model(args)
 
 
 def refuse_builtin(model: str, action: str) -> None:
@@ -209,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _set_threads(args: argparse.Namespace) -> None:
+def set_torch_threads(args: argparse.Namespace) -> None:
+    """Give torch the ``--threads`` of a verb that has the option (importing torch)."""
     if "threads" not in args:
         return
     import torch
@@ -225,8 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code (see the module)."""
     args = build_parser().parse_args(argv)
     try:
-        _set_threads(args)
-        return VERBS[args.command].run(args)
+        chosen = VERBS[args.command]
+        if chosen.torch_free is None or not chosen.torch_free(args):
+            set_torch_threads(args)
+        return chosen.run(args)
     except VoxprintError as exc:
         print(f"voxprint: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -87,7 +87,7 @@ class StandaloneEmbedder:
             raise ModelError(f"{self.folder} is not an ONNX export")
         frontend = record["frontend"]
         self.normalize = frontend["normalization"]["mode"]
-        if self.normalize not in ("segment", "none"):
+        if not self.supports(record):
             raise ModelError(f"{self.folder}: {self.normalize} normalisation needs voxprint's loader (load_model)")
         self.options = kaldi_fbank_options(frontend)
         self.scale = float(frontend["sample_scale"])
@@ -102,6 +102,12 @@ class StandaloneEmbedder:
         self.session = onnxruntime_session(self.folder / record["file"], threads)
         self.input_name = self.session.get_inputs()[0].name
         self.record = record
+
+    @staticmethod
+    def supports(record: dict[str, Any]) -> bool:
+        """Whether this embedder runs the export described by ``record`` (its ``export.json``): an
+        ONNX graph with a ``segment`` or ``none`` mean normalisation."""
+        return record["format"] == "onnx" and record["frontend"]["normalization"]["mode"] in ("segment", "none")
 
     def features(self, wave: np.ndarray) -> np.ndarray:
         """Kaldi filterbank frames (F, D) of a waveform at the model's rate (before normalisation).
