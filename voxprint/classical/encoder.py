@@ -58,7 +58,7 @@ class StatisticalEncoder(nn.Module):
         self.register_buffer("ubm_weights", torch.full((num_components,), 1.0 / num_components, dtype=torch.float64))
         self.register_buffer("ubm_means", torch.randn(num_components, self.frame_dim, dtype=torch.float64))
         self.register_buffer("ubm_variances", torch.ones(num_components, self.frame_dim, dtype=torch.float64))
-        self._ubm: DiagonalGMM | None = None
+        self.reset_cache()
         self.register_load_state_dict_post_hook(lambda module, _keys: module.reset_cache())
 
     def reset_cache(self) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from voxprint.classical.gmm import DiagonalGMM
 from voxprint.errors import ConfigError, DataError
 
-__all__ = ["BaumWelch", "Posteriors", "extract_ivectors", "ivector_posteriors", "train_total_variability"]
+__all__ = ["BaumWelch", "Posteriors", "component_grams", "extract_ivectors", "ivector_posteriors", "train_total_variability"]
 
 #: Recordings per block in the vectorised passes (a block's (n, R, R) precisions stay near 300 MB for R = 400).
 BLOCK = 256
@@ -83,21 +83,28 @@ class Posteriors:
     log_likelihood: float
 
 
-def ivector_posteriors(stats: BaumWelch, total_variability: np.ndarray,
-                       with_covariance: bool = False) -> Posteriors:
+def component_grams(total_variability: np.ndarray) -> np.ndarray:
+    """``T_c' T_c`` of every component, flattened to (K, R * R) so that one product with the occupancies
+    gives every recording's precision. It depends on T alone: an extractor computes it once."""
+    k, _, rank = total_variability.shape
+    return np.einsum("kdr,kds->krs", total_variability, total_variability).reshape(k, rank * rank)
+
+
+def ivector_posteriors(stats: BaumWelch, total_variability: np.ndarray, with_covariance: bool = False,
+                       grams: np.ndarray | None = None) -> Posteriors:
     """The posterior of every recording's latent factor ``w`` (the E-step).
 
     Args:
         stats: centred, whitened statistics of n recordings.
         total_variability: T as (K, D, R).
         with_covariance: also return every ``L^-1``.
+        grams: :func:`component_grams` of T when already computed.
     """
     k, d, rank = total_variability.shape
     if stats.first.shape[1:] != (k, d):
         raise DataError(f"statistics of a ({stats.first.shape[1]}, {stats.first.shape[2]}) UBM do not fit a "
                         f"total-variability matrix of ({k}, {d}, {rank})")
-    # T_c' T_c for every component, flattened so that one product gives every recording's precision.
-    gram = np.einsum("kdr,kds->krs", total_variability, total_variability).reshape(k, rank * rank)
+    gram = component_grams(total_variability) if grams is None else grams
     projection = total_variability.reshape(k * d, rank)
     means = np.zeros((len(stats), rank))
     covariances = np.zeros((len(stats), rank, rank)) if with_covariance else None
@@ -117,7 +124,7 @@ def ivector_posteriors(stats: BaumWelch, total_variability: np.ndarray,
     return Posteriors(means, covariances, log_likelihood / max(len(stats), 1))
 
 
-def extract_ivectors(stats: BaumWelch, total_variability: np.ndarray) -> np.ndarray:
+def extract_ivectors(stats: BaumWelch, total_variability: np.ndarray, grams: np.ndarray | None = None) -> np.ndarray:
     """The i-vectors (n, R): posterior means of the recordings' latent factors.
 
     Example:
@@ -126,7 +133,7 @@ def extract_ivectors(stats: BaumWelch, total_variability: np.ndarray) -> np.ndar
         >>> extract_ivectors(stats, np.array([[[1.0], [0.0]]]))  # L = 1 + 3, w = 3 / 4
         array([[0.75]])
     """
-    return ivector_posteriors(stats, total_variability).means
+    return ivector_posteriors(stats, total_variability, grams=grams).means
 
 
 def train_total_variability(stats: BaumWelch, rank: int, iterations: int = 6, seed: int = 0,

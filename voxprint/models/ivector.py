@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from voxprint.classical.encoder import StatisticalEncoder, StepReport
-from voxprint.classical.ivector import BaumWelch, extract_ivectors, train_total_variability
+from voxprint.classical.ivector import BaumWelch, component_grams, extract_ivectors, train_total_variability
 from voxprint.errors import ConfigError
 from voxprint.registry import MODELS
 
@@ -50,6 +50,18 @@ class IVectorExtractor(StatisticalEncoder):
     def set_total_variability(self, matrix: np.ndarray) -> None:
         """Store a trained T (K, D, R)."""
         self.total_variability.copy_(torch.from_numpy(np.asarray(matrix, dtype=np.float64)))
+        self.reset_cache()
+
+    def reset_cache(self) -> None:
+        super().reset_cache()
+        self._grams: np.ndarray | None = None
+
+    @property
+    def grams(self) -> np.ndarray:
+        """``T_c' T_c`` of every component, computed once per T (the bulk of one extraction otherwise)."""
+        if self._grams is None:
+            self._grams = component_grams(self.total_variability.numpy())
+        return self._grams
 
     def fit(self, recordings: list[np.ndarray], options: dict[str, Any], seed: int = 0,
             report: StepReport | None = None) -> None:
@@ -64,4 +76,4 @@ class IVectorExtractor(StatisticalEncoder):
         return BaumWelch.of(self.ubm, segments, top_c=self.top_c)
 
     def embed_frames(self, segments: list[np.ndarray]) -> np.ndarray:
-        return extract_ivectors(self.statistics(segments), self.total_variability.numpy())
+        return extract_ivectors(self.statistics(segments), self.total_variability.numpy(), grams=self.grams)
