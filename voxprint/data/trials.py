@@ -49,6 +49,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -219,6 +220,22 @@ def read_trials(path: str | os.PathLike[str]) -> Trials:
         labels = target.astype(np.int8)
     del tokens
     return Trials(labels=labels, enroll=enroll, test=test, path=src)
+
+
+def trial_utterances(trials: Trials, enrollments: Mapping[str, Sequence[str]] | None = None,
+                     available: Mapping[str, Any] | None = None) -> list[str]:
+    """The utterances a trial list needs, sorted: its sides, and the utterances of the enrollment models
+    it names; with ``available``, only those it holds (the others leave their trials unscored).
+
+    Example:
+        >>> trials = Trials(labels=None, enroll=np.array(["m", "a"]), test=np.array(["b", "c"]))
+        >>> trial_utterances(trials, {"m": ["a", "d"]}, available={"a": 1, "b": 1, "c": 1})
+        ['a', 'b', 'c']
+    """
+    models = enrollments or {}
+    needed = {u for side in (trials.enroll.tolist(), trials.test.tolist()) for u in side if u not in models}
+    needed |= {u for m in set(trials.enroll.tolist()) for u in models.get(m, ())}
+    return sorted(u for u in needed if available is None or u in available)
 
 
 def keep_trials_with(trials: Trials, available: set[str], tests: set[str] | None = None) -> tuple[Trials, int]:

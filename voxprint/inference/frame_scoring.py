@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from voxprint.data.trials import Trials, keep_trials_with
+from voxprint.data.trials import Trials, keep_trials_with, trial_utterances
 from voxprint.errors import AudioError, ConfigError, ModelError
 from voxprint.inference.speaker_model import AudioInput, OnError, SpeakerModel, TrialScores
 
@@ -95,9 +95,7 @@ class FrameScoringModel(SpeakerModel):
         from voxprint.data import read_data_folder
 
         folder = read_data_folder(data_dir, require_speakers=False)
-        needed = sorted(set(trials.enroll.tolist()) | set(trials.test.tolist())
-                        | {u for utts in (enrollments or {}).values() for u in utts})
-        present = [u for u in needed if u in folder.wav]
+        present = trial_utterances(trials, enrollments, available=folder.wav)
         if on_error == "fail":
             self.check_files({u: folder.wav[u] for u in present}, str(folder.root))
         frames: dict[str, np.ndarray] = {}

@@ -181,7 +181,7 @@ class SpeakerModel:
     def score_trial_list(self, data_dir: str | os.PathLike, trials: Any, backend: Any,
                          enrollments: dict[str, Sequence[str]] | None = None, progress: bool = False,
                          on_error: OnError = "fail") -> TrialScores:
-        """Embed a data folder and score its trials with ``backend``.
+        """Embed the recordings of a data folder that the trials name, and score the trials with ``backend``.
 
         Args:
             data_dir: folder with ``wav.scp``.
@@ -192,9 +192,15 @@ class SpeakerModel:
             progress: show a progress bar.
             on_error: ``"skip"`` leaves out recordings that cannot be embedded (and their trials).
         """
-        from voxprint.data.trials import keep_trials_with
+        from voxprint.data import read_data_folder
+        from voxprint.data.trials import keep_trials_with, trial_utterances
 
-        embedded = self.embed_folder(data_dir, progress=progress, on_error=on_error)
+        folder = read_data_folder(data_dir, require_speakers=False)
+        needed = trial_utterances(trials, enrollments, available=folder.wav)
+        if on_error == "fail":
+            self.check_files({u: folder.wav[u] for u in needed}, str(folder.root))
+        embedded = self.embed_many([folder.wav[u] for u in needed], names=needed, on_error=on_error,
+                                   progress=progress)
         ids, matrix = embedded.ids, embedded.embeddings
         if enrollments is not None:
             from voxprint.backends.scoring import add_enrollment_models
