@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -54,6 +55,8 @@ SYSTEMS = [
      None),
     ("GMM-UBM, 512 Gaussians (MAP, top-5 LLR)", "exp/gmm_ubm_512",
      "voxprint train configs/gmm_ubm_512.yaml --out exp/gmm_ubm_512", None),
+    ("i-vector, 256 Gaussians x rank 100", "exp/ivector_256_100",
+     "voxprint train configs/ivector_256_100.yaml --out exp/ivector_256_100", None),
     ("i-vector, 512 Gaussians x rank 200", "exp/ivector_512_200",
      "voxprint train configs/ivector_512_200.yaml --out exp/ivector_512_200", None),
 ]
@@ -78,20 +81,24 @@ def training_minutes(run: Path) -> float:
     return sum(record["seconds"] for record in history) / 60
 
 
-def previous_rows(doc: Path) -> dict[str, list[str]]:
-    """The rows of this section's table in ``doc`` by system and back-end (empty when there is none)."""
+def previous_rows(doc: Path) -> tuple[dict[tuple[str, str], list[str]], str | None]:
+    """The rows of this section's table in ``doc`` by (system, back-end), and the machine they were
+    measured on: the one a "carried over" note of that section names, else the section's own machine."""
     if not doc.is_file():
-        return {}
+        return {}, None
     text = doc.read_text(encoding="utf-8")
     start = text.find(f"## {SECTION}")
     if start < 0:
-        return {}
+        return {}, None
+    section = text[start:].split("\n## ")[0]
     rows = {}
-    for line in text[start:].split("\n## ")[0].splitlines():
+    for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| ") and len(cells) == 11 and cells[0] != "system" and not cells[0].startswith("-"):
             rows[(cells[0].removesuffix(CARRIED), cells[1])] = cells
-    return rows
+    carried_from = re.search(r"measured on: (.+?)\)", section)
+    machine = re.search(r"^Machine: (.+?)\.$", section, re.MULTILINE)
+    return rows, (carried_from or machine).group(1) if (carried_from or machine) else None
 
 
 def backends_of(model) -> list[tuple[str, str] | None]:
@@ -114,7 +121,7 @@ def main() -> int:
     ref, ref_speed = peer["result"], peer["speed"][1]
 
     doc = Path(args.doc) if args.doc else BENCHMARKS_DOC
-    earlier = previous_rows(doc)
+    earlier, earlier_machine = previous_rows(doc)
     carried: list[str] = []
     fusion_members: dict[str, Scored] = {}
     calibration_trials = make_calibration_trials(read_data_folder(data_root() / "speechocean762" / "train").utt2spk,
@@ -134,7 +141,12 @@ def main() -> int:
         model = load_model(run)
         ensure_backend(model, run)
         torch.set_num_threads(os.cpu_count() or 1)
-        params = sum(p.numel() for p in model.model.encoder.parameters()) / 1e6
+        encoder = model.model.encoder
+        # The statistical models' parameters (UBM, T) are EM-trained buffers; a neural model's buffers
+        # are batch-norm statistics, not parameters.
+        counted = list(encoder.parameters()) + (list(encoder.buffers()) if getattr(encoder, "statistical", False)
+                                                else [])
+        params = sum(p.numel() for p in counted) / 1e6
         speed = time_extraction(optimized(run, 1), waves, rate, threads=1)
         minutes = training_minutes(run) + (training_minutes(REPO / parent) if parent else 0.0)
         best = None
@@ -183,9 +195,10 @@ def main() -> int:
         f"p_target 0.01) of the two systems' raw PLDA scores, trained on {len(calibration_trials)} trials of the "
         "training speakers and applied to dev (details: docs/results/classical.md).",
         "",
-        *([f"Rows marked \"carried over\" come from the previous run of this script: their run folders were "
-           f"not on this machine for this run ({'; '.join(carried)}). Their ratios are to that run's Resemblyzer "
-           "measurement.", ""] if carried else []),
+        *([f"Rows marked \"carried over\" come from an earlier run of this script: their run folders were "
+           f"not on this machine for this run ({'; '.join(carried)}). All their figures, speeds and ratios "
+           f"included, are that run's (measured on: {earlier_machine}), so compare their speeds with each other, "
+           "not with this run's.", ""] if carried else []),
         table,
         "",
         "![DET curves on speechocean762 dev](det_dev.png)",
