@@ -204,6 +204,35 @@ def test_the_simulators_rttm_matches_its_audio(tmp_path, dev_dir):
     assert record["overlap_probability"] == 0 and len(record["conversations"]) == 2
 
 
+def test_noise_and_reverberation_keep_the_turns_and_add_what_they_say(tmp_path, dev_dir):
+    """The same seed gives the same reference with or without acoustics; the noise sits at the stated SNR
+    in the gaps, and reverberation spreads each utterance's energy past its end."""
+    import soundfile
+
+    options = dict(num=1, speakers=2, overlap="none", seed=5, utterances_per_speaker=2)
+    dry_ids = simulate_conversations(dev_dir, tmp_path / "dry", **options)
+    noisy = simulate_conversations(dev_dir, tmp_path / "noisy", snr_db=10.0, **options)
+    wet = simulate_conversations(dev_dir, tmp_path / "wet", reverb=True, rir_cache=tmp_path / "rirs.npz", **options)
+    reference = read_rttm(tmp_path / "dry" / "rttm")[dry_ids[0]]
+    assert read_rttm(tmp_path / "noisy" / "rttm")[noisy[0]] == reference
+    assert read_rttm(tmp_path / "wet" / "rttm")[wet[0]] == reference
+    record = json.loads((tmp_path / "noisy" / "simulation.json").read_text())
+    assert record["snr_db"] == 10.0 and record["reverb"] is False
+
+    def wave_of(folder):
+        return soundfile.read(tmp_path / folder / "wav" / f"{dry_ids[0]}.wav", dtype="float64")[0]
+
+    dry, noise_mix, reverberant = wave_of("dry"), wave_of("noisy"), wave_of("wet")
+    lead = slice(0, int(0.4 * 16000))  # before the first turn: only the background
+    gap_db = 10 * np.log10(np.mean(noise_mix[lead] ** 2))
+    assert gap_db == pytest.approx(simulate.LEVEL_DBFS - 10.0, abs=2.0)
+    assert 10 * np.log10(np.mean(dry[lead] ** 2)) < gap_db - 15
+    # The 0.25 s after the last speech mark: dry, only the quiet floor and the kept margin; wet, the room's tail.
+    end = int(max(seg.end for seg in reference) * 16000) + int(simulate.MARGIN * 16000)
+    tail = slice(end, end + 4000)
+    assert np.mean(reverberant[tail] ** 2) > 3 * np.mean(dry[tail] ** 2)
+
+
 # --------------------------------------------------------------------------------------------------- VAD
 
 def test_batched_silero_matches_silero_and_the_energy_fallback(conversation, monkeypatch):

@@ -298,20 +298,28 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--utterances-per-speaker", type=positive_int, default=4,
                    help="turns per speaker (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--snr", type=float, metavar="DB",
+                   help="add background noise (white to brown) at this speech-to-noise ratio in dB, e.g. 10")
+    p.add_argument("--reverb", action="store_true",
+                   help="give each speaker a simulated room impulse response (RT60 0.2-0.9 s)")
+    p.add_argument("--rir-cache", default="exp/rir_bank_sim_16k.npz",
+                   help="with --reverb: where the impulse-response bank is cached (default: %(default)s)")
     thread_option(p)
     json_option(p)
 
 
 @verb("simulate-conversations", "build conversations with realistic turn-taking, pauses and overlaps from "
       "single-speaker utterances (WAV + RTTM + wav.scp), for evaluating diarization",
-      "voxprint simulate-conversations --data data/dev --out sim/dev --num 30 --speakers 2-4 --overlap light",
+      "voxprint simulate-conversations --data data/dev --out sim/dev --num 30 --speakers 2-4 --overlap light "
+      "[--snr 10 --reverb]",
       _simulate_args)
 def _simulate(args: argparse.Namespace) -> int:
     from voxprint.diarization import simulate_conversations
 
     out = check_writable_folder(args.out, "--out")
     ids = simulate_conversations(args.data, out, num=args.num, speakers=args.speakers, overlap=args.overlap,
-                                 seed=args.seed, utterances_per_speaker=args.utterances_per_speaker)
+                                 seed=args.seed, utterances_per_speaker=args.utterances_per_speaker,
+                                 snr_db=args.snr, reverb=args.reverb, rir_cache=args.rir_cache)
     emit(args, {"out": str(out), "conversations": len(ids), "rttm": str(out / "rttm"), "wav_scp": str(out / "wav.scp")},
          f"wrote {len(ids)} conversations to {out} (reference: {out / 'rttm'})")
     return EXIT_OK

@@ -39,6 +39,15 @@ background of the speechocean762 dev recordings, measured with the same VAD). Wi
 between utterances would be digital zeros, which real recordings never hold: the filterbank's log
 floor then dominates the embedding of any window that contains a few of them, and such windows look
 alike whoever speaks in them. The mix is scaled down only if it would clip.
+
+Optional acoustics (:class:`Acoustics`), drawn from a generator of their own so the turns, and the
+reference RTTM, are the same with or without them:
+
+- reverberation: each speaker of a conversation gets one room impulse response from a simulated bank
+  (:class:`~voxprint.data.rir.RIRBank`, RT60 0.2-0.9 s), applied to every utterance of theirs, aligned on
+  its direct path (the reference keeps the dry speech marks: reverberant tails are not speech);
+- background noise at a stated SNR to the speech level, of a colour drawn per conversation (white to
+  brown, spectral slope ``1/f**beta`` with beta uniform in [0, 2]).
 """
 from __future__ import annotations
 
@@ -46,18 +55,18 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from voxprint.audio import load_audio
-from voxprint.data.signal import coloured_noise
+from voxprint.data.signal import coloured_noise, reverberate
 from voxprint.diarization.segments import Segment, format_rttm
 from voxprint.diarization.vad import speech_regions
 from voxprint.errors import DataError, VoxprintError
 from voxprint.fileio import atomic_write, atomic_write_text
 
-__all__ = ["OVERLAP_MEAN", "OVERLAP_PROBABILITY", "PAUSE_MEAN", "Conversation", "simulate_conversation",
+__all__ = ["OVERLAP_MEAN", "OVERLAP_PROBABILITY", "PAUSE_MEAN", "Acoustics", "Conversation", "simulate_conversation",
            "simulate_conversations", "turn_statistics"]
 
 OverlapLevel = Literal["none", "light", "heavy"]
@@ -80,6 +89,8 @@ MARGIN = 0.1
 NOISE_FLOOR_DB = -30.0
 #: Fade-in and fade-out of each placed utterance (seconds), so its edges do not click.
 FADE = 0.01
+#: Impulse responses simulated for reverberant conversations (one per speaker is drawn from them).
+RIR_BANK_SIZE = 24
 
 
 def turn_statistics(segments: Sequence[Segment]) -> dict[str, list[float]]:
@@ -167,9 +178,35 @@ def _turn_order(counts: dict[str, int], rng: np.random.Generator) -> list[str]:
     return order
 
 
+@dataclass
+class Acoustics:
+    """Reverberation and background noise added to simulated conversations (see the module docstring).
+
+    Attributes:
+        rng: their own random generator (so the turns do not depend on them).
+        snr_db: speech-to-noise ratio of the background noise, or None for none.
+        rirs: the room impulse responses speakers are given, or None for a dry mix.
+    """
+
+    rng: np.random.Generator
+    snr_db: float | None = None
+    rirs: Any = None
+
+    def speaker_rirs(self, speakers: Sequence[str]) -> dict[str, np.ndarray]:
+        """One impulse response per speaker (none without a bank)."""
+        return {s: self.rirs.sample(self.rng) for s in sorted(speakers)} if self.rirs is not None else {}
+
+    def noise(self, length: int, sample_rate: int) -> np.ndarray:
+        """Background noise at :attr:`snr_db` below the speech level (zeros when there is none)."""
+        if self.snr_db is None:
+            return np.zeros(length)
+        level = 10 ** ((LEVEL_DBFS - self.snr_db) / 20)
+        return level * coloured_noise(length, float(self.rng.uniform(0.0, 2.0)), self.rng, sample_rate)
+
+
 def simulate_conversation(utterances: dict[str, Sequence[tuple[str, str | os.PathLike]]], overlap: OverlapLevel,
                           rng: np.random.Generator, sample_rate: int = 16000, lead_seconds: float = 0.5,
-                          ) -> Conversation:
+                          acoustics: Acoustics | None = None) -> Conversation:
     """One conversation between the given speakers (see the module docstring).
 
     Args:
@@ -178,6 +215,7 @@ def simulate_conversation(utterances: dict[str, Sequence[tuple[str, str | os.Pat
         rng: the random generator.
         sample_rate: the rate of the mix.
         lead_seconds: silence before the first and after the last turn.
+        acoustics: reverberation and background noise, if any.
 
     Returns:
         The :class:`Conversation`.
@@ -191,6 +229,7 @@ def simulate_conversation(utterances: dict[str, Sequence[tuple[str, str | os.Pat
         raise VoxprintError(f"unknown overlap level {overlap!r}; use none, light or heavy")
     pools = {s: list(u) for s, u in utterances.items()}
     order = _turn_order({s: len(u) for s, u in pools.items()}, rng)
+    rooms = acoustics.speaker_rirs(list(pools)) if acoustics is not None else {}
     placed: list[tuple[int, np.ndarray]] = []
     segments: list[Segment] = []
     sources: list[str] = []
@@ -206,6 +245,9 @@ def simulate_conversation(utterances: dict[str, Sequence[tuple[str, str | os.Pat
         first = max(0, int(round(marks[0, 0] * sample_rate)) - margin)
         last = min(len(wave), int(round(marks[-1, 1] * sample_rate)) + margin)
         speech = wave[first:last].astype(np.float64)
+        if speaker in rooms:  # room for the reverberant tail after the last word, then the room itself
+            padded = np.concatenate([speech, np.zeros(len(rooms[speaker]))]).astype(np.float32)
+            speech = reverberate(padded, rooms[speaker], direct=0).astype(np.float64)
         fade = min(int(round(FADE * sample_rate)), len(speech) // 2)
         ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
         speech[:fade] *= ramp
@@ -234,6 +276,8 @@ def simulate_conversation(utterances: dict[str, Sequence[tuple[str, str | os.Pat
         mix[offset:offset + len(speech)] += speech
     level = 10 ** ((LEVEL_DBFS + NOISE_FLOOR_DB) / 20)
     mix += level * coloured_noise(total, 1.0, rng, sample_rate)
+    if acoustics is not None:
+        mix += acoustics.noise(total, sample_rate)
     peak = np.abs(mix).max()
     if peak > 0.99:
         mix *= 0.99 / peak
@@ -249,7 +293,9 @@ def _parse_range(speakers: int | tuple[int, int]) -> tuple[int, int]:
 
 def simulate_conversations(data_dir: str | os.PathLike, out: str | os.PathLike, num: int = 10,
                            speakers: int | tuple[int, int] = (2, 4), overlap: OverlapLevel = "light",
-                           seed: int = 0, utterances_per_speaker: int = 4, prefix: str = "conv") -> list[str]:
+                           seed: int = 0, utterances_per_speaker: int = 4, prefix: str = "conv",
+                           snr_db: float | None = None, reverb: bool = False,
+                           rir_cache: str | os.PathLike | None = None) -> list[str]:
     """Write ``num`` simulated conversations as a data folder: ``wav/ID.wav``, ``rttm``, ``wav.scp``, ``reco2num_spk``.
 
     Speakers are drawn at random from the folder's ``utt2spk`` (each conversation draws its own), with
@@ -265,6 +311,9 @@ def simulate_conversations(data_dir: str | os.PathLike, out: str | os.PathLike, 
         seed: seed of every random choice.
         utterances_per_speaker: turns per speaker.
         prefix: conversation ids are ``{prefix}{index:04d}``.
+        snr_db: add background noise at this speech-to-noise ratio (dB); None: only the quiet floor.
+        reverb: give each speaker a simulated room impulse response.
+        rir_cache: where the impulse-response bank is cached (``.npz``; simulated when missing).
 
     Returns:
         The conversation ids.
@@ -288,6 +337,12 @@ def simulate_conversations(data_dir: str | os.PathLike, out: str | os.PathLike, 
         raise DataError(f"{folder.root} has {len(eligible)} speakers with at least {utterances_per_speaker} "
                         f"utterances; {high} are needed")
     rng = np.random.default_rng(seed)
+    acoustics = None
+    if snr_db is not None or reverb:
+        from voxprint.data.rir import RIRBank
+
+        acoustics = Acoustics(np.random.default_rng([seed, 1]), snr_db,
+                              RIRBank(RIR_BANK_SIZE, 16000, cache=rir_cache, seed=seed) if reverb else None)
     out = Path(out)
     (out / "wav").mkdir(parents=True, exist_ok=True)
     ids, rttm, scp, counts, record = [], [], [], [], []
@@ -299,7 +354,7 @@ def simulate_conversations(data_dir: str | os.PathLike, out: str | os.PathLike, 
             pool = folder.spk2utt[speaker]
             picks = rng.choice(len(pool), size=utterances_per_speaker, replace=False)
             utterances[speaker] = [(pool[i], folder.wav[pool[i]]) for i in picks]
-        conversation = simulate_conversation(utterances, overlap, rng)
+        conversation = simulate_conversation(utterances, overlap, rng, acoustics=acoustics)
         conv_id = f"{prefix}{index:04d}"
         path = out / "wav" / f"{conv_id}.wav"
         atomic_write(path, lambda h, c=conversation: sf.write(h, c.wave, c.sample_rate, format="WAV", subtype="PCM_16"))
@@ -315,6 +370,7 @@ def simulate_conversations(data_dir: str | os.PathLike, out: str | os.PathLike, 
     settings = {"data": str(folder.root), "num": num, "speakers": [low, high], "overlap": overlap, "seed": seed,
                 "utterances_per_speaker": utterances_per_speaker, "pause_mean": PAUSE_MEAN,
                 "overlap_mean": OVERLAP_MEAN, "overlap_probability": OVERLAP_PROBABILITY[overlap],
+                "snr_db": snr_db, "reverb": reverb,
                 "conversations": record}
     atomic_write_text(out / "simulation.json", json.dumps(settings, indent=1) + "\n")
     return ids
