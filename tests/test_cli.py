@@ -150,6 +150,22 @@ def test_bad_files_are_counted_up_front_or_skipped_and_reported(capsys, monkeypa
     assert code == 0 and result["missing_trials"] == 2 and result["trials"] == 153
 
 
+def test_decode_workers_give_the_same_embeddings_and_skips(capsys, run_dir, folder_with_a_bad_file, tmp_path):
+    """Decoding in worker processes changes where the work runs, not the result or the error report."""
+    outputs = {}
+    for workers in ("0", "2"):
+        code, out, err = run_cli(capsys, "embed", "--data", folder_with_a_bad_file, "--out",
+                                 tmp_path / f"w{workers}.npz", "--model", run_dir, "--quiet", "--on-error", "skip",
+                                 "--json", "--decode-workers", workers)
+        assert code == 0 and list(json_lines(out)[0]["skipped"]) == ["blip"] and "skipped blip" in err
+        outputs[workers] = load_embeddings(tmp_path / f"w{workers}.npz")
+    assert outputs["0"][0] == outputs["2"][0]
+    np.testing.assert_allclose(outputs["0"][1], outputs["2"][1], atol=1e-6)
+    code, _, err = run_cli(capsys, "embed", "--data", folder_with_a_bad_file, "--out", tmp_path / "x.npz",
+                           "--model", run_dir, "--decode-workers", "-1")
+    assert code == 1 and "--decode-workers" in err
+
+
 def test_embed_single_files_and_a_bare_wav_scp(capsys, run_dir, dev_subset, tmp_path):
     utts = (dev_subset / "wav.scp").read_text().split()[1::2][:2]
     code, out, _ = run_cli(capsys, "embed", *utts, "--out", tmp_path / "two.npz", "--model", run_dir, "--json")

@@ -31,6 +31,9 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", help="audio files to embed (instead of --data); their ids are the paths")
     p.add_argument("--data", help="data folder with wav.scp (utt2spk is not needed)")
     p.add_argument("--out", required=True, help="embedding file: .npz, or .ark (Kaldi; an .scp is written beside it)")
+    p.add_argument("--decode-workers", type=int, default=0, metavar="N",
+                   help="decode audio in N worker processes while the model embeds (default: 0, decode in the "
+                        "main process); worth it when decoding (e.g. resampling) is a large share of the work")
     model_options(p)
     on_error_option(p)
     quiet_option(p)
@@ -43,6 +46,8 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 def _embed(args: argparse.Namespace) -> int:
     from voxprint.data.embeddings import save_embeddings
 
+    if args.decode_workers < 0:
+        raise VoxprintError(f"--decode-workers must be 0 or more, not {args.decode_workers}")
     if bool(args.files) == bool(args.data):
         raise VoxprintError("give either audio files or --data DIR (not both)")
     check_output_path(args.out, "--out", EMBEDDING_SUFFIXES)
@@ -53,7 +58,8 @@ def _embed(args: argparse.Namespace) -> int:
         shard = Shard.from_env()
         if shard.world_size > 1:
             return _embed_shard(args, model, shard)
-        result = model.embed_folder(args.data, progress=not args.quiet, on_error=args.on_error)
+        result = model.embed_folder(args.data, progress=not args.quiet, on_error=args.on_error,
+                                    decode_workers=args.decode_workers)
     else:
         if args.on_error == "fail":
             model.check_files({path: path for path in args.files}, "the command line")
@@ -84,7 +90,7 @@ def _embed_shard(args: argparse.Namespace, model: Any, shard: Any) -> int:
     if args.on_error == "fail":
         model.check_files({u: folder.wav[u] for u in mine}, f"{folder.root} (rank {shard.rank})")
     result = model.embed_many([folder.wav[u] for u in mine], names=mine, on_error=args.on_error,
-                              progress=not args.quiet and shard.rank == 0)
+                              progress=not args.quiet and shard.rank == 0, decode_workers=args.decode_workers)
     report_skipped(result.skipped)
     save_embeddings(shard.part_path(args.out), result.ids,
                     result.embeddings if result.ids else np.zeros((0, model.embedding_dim), np.float32))

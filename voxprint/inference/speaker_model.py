@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from voxprint.audio import DEFAULT_MAX_SECONDS, check_audio_files, load_audio, remove_silence
+from voxprint.audio import DEFAULT_MAX_SECONDS, check_audio_files
+from voxprint.audio.decoding import DecodeSettings, decode_in_workers
 from voxprint.backends import cosine_similarity, mean_embedding
 from voxprint.config import DEFAULTS, merge
 from voxprint.errors import AudioError, ModelError, VoxprintError
@@ -220,13 +221,25 @@ class SpeakerModel:
             raise AudioError("verification needs at least one enrollment recording")
         return self.backend.score(self.extract_embeddings(enroll), self.extract_embedding(test))
 
+    @property
+    def decode_settings(self) -> DecodeSettings:
+        """How this model reads a recording (rate, duration limits, VAD), for decoding elsewhere."""
+        return DecodeSettings(self.sample_rate, self.min_seconds, self.max_seconds, self.vad_threshold_db)
+
     def load_waveform(self, audio: AudioInput, sample_rate: int | None = None) -> np.ndarray:
         """Decode, check, resample (and, when the model uses VAD, trim silence from) one input."""
-        wave = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate,
-                          min_seconds=self.min_seconds, max_seconds=self.max_seconds)
-        if self.vad_threshold_db is not None:
-            wave = remove_silence(wave, self.sample_rate, threshold_db=self.vad_threshold_db)
-        return wave
+        return self.decode_settings.decode(audio, sample_rate)
+
+    def _waveforms(self, audios: Sequence[AudioInput], decode_workers: int) -> Any:
+        """Each input's waveform, or the AudioError it raised, in order (files decoded by workers when asked)."""
+        if decode_workers > 0 and not any(isinstance(a, np.ndarray) for a in audios):
+            yield from decode_in_workers(audios, self.decode_settings, decode_workers)
+            return
+        for audio in audios:
+            try:
+                yield self.load_waveform(audio, self.sample_rate if isinstance(audio, np.ndarray) else None)
+            except AudioError as exc:
+                yield exc
 
     def optimize(self) -> "SpeakerModel":
         """Swap in a frozen TorchScript trace of the encoder, for throughput on CPU.
@@ -257,7 +270,7 @@ class SpeakerModel:
 
     def embed_many(self, audios: Sequence[AudioInput], names: Sequence[str] | None = None,
                    on_error: OnError = "fail", batch_windows: int = 256, progress: bool = False,
-                   desc: str = "embedding") -> EmbeddedSet:
+                   desc: str = "embedding", decode_workers: int = 0) -> EmbeddedSet:
         """Embed many recordings, batching windows across them.
 
         Args:
@@ -267,6 +280,9 @@ class SpeakerModel:
                 leaves it out and records why in :attr:`EmbeddedSet.skipped`.
             batch_windows: windows gathered before the encoder runs (windows of equal length share a call).
             progress: show a progress bar (on stderr).
+            desc: the progress bar's label.
+            decode_workers: decode files in this many worker processes while the encoder runs here
+                (0: decode here; :mod:`voxprint.audio.decoding`).
 
         Raises:
             AudioError: a recording cannot be embedded and ``on_error="fail"``.
@@ -288,9 +304,11 @@ class SpeakerModel:
             rows.update((index, result.utterance_embedding()) for (index, _), result in zip(pending, results))
             pending.clear()
 
-        for index, audio in enumerate(tqdm(audios, desc=desc, disable=not progress, unit="utt")):
+        decoded = self._waveforms(audios, decode_workers)
+        for index, wave in enumerate(tqdm(decoded, total=len(audios), desc=desc, disable=not progress, unit="utt")):
             try:
-                wave = self.load_waveform(audio, self.sample_rate if isinstance(audio, np.ndarray) else None)
+                if isinstance(wave, AudioError):
+                    raise wave
                 feats = embedder.features(wave)
             except AudioError as exc:
                 if on_error == "fail":
@@ -319,7 +337,7 @@ class SpeakerModel:
                           remedy="fix or remove them, or pass --on-error skip")
 
     def embed_folder(self, data_dir: str | os.PathLike, progress: bool = True, on_error: OnError = "fail",
-                     check_first: bool = True) -> EmbeddedSet:
+                     check_first: bool = True, decode_workers: int = 0) -> EmbeddedSet:
         """Embed every utterance of a data folder (``wav.scp``; ``utt2spk`` is not needed).
 
         With ``on_error="fail"`` every file's header is checked first (``check_first``), so a bad file
@@ -335,7 +353,8 @@ class SpeakerModel:
         ids = folder.utterances
         if on_error == "fail" and check_first:
             self.check_files(folder.wav, str(folder.root))
-        return self.embed_many([folder.wav[u] for u in ids], names=ids, on_error=on_error, progress=progress)
+        return self.embed_many([folder.wav[u] for u in ids], names=ids, on_error=on_error, progress=progress,
+                               decode_workers=decode_workers)
 
     def compute_similarity(self, a: AudioInput, b: AudioInput) -> float:
         """Cosine similarity of two recordings' embeddings (in [-1, 1]; not calibrated)."""
