@@ -27,7 +27,6 @@ Writes docs/benchmarks.md, section "Deployment: inference speed".
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import statistics
 import subprocess
@@ -127,13 +126,6 @@ def child_seconds(code: list[str], repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def hook_installed() -> bool:
-    """True when ``voxprint.load_model`` loads exported folders (the hook of voxprint.export)."""
-    from voxprint.inference import speaker_model
-
-    return "load_exported" in inspect.getsource(speaker_model.load_model)
-
-
 def streaming_latency(model: Any, stream: np.ndarray, chunk: int) -> dict[str, float]:
     """Per-chunk latency of a StreamingEmbedder over ``stream``, and its final embedding vs offline."""
     from voxprint.inference.streaming import StreamingEmbedder
@@ -224,11 +216,8 @@ def main() -> None:
     startup = [["Python interpreter alone (`python -c pass`)", child_seconds([python, "-c", "pass"])],
                ["`voxprint similarity A B` (PyTorch, bundled model)",
                 child_seconds([cli, "similarity", a, b, "--threads", "1"])]]
-    if hook_installed():
-        startup.append(["`voxprint similarity A B --model ONNX`",
-                        child_seconds([cli, "similarity", a, b, "--threads", "1", "--model", str(scratch / "float32")])])
-    else:
-        startup.append(["`voxprint similarity A B --model ONNX`", "n/a: load_model hook not installed"])
+    startup.append(["`voxprint similarity A B --model ONNX` (torch-free path)",
+                    child_seconds([cli, "similarity", a, b, "--threads", "1", "--model", str(scratch / "float32")])])
     startup += [
         ["`voxprint.load_model('default').extract_embedding(A)`",
          child_seconds([python, "-c", f"import voxprint; voxprint.load_model('default').extract_embedding({a!r})"])],
@@ -306,9 +295,9 @@ def main() -> None:
         "What limits int8: onnxruntime's profiler puts the quantized convolutions at about a third of the int8",
         "graph's time; the rest is float work between them (squeeze-excitation and attention products, batch",
         "norms after ReLU, which cannot fold into the convolution before them, quantize/dequantize conversions",
-        "and layout transposes). Process start: importing torch alone takes about 3 s here, and the CLI and",
-        "`load_model` import it whatever the model, so only the torch-free `StandaloneEmbedder` (kaldi-native-fbank",
-        "+ numpy + onnxruntime) reaches the 1 s target. Streaming re-embeds the end-aligned window on every",
+        "and layout transposes). Process start: importing torch alone takes about 3 s here, and `load_model`",
+        "imports it whatever the model; `voxprint similarity` on an ONNX folder runs the torch-free",
+        "`StandaloneEmbedder` (kaldi-native-fbank + numpy + onnxruntime) and never imports torch. Streaming re-embeds the end-aligned window on every",
         "chunk (up to one 30 s window for this model), so its cost grows to a 30 s embedding per chunk;",
         "`whole_every` trades freshness for cost.",
     ], tables)
