@@ -343,3 +343,24 @@ def test_gmm_ubm_verify_cli_pools_enrollments_and_states_the_scale(capsys, class
     main([*argv, "--test", str(folder.wav[other[0]])])
     rejected = json.loads(capsys.readouterr().out)
     assert "log-likelihood ratio" in accepted["scale"] and accepted["score"] > rejected["score"]
+
+
+def test_train_cli_reports_em_steps(capsys, tmp_path, tiny_train_folder):
+    import yaml
+
+    from voxprint.cli import main
+
+    config = tmp_path / "gmm.yaml"
+    config.write_text(yaml.safe_dump({
+        "features": {"type": "mfcc", "n_mels": 30, "n_mfcc": 13, "normalize": "none"},
+        "vad": {"enabled": True}, "model": {"name": "gmm_ubm", "num_components": 8},
+        "data": {"train": str(tiny_train_folder)},
+        "em": {"ubm_iterations": 2, "split_iterations": 1, "ubm_max_frames": 5000},
+        "inference": {"window_frames": 100000, "overlap": 0.0}}))
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--quiet", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("trained 5 EM steps; UBM log-likelihood per frame (last step) -"), out  # 1, 2, 4: 1 step each; 8: 2
+    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 1
+    assert "already holds" in capsys.readouterr().err
+    assert main(["train", str(config), "--out", str(tmp_path / "other"), "--device", "cuda"]) == 1
+    assert "EM in numpy on the CPU" in capsys.readouterr().err and not (tmp_path / "other" / "model.pt").exists()

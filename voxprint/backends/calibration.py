@@ -35,6 +35,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -69,6 +70,23 @@ def _check_prior(p_target: float, what: str = "p_target") -> float:
 
 def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
+
+
+def read_json(src: Path, what: str) -> Any:
+    """The JSON document in ``src``, or a one-line DataError naming ``what`` the file was meant to be.
+
+    Example:
+        >>> read_json(Path("/nonexistent.json"), "calibration file")
+        Traceback (most recent call last):
+        ...
+        voxprint.errors.DataError: calibration file not found: /nonexistent.json
+    """
+    try:
+        return json.loads(src.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {src}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read {what} {src}: {exc}") from None
 
 
 def real_scores(scores: np.ndarray, what: str) -> np.ndarray:
@@ -379,12 +397,7 @@ class LinearCalibration:
                 newer format version.
         """
         src = Path(path)
-        try:
-            doc = json.loads(src.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"calibration file not found: {src}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"cannot read calibration file {src}: {exc}") from None
+        doc = read_json(src, "calibration file")
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
             raise DataError(f"{src} is not a voxprint linear calibration (no format {_FORMAT!r})")
         version = doc.get("version")

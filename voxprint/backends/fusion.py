@@ -40,6 +40,7 @@ from voxprint.backends.calibration import (
     _check_prior,
     _fit_linear_llr,
     _scores_and_labels,
+    read_json,
     real_scores,
 )
 from voxprint.data.trials import Trials
@@ -269,12 +270,7 @@ class LinearFusion:
             DataError: If the file is missing, not JSON, or not a valid voxprint linear fusion.
         """
         src = Path(path)
-        try:
-            doc = json.loads(src.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"fusion file not found: {src}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"cannot read fusion file {src}: {exc}") from None
+        doc = read_json(src, "fusion file")
         try:
             return cls.from_dict(doc)
         except DataError as exc:
