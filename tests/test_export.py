@@ -233,9 +233,9 @@ def test_load_model_and_the_cli_use_the_export(capsys, exports, dev_dir, tmp_pat
     assert "accept" in capsys.readouterr().out
 
 
-def test_similarity_on_an_export_runs_without_torch(exports, dev_dir):
-    """`voxprint similarity --model EXPORT` takes the torch-free path (a fraction of a second to start) and
-    agrees with PyTorch; any other model still gets torch with its thread setting."""
+def test_similarity_and_verify_on_an_export_run_without_torch(exports, dev_dir):
+    """`voxprint similarity|verify --model EXPORT` take the torch-free path (a fraction of a second to start)
+    and agree with PyTorch; any other model still gets torch with its thread setting."""
     speaker = dev_dir / "SPEAKER5017"
     a, b = str(speaker / "050170101.flac"), str(speaker / "050170102.flac")
     probe = ("import json, sys; from voxprint.cli import main; code = main(sys.argv[1:]); "
@@ -248,6 +248,15 @@ def test_similarity_on_an_export_runs_without_torch(exports, dev_dir):
     ran = subprocess.run([sys.executable, "-c", probe, "similarity", a, b, "--json", "--threads", "1"],
                          capture_output=True, text=True, timeout=300, check=True)
     assert json.loads(ran.stdout.strip().splitlines()[-1]) == {"code": 0, "torch": True}
+    # verify against enrollment files: the folder's back-end (PLDA, calibration) and threshold, still no torch.
+    ran = subprocess.run([sys.executable, "-c", probe, "verify", "--enroll", a, "--test", b, "--model",
+                          str(exports["float32"]), "--json", "--threads", "1"], capture_output=True, text=True,
+                         timeout=300, check=True)
+    verdict, state = (json.loads(line) for line in ran.stdout.strip().splitlines())
+    assert state == {"code": 0, "torch": False}
+    reference = load_model("default")
+    assert verdict["threshold"] == reference.threshold and verdict["scale"] == reference.backend.scale
+    assert verdict["score"] == pytest.approx(reference.verification_score([a], b), abs=1e-3)
 
 
 def test_standalone_embedder_needs_no_torch_and_agrees(exports, dev_waves, dev_dir):

@@ -260,13 +260,16 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 @verb("verify", "accept or reject a test recording against enrollment recordings or a stored speaker "
                 "(exit 0 accept, 3 reject)",
       "voxprint verify --enroll a1.flac --enroll a2.flac --test b.flac && echo same speaker\n"
-      "  voxprint verify --store speakers.db --speaker alice --test b.flac", _verify_args)
+      "  voxprint verify --store speakers.db --speaker alice --test b.flac", _verify_args,
+      torch_free=lambda args: not args.store and names_standalone_export(args))
 def _verify(args: argparse.Namespace) -> int:
     if bool(args.enroll) == bool(args.store):
         raise VoxprintError("give either --enroll recordings or --store DB --speaker ID")
     if bool(args.store) != bool(args.speaker):
         raise VoxprintError("--store and --speaker go together")
-    model = load_cli_model(args)
+    # Against enrollment files, an ONNX export verifies without torch (its back-end and threshold are
+    # numpy and JSON); a store needs voxprint's model.
+    model = load_cli_model(args) if args.store else load_cli_embedder(args)
     threshold = args.threshold if args.threshold is not None else model.threshold
     if threshold is None:
         raise VoxprintError(f"model {args.model!r} has no stored threshold; pass --threshold "

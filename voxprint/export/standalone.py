@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from voxprint.backends.verifier import BackendVerification
 from voxprint.errors import ModelError
 from voxprint.windowing import window_starts
 
@@ -63,8 +64,10 @@ def onnxruntime_session(path: str | os.PathLike, threads: int = 1) -> Any:
         raise ModelError(f"{path}: onnxruntime cannot load this graph ({detail[:300]})") from None
 
 
-class StandaloneEmbedder:
-    """Embeds recordings with an exported ONNX model folder, without torch (see the module docstring).
+class StandaloneEmbedder(BackendVerification):
+    """Embeds recordings with an exported ONNX model folder, without torch (see the module docstring); it
+    verifies with the folder's back-end and threshold like a loaded model
+    (:class:`~voxprint.backends.verifier.BackendVerification`).
 
     Args:
         folder: the exported model folder.
@@ -80,6 +83,7 @@ class StandaloneEmbedder:
     def __init__(self, folder: str | os.PathLike, threads: int = 1, max_seconds: float | None = 4 * 3600.0,
                  batch_frames: int = 16384):
         from voxprint.export.metadata import kaldi_fbank_options, read_export_record
+        from voxprint.runs.layout import read_meta
 
         self.folder = Path(folder)
         record = read_export_record(self.folder)
@@ -102,6 +106,9 @@ class StandaloneEmbedder:
         self.session = onnxruntime_session(self.folder / record["file"], threads)
         self.input_name = self.session.get_inputs()[0].name
         self.record = record
+        self.meta = read_meta(self.folder)
+        self.model_dir = self.folder
+        self._backend = None
 
     @staticmethod
     def supports(record: dict[str, Any]) -> bool:
@@ -153,6 +160,11 @@ class StandaloneEmbedder:
             wave = remove_silence(wave, self.sample_rate, threshold_db=self.vad_threshold_db)
         mean = self.window_embeddings(wave).mean(axis=0)
         return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+    def extract_embeddings(self, audios: list[str | os.PathLike | np.ndarray]) -> np.ndarray:
+        """Embeddings (n, E) of several recordings (file paths; arrays must be at the model's rate)."""
+        return np.stack([self.extract_embedding(a, self.sample_rate if isinstance(a, np.ndarray) else None)
+                         for a in audios])
 
     def compute_similarity(self, a: str | os.PathLike | np.ndarray, b: str | os.PathLike | np.ndarray) -> float:
         """Cosine similarity of two recordings' embeddings (in [-1, 1]; not calibrated)."""

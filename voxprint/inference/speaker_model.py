@@ -20,6 +20,7 @@ from tqdm import tqdm
 from voxprint.audio import DEFAULT_MAX_SECONDS, check_audio_files
 from voxprint.audio.decoding import DecodeSettings, decode_in_workers
 from voxprint.backends import cosine_similarity, mean_embedding
+from voxprint.backends.verifier import BackendVerification
 from voxprint.config import DEFAULTS, merge
 from voxprint.errors import AudioError, ModelError, VoxprintError
 from voxprint.inference.windows import SlidingWindowEmbedder, WindowEmbeddings, window_starts
@@ -97,8 +98,9 @@ class EmbeddedSet:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-class SpeakerModel:
-    """A trained embedder ready for inference (WeSpeaker-style verbs).
+class SpeakerModel(BackendVerification):
+    """A trained embedder ready for inference (WeSpeaker-style verbs); ``threshold``, ``backend`` and
+    ``verification_score`` come from :class:`~voxprint.backends.verifier.BackendVerification`.
 
     Attributes:
         threshold: accept threshold for :meth:`verification_score` (stored in ``meta.json`` by
@@ -131,10 +133,6 @@ class SpeakerModel:
         self.vad_threshold_db = config["vad"]["threshold_db"] if config["vad"]["enabled"] else None
 
     @property
-    def threshold(self) -> float | None:
-        return self.meta.get("threshold")
-
-    @property
     def embedding_dim(self) -> int:
         return int(self.model.encoder.embedding_dim)
 
@@ -157,17 +155,6 @@ class SpeakerModel:
         other.window_frames = self.window_frames if window_frames is None else int(window_frames)
         other.overlap = self.overlap if overlap is None else float(overlap)
         return other
-
-    @property
-    def backend(self) -> Any:
-        """The scoring back-end named in ``meta.json`` (plain cosine when none is named)."""
-        if self._backend is None:
-            from voxprint.backends.backend import ScoringBackend
-
-            options = self.meta.get("backend", {})
-            self._backend = (ScoringBackend.load(self.model_dir, **options) if options and self.model_dir
-                             else ScoringBackend())
-        return self._backend
 
     def scoring_backend(self, options: dict[str, Any]) -> Any:
         """The back-end with these options (``kind``, ``norm``, ``calibrated``) from the model folder's
@@ -211,15 +198,6 @@ class SpeakerModel:
             ids, matrix = add_enrollment_models(ids, matrix, {m: u for m, u in usable.items() if u})
         kept, missing = keep_trials_with(trials, set(ids))
         return TrialScores(kept, backend.score_trials(ids, matrix, kept), missing, embedded.skipped)
-
-    def verification_score(self, enroll: Sequence[AudioInput], test: AudioInput) -> float:
-        """Score of ``test`` against a speaker enrolled from every recording of ``enroll``, with the
-        model's back-end (a log-likelihood ratio when the back-end is calibrated); compare it with
-        :attr:`threshold`."""
-        enroll = list(enroll)
-        if not enroll:
-            raise AudioError("verification needs at least one enrollment recording")
-        return self.backend.score(self.extract_embeddings(enroll), self.extract_embedding(test))
 
     @property
     def decode_settings(self) -> DecodeSettings:

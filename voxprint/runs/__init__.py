@@ -36,7 +36,6 @@ from voxprint.runs.layout import (
     update_meta,
 )
 from voxprint.runs.lock import RunLock
-from voxprint.runs.torchfile import load_torch_file, save_torch_file
 
 __all__ = [
     "BACKEND_DIR",
@@ -61,3 +60,13 @@ __all__ = [
     "verify_manifest",
     "write_manifest",
 ]
+
+
+def __getattr__(name: str):
+    # The .pt readers import torch (seconds); a torch-free path (an ONNX export's verification) reads
+    # meta.json and the back-end through this package without paying for it.
+    if name in ("load_torch_file", "save_torch_file"):
+        from voxprint.runs import torchfile
+
+        return getattr(torchfile, name)
+    raise AttributeError(f"module 'voxprint.runs' has no attribute {name!r}")

@@ -13,23 +13,27 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from voxprint.errors import ModelError
 from voxprint.fileio import atomic_write_text
 from voxprint.runs.layout import MANIFEST_FILE
+
+if TYPE_CHECKING:
+    import torch
 
 
 def hash_state(config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 (hex) of a config and a state dict, independent of how the file was serialised.
 
     Example:
+        >>> import torch
         >>> a = hash_state({"n": 1}, {"w": torch.zeros(2)})
         >>> a == hash_state({"n": 1}, {"w": torch.zeros(2)}), a == hash_state({"n": 1}, {"w": torch.ones(2)})
         (True, False)
     """
+    import torch  # here, so reading a manifest or a model identity never imports torch
+
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode("utf-8"))
     for name in sorted(state_dict):
         tensor = state_dict[name].detach().cpu().contiguous().reshape(-1)
