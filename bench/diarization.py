@@ -7,7 +7,8 @@ Data (all speakers unseen in training):
 
 - the real pyannote.audio sample (30 s, 2 speakers, reference RTTM);
 - 36 conversations simulated from speechocean762 **dev** (``simulate_conversations``: 2, 3 and 4
-  speakers x no, light and heavy overlap x 4 each, 8 utterances per speaker), from the odd-numbered
+  speakers x no, light and heavy overlap x 4 each, 8 utterances per speaker), and 12 more with light
+  overlap, background noise at 10 dB SNR and reverberation (voxprint's default only), from the odd-numbered
   half of the dev speakers. ``--calibrate`` instead simulates the same design (plus one-speaker and
   short recordings) from the even-numbered half, and sweeps the constants of
   :mod:`voxprint.diarization.clustering` on it (the neighbours of the graph, the two single-speaker
@@ -100,6 +101,25 @@ def simulate(work: Path, half: str, calibration: bool) -> list[Path]:
             simulate_conversations(source, out, num=num, speakers=count, overlap=overlap,
                                    seed=1000 * (half == "evaluate") + index, utterances_per_speaker=utterances,
                                    prefix=f"{half[:3]}{count}{overlap[0]}{utterances}u")
+        folders.append(out)
+    return folders
+
+
+#: The harder set: light overlap, background noise at this SNR and per-speaker reverberation.
+ACOUSTIC_SNR_DB = 10.0
+
+
+def simulate_acoustic(work: Path) -> list[Path]:
+    """2, 3 and 4 speakers with light overlap, noise at :data:`ACOUSTIC_SNR_DB` and reverberation, from the
+    evaluation half (made once)."""
+    source = speaker_half(work / "evaluate-speakers", "evaluate")
+    folders = []
+    for index, count in enumerate(COUNTS):
+        out = work / "evaluate-acoustic" / f"{count}spk-light-noisy-reverberant"
+        if not (out / "rttm").is_file():
+            simulate_conversations(source, out, num=PER_CONDITION, speakers=count, overlap="light",
+                                   seed=2000 + index, utterances_per_speaker=UTTERANCES, prefix=f"acu{count}",
+                                   snr_db=ACOUSTIC_SNR_DB, reverb=True, rir_cache=work / "rir_bank.npz")
         folders.append(out)
     return folders
 
@@ -221,6 +241,11 @@ def main() -> int:
         peer = json.loads(Path(peer_file).read_text())
         hyps["peer"] = {f: [Segment(a, b, c) for a, b, c in segs] for f, segs in peer["files"].items()}
         seconds["peer"] = peer["wall_seconds"]
+        acoustic_refs, acoustic_waves, _ = load_set(simulate_acoustic(work), with_sample=False)
+        acoustic_hyps = {f: diarize(model, w, sample_rate=16000).segments for f, w in acoustic_waves.items()}
+        acoustic_known = {f: diarize(model, w, sample_rate=16000,
+                                     num_speakers=len({s.speaker for s in acoustic_refs[f]})).segments
+                          for f, w in acoustic_waves.items()}
 
     simulated = [f for f in refs if f != "sample"]
     names = {"spectral": "voxprint, spectral (neighbour graph; default)",
@@ -250,10 +275,24 @@ def main() -> int:
         by_condition.append(row)
     detail = format_table(["voxprint default: DER % (exact count)", *[f"{o} overlap" for o in OVERLAPS]],
                           by_condition)
+    acoustic_files = sorted(acoustic_refs)
+    acoustic_rows = []
+    for name, hyp in (("voxprint, spectral (default)", acoustic_hyps),
+                      ("voxprint, spectral, number of speakers given", acoustic_known)):
+        a = scores(acoustic_refs, hyp, acoustic_files)
+        acoustic_rows.append([name, f"{100 * a['der']:.1f}", f"{100 * a['missed']:.1f} / {100 * a['false_alarm']:.1f} / "
+                              f"{100 * a['confusion']:.1f}", f"{100 * a['der_0']:.1f}", f"{100 * a['count']:.0f}"])
+    acoustic_table = format_table(["system", "DER %", "miss / FA / conf %", "DER % collar 0", "exact count %"],
+                                  acoustic_rows)
     overlap_share = _overlap_share(refs, simulated)
     targets = _targets(refs, hyps["spectral"], simulated, audio / seconds["spectral"])
     body = "\n".join([table, "Per condition, voxprint's default (DER % at collar 0.25, and the exact-count rate):",
-                      "", detail, "Targets of the issue: " + targets])
+                      "", detail,
+                      f"Noisy, reverberant conversations ({len(acoustic_files)}: 2, 3 and 4 speakers x {PER_CONDITION}, "
+                      f"light overlap, background noise at {ACOUSTIC_SNR_DB:g} dB SNR of a random colour, one simulated "
+                      "room impulse response per speaker; `simulate-conversations --snr 10 --reverb`), same speakers "
+                      "and protocol:", "", acoustic_table,
+                      "Targets of the issue: " + targets])
     notes = [
         f"{len(simulated)} simulated conversations ({sum(len(waves[f]) for f in simulated) / 16000 / 60:.0f} min; "
         f"2, 3, 4 speakers x no, light, heavy overlap x {PER_CONDITION}; {UTTERANCES} utterances per speaker; "

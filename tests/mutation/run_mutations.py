@@ -187,7 +187,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         bug="the validation EER pairs each crop with itself too",
     ),
     Mutation(
-        "verify-first-enroll", "voxprint/inference/speaker_model.py",
+        "verify-first-enroll", "voxprint/backends/verifier.py",
         old="self.backend.score(self.extract_embeddings(enroll), self.extract_embedding(test))",
         new="self.backend.score(self.extract_embeddings(enroll[:1]), self.extract_embedding(test))",
         tests=("tests/test_cli.py::test_verify_uses_every_enrollment_file_and_exits_3_on_reject",),
