@@ -342,7 +342,8 @@ def simulate_conversations(data_dir: str | os.PathLike, out: str | os.PathLike, 
         from voxprint.data.rir import RIRBank
 
         acoustics = Acoustics(np.random.default_rng([seed, 1]), snr_db,
-                              RIRBank(RIR_BANK_SIZE, 16000, cache=rir_cache, seed=seed) if reverb else None)
+                              # One fixed bank (cacheable across runs); which room a speaker gets is drawn per seed.
+                              RIRBank(RIR_BANK_SIZE, 16000, cache=rir_cache, seed=0) if reverb else None)
     out = Path(out)
     (out / "wav").mkdir(parents=True, exist_ok=True)
     ids, rttm, scp, counts, record = [], [], [], [], []
