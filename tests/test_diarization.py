@@ -213,6 +213,9 @@ def test_noise_and_reverberation_keep_the_turns_and_add_what_they_say(tmp_path, 
     dry_ids = simulate_conversations(dev_dir, tmp_path / "dry", **options)
     noisy = simulate_conversations(dev_dir, tmp_path / "noisy", snr_db=10.0, **options)
     wet = simulate_conversations(dev_dir, tmp_path / "wet", reverb=True, rir_cache=tmp_path / "rirs.npz", **options)
+    # The impulse-response bank is one for every seed: its cache serves another simulation.
+    simulate_conversations(dev_dir, tmp_path / "wet2", reverb=True, rir_cache=tmp_path / "rirs.npz",
+                           **{**options, "seed": 6})
     reference = read_rttm(tmp_path / "dry" / "rttm")[dry_ids[0]]
     assert read_rttm(tmp_path / "noisy" / "rttm")[noisy[0]] == reference
     assert read_rttm(tmp_path / "wet" / "rttm")[wet[0]] == reference
