@@ -158,3 +158,39 @@ def test_the_store_refreshes_its_index_after_enrollment_and_removal(tmp_path, mo
     cosine = centroids @ query[speakers[3]]
     best = {ids[i] for i in np.argsort(-cosine)[:5]}
     assert {c.speaker for c in store.identify_embedding(query[speakers[3]], top_k=5, candidates=5).top} == best
+
+
+def test_enrolling_a_new_speaker_extends_the_index_without_a_rebuild(tmp_path, model, dev_dir, monkeypatch):
+    folder = read_data_folder(dev_dir)
+    first, second, third = folder.speakers[:3]
+
+    def files(speaker: str, pick: slice) -> list:
+        return [folder.wav[u] for u in folder.spk2utt[speaker][pick]]
+
+    store = SpeakerStore(tmp_path / "speakers.db", model)
+    for speaker in (first, second):
+        store.enroll(speaker, files(speaker, slice(0, 2)))
+    store.identify(files(first, slice(3, 4))[0])
+    index, _ = store._speaker_index()
+    builds: list[int] = []
+    build = SpeakerIndex.build
+    monkeypatch.setattr(SpeakerIndex, "build", classmethod(lambda cls, *a, **k: builds.append(1) or build(*a, **k)))
+
+    store.enroll(third, files(third, slice(0, 2)))
+    result = store.identify(files(third, slice(3, 4))[0])
+    extended, counts = store._speaker_index()
+    assert not builds and extended is index and index.version == store.table.version
+    assert len(index) == 3 and counts.tolist() == [2, 2, 2] and result.top[0].speaker == third
+    # The extended index answers as a fresh one does.
+    fresh = SpeakerStore(tmp_path / "speakers.db", model).identify(files(third, slice(3, 4))[0])
+    assert [(c.speaker, round(c.score, 4)) for c in fresh.top] == [(c.speaker, round(c.score, 4)) for c in result.top]
+
+    assert len(builds) == 1  # the fresh store's own index
+
+    # A changed speaker model, or a write by another process, leaves the index stale: it is rebuilt.
+    store.enroll(first, files(first, slice(2, 3)))
+    store.identify(files(first, slice(3, 4))[0])
+    assert len(builds) == 2
+    SpeakerStore(tmp_path / "speakers.db", model).remove(second)
+    result = store.identify(files(first, slice(3, 4))[0])
+    assert len(builds) == 3 and result.gallery == 2 and second not in [c.speaker for c in result.top]

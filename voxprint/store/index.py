@@ -183,9 +183,7 @@ class SpeakerIndex:
         """
         ids = list(ids)
         rows = _unit_matrix(matrix, len(ids), self.dim)
-        if self._known is None:
-            self._known = set(self.ids)
-        clash = next((i for i in ids if i in self._known), None)
+        clash = next((i for i in ids if i in self._known_ids()), None)
         if clash is None and len(set(ids)) < len(ids):
             clash = next(i for i in ids if ids.count(i) > 1)
         if clash is not None:
@@ -205,6 +203,15 @@ class SpeakerIndex:
         self._known.update(ids)
         if version is not None:
             self.version = version
+
+    def _known_ids(self) -> set[str]:
+        """The ids in the index, as a set (kept up to date by :meth:`add`)."""
+        if self._known is None:
+            self._known = set(self.ids)
+        return self._known
+
+    def __contains__(self, speaker_id: object) -> bool:
+        return speaker_id in self._known_ids()
 
     def search_rows(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest speakers of each query, as row numbers (see :meth:`search`).

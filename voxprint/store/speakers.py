@@ -198,7 +198,27 @@ class SpeakerStore:
             kept.append(encode_audio(wave, self.model.sample_rate) if self.keep_audio else None)
         if not enrollments:
             return self.table.speaker(speaker_id)
-        return self.table.add(speaker_id, enrollments, name=name, audio=kept, identity=self.model.identity)
+        before = self.table.version
+        record = self.table.add(speaker_id, enrollments, name=name, audio=kept, identity=self.model.identity)
+        self._extend_index(record, before)
+        return record
+
+    def _extend_index(self, record: SpeakerRecord, before: int) -> None:
+        """Add a newly enrolled speaker to the cached search index instead of rebuilding it.
+
+        Only when the index was current before this write and this write is the only one since
+        (the version moved by exactly one); a changed speaker model, or another writer in between,
+        leaves the index stale, and the next search rebuilds it.
+        """
+        cached = getattr(self, "_index_cache", None)
+        if cached is None or cached[0].version != before or record.id in cached[0]:
+            return
+        after = self.table.version
+        if after != before + 1:
+            return
+        index, counts = cached
+        index.add([record.id], record.centroid[None], version=after)
+        self._index_cache = (index, np.append(counts, record.count))
 
     def remove(self, speaker_id: str) -> None:
         """Delete a speaker."""
