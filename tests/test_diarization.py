@@ -1,7 +1,6 @@
 """Diarization: clustering, the eigengap count, RTTM files, scoring against hand-computed DERs, the
 conversation simulator, Silero VAD, the real-speech pipeline end to end, named speakers, spot and the CLI."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
