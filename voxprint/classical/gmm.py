@@ -11,7 +11,7 @@ the top-C UBM components of each frame (section 3.3, "fast scoring").
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,10 +105,7 @@ class DiagonalGMM:
     def posteriors(self, frames: np.ndarray, top_c: int | None = None) -> np.ndarray:
         """(T, K) component posteriors of frames (T, D); with ``top_c``, zero outside each frame's top C
         components and renormalised over them."""
-        scores = self.component_log_likelihoods(frames)
-        if top_c is not None and top_c < self.num_components:
-            cut = np.partition(scores, -top_c, axis=1)[:, -top_c][:, None]
-            scores = np.where(scores >= cut, scores, -np.inf)
+        scores = _keep_top_c(self.component_log_likelihoods(frames), top_c)
         return np.exp(scores - _logsumexp(scores)[:, None])
 
     def statistics(self, frames: np.ndarray, second_order: bool = False, top_c: int | None = None) -> FrameStatistics:
@@ -123,10 +120,7 @@ class DiagonalGMM:
         k, d = self.means.shape
         total = FrameStatistics(np.zeros(k), np.zeros((k, d)), np.zeros((k, d)) if second_order else None, 0.0, 0)
         for chunk in _chunks(frames):
-            scores = self.component_log_likelihoods(chunk)
-            if top_c is not None and top_c < k:
-                cut = np.partition(scores, -top_c, axis=1)[:, -top_c][:, None]
-                scores = np.where(scores >= cut, scores, -np.inf)
+            scores = _keep_top_c(self.component_log_likelihoods(chunk), top_c)
             norm = _logsumexp(scores)
             gamma = np.exp(scores - norm[:, None])
             total = total + FrameStatistics(gamma.sum(axis=0), gamma.T @ chunk,
@@ -317,6 +311,14 @@ def train_ubm(frames: np.ndarray, num_components: int, iterations: int = 8, spli
         gmm = gmm.split()
 
 
+def _keep_top_c(scores: np.ndarray, top_c: int | None) -> np.ndarray:
+    """(T, K) scores with all but each frame's ``top_c`` best set to -inf (unchanged when None or >= K)."""
+    if top_c is None or top_c >= scores.shape[1]:
+        return scores
+    cut = np.partition(scores, -top_c, axis=1)[:, -top_c][:, None]
+    return np.where(scores >= cut, scores, -np.inf)
+
+
 def _logsumexp(scores: np.ndarray) -> np.ndarray:
     peak = np.max(scores, axis=1)
     peak = np.where(np.isfinite(peak), peak, 0.0)
@@ -327,8 +329,3 @@ def _chunks(frames: np.ndarray, size: int = CHUNK_FRAMES) -> Iterator[np.ndarray
     frames = np.asarray(frames, dtype=np.float64)
     for start in range(0, len(frames), size):
         yield frames[start:start + size]
-
-
-def pooled(arrays: Iterable[np.ndarray] | Sequence[np.ndarray]) -> np.ndarray:
-    """Frames of many recordings stacked into one (T, D) array."""
-    return np.concatenate(list(arrays), axis=0)
