@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# bench/verification.py: `python bench/classical.py` puts bench/ on the path.
+# bench/common.py, bench/verification.py: `python bench/classical.py` puts bench/ on the path.
+from common import ensure_backend, parameter_count, training_minutes
 from verification import decode, speed_subset, time_extraction
 
-from voxprint.backends.backend import PLDA_FILE, fit_backend
 from voxprint.cli import main as cli
 from voxprint.config import load_config
 from voxprint.data import read_data_folder
@@ -53,7 +53,7 @@ from voxprint.inference import load_model
 from voxprint.metrics import evaluate_scores
 from voxprint.paths import data_root
 from voxprint.report import format_table, machine_description, write_markdown_section
-from voxprint.runs import BACKEND_DIR, HISTORY_FILE, MODEL_FILE, RunLock, resolve_model_dir
+from voxprint.runs import MODEL_FILE, resolve_model_dir
 from voxprint.training import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,30 +97,22 @@ def ensure_trained(run: Path, config: str | None) -> None:
         print(f"training {run} from {config}", file=sys.stderr)
         torch.set_num_threads(1)
         train(load_config(REPO / config), run, progress=True)
-    model = load_model(run)
-    if model.stores_embeddings and not (run / BACKEND_DIR / PLDA_FILE).is_file():
-        folder = read_data_folder(model.config["data"]["train"])
-        with RunLock(run, "fit-backend"):
-            embedded = model.embed_folder(folder.root, progress=True)
-            fit_backend(run, embedded.ids, embedded.embeddings, folder.utt2spk)
-
-
-def training_minutes(run: Path) -> float:
-    return sum(float(r.get("seconds") or 0.0) for r in json.loads((run / HISTORY_FILE).read_text())) / 60
+    ensure_backend(load_model(run), run)
 
 
 def backend_options(backend: tuple[str, str] | None) -> dict:
     return {} if backend is None else {"kind": backend[0], "norm": backend[1]}
 
 
-def score(model, data: Path, trials: Trials, backend, enrollments=None) -> tuple[Trials, np.ndarray]:
+def score(model, data: Path, trials: Trials, backends: list, enrollments=None) -> list[tuple[Trials, np.ndarray]]:
+    """(trials, scores) with each back-end (``None``: the model's own scoring), the recordings embedded once."""
     # fsdd holds recordings shorter than some systems accept; the protocol leaves them out, and skipping
     # them here (instead of failing on the folder) scores exactly the protocol's trials.
-    scored = model.score_trial_list(data, trials, model.scoring_backend(backend_options(backend)), enrollments,
-                                    progress=True, on_error="skip")
-    if scored.missing:
-        raise SystemExit(f"{scored.missing} trials could not be scored on {data}")
-    return scored.trials, scored.scores
+    scored = model.score_trial_lists(data, trials, [model.scoring_backend(backend_options(b)) for b in backends],
+                                     enrollments, progress=True, on_error="skip")
+    if scored[0].missing:
+        raise SystemExit(f"{scored[0].missing} trials could not be scored on {data}")
+    return [(result.trials, result.scores) for result in scored]
 
 
 def fsdd_protocol(min_seconds: float) -> tuple[Path, Trials, dict[str, list[str]], int]:
@@ -185,21 +177,20 @@ def main() -> int:
         started = time.perf_counter()
         speed = time_extraction(model.optimize(), waves, rate, threads=1, repeats=3)
         minutes = training_minutes(run)
-        size = sum(b.numel() for b in model.model.encoder.buffers()) + sum(
-            p.numel() for p in model.model.encoder.parameters())
-        for backend in backends:
-            trials, dev_scores = score(model, dev, dev_trials, backend)
+        size = parameter_count(model.model.encoder)
+        dev_scored = score(model, dev, dev_trials, backends)
+        fsdd_scored = score(model, fsdd_dir, fsdd_trials, backends, fsdd_enroll)
+        for backend, (trials, dev_scores), (_, fsdd_scores) in zip(backends, dev_scored, fsdd_scored):
             result = evaluate_scores(dev_scores, trials.labels)
             name = model.scoring_backend(backend_options(backend)).name
             dev_rows.append([label, name, f"{100 * result.eer:.2f}", f"{result.min_dcf_01:.3f}",
                              f"{result.min_dcf_001:.3f}", f"{size / 1e6:.2f}", f"{speed:.0f}", f"{minutes:.1f}"])
             if short not in best or result.eer < best[short][0]:
                 best[short] = (result.eer, backend, Scored(label, name, dev_scores))
-            _, fsdd_scores = score(model, fsdd_dir, fsdd_trials, backend, fsdd_enroll)
             fsdd_result = evaluate_scores(fsdd_scores, fsdd_trials.labels)
             fsdd_rows.append([label, name, f"{100 * fsdd_result.eer:.2f}", f"{fsdd_result.min_dcf_01:.3f}"])
         eer, backend, scored = best[short]
-        scored.train = score(model, train_folder.root, train_trials, backend)[1]
+        scored.train = score(model, train_folder.root, train_trials, [backend])[0][1]
         print(f"{label}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
     fusion_rows = []
@@ -235,7 +226,7 @@ def main() -> int:
                 f"removes {fsdd_dropped} trials. "
                 "Speed: extraction of the embedding (i-vector, GMM mean supervector, neural embedding) from "
                 f"audio, features included, {sum(len(w) for w in waves) / rate:.0f} s of dev audio in memory, "
-                "fastest of 3 passes. Parameters: weights and EM-trained buffers (UBM, T).")
+                "fastest of 3 passes. Parameters: weights, and for the classical systems the EM-trained buffers (UBM, T).")
     fusion_note = (f"Fusion: `voxprint fuse` (prior-weighted logistic regression, p_target 0.01) trained on "
                    f"{len(train_trials)} trials drawn from the training speakers ({int(train_trials.labels.sum())} "
                    "targets), never on dev, and applied to the dev trials. Every system was trained on those "

@@ -17,7 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = REPO_ROOT / "bench" / "peers"
 BENCH_VENV = REPO_ROOT / ".venv-bench"
 
-__all__ = ["BENCH_VENV", "PEERS_DIR", "REPO_ROOT", "bench_python", "run_peer"]
+__all__ = ["BENCH_VENV", "PEERS_DIR", "REPO_ROOT", "bench_python", "ensure_backend", "parameter_count", "run_peer",
+           "training_minutes"]
 
 
 def bench_python() -> Path:
@@ -72,3 +73,35 @@ def run_peer(script: str | os.PathLike, args: Sequence[Any], *, env: dict | None
     if not out.exists():
         raise RuntimeError(f"peer {script.name} exited 0 but did not write {out}")
     return out
+
+
+def ensure_backend(model: Any, run: Path) -> None:
+    """Fit an embedding model's back-end on its training data when the run has none yet (as
+    ``voxprint fit-backend``, under the run's lock); a model that scores frames has none to fit."""
+    from voxprint.backends.backend import PLDA_FILE, fit_backend
+    from voxprint.data import read_data_folder
+    from voxprint.runs import BACKEND_DIR, RunLock
+
+    if not model.stores_embeddings or (run / BACKEND_DIR / PLDA_FILE).is_file():
+        return
+    folder = read_data_folder(model.config["data"]["train"])
+    with RunLock(run, "fit-backend"):  # no other process writes the run meanwhile
+        embedded = model.embed_folder(folder.root, progress=True)
+        fit_backend(run, embedded.ids, embedded.embeddings, folder.utt2spk)
+
+
+def training_minutes(run: Path) -> float:
+    """A run's training time: the sum of its history's epoch (or EM-step) seconds, in minutes."""
+    import json
+
+    from voxprint.runs import HISTORY_FILE
+
+    return sum(float(record.get("seconds") or 0.0)
+               for record in json.loads((run / HISTORY_FILE).read_text())) / 60
+
+
+def parameter_count(encoder: Any) -> int:
+    """An encoder's trained values: its parameters, plus its buffers for the EM-trained models (UBM, T),
+    whose buffers are what they learned (a neural model's buffers are batch-norm statistics)."""
+    counted = list(encoder.parameters()) + (list(encoder.buffers()) if getattr(encoder, "statistical", False) else [])
+    return sum(p.numel() for p in counted)

@@ -47,29 +47,13 @@ from voxprint.paths import data_root
 from voxprint.report import format_table, publish_benchmark
 
 from common import run_peer  # bench/common.py: `python bench/diarization.py` puts bench/ on the path
+from peers.cpu_load import other_busy_cores
 
 SECTION = "Diarization"
 COUNTS = (2, 3, 4)
 OVERLAPS = ("none", "light", "heavy")
 PER_CONDITION = 4
 UTTERANCES = 8
-
-
-def busy_cores(interval: float = 1.0) -> float:
-    """Cores' worth of CPU used by other processes during ``interval`` seconds (from /proc/stat)."""
-    def snap() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        return sum(values), values[3] + values[4]
-    try:
-        total0, idle0 = snap()
-        time.sleep(interval)
-        total1, idle1 = snap()
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    import os
-
-    return (1.0 - (idle1 - idle0) / max(total1 - total0, 1)) * (os.cpu_count() or 1)
 
 
 def speaker_half(out: Path, half: str) -> Path:
@@ -233,7 +217,7 @@ def main() -> int:
         folders = simulate(work, "evaluate", calibration=False)
         refs, waves, condition = load_set(folders)
         audio = sum(len(w) for w in waves.values()) / 16000
-        busy = busy_cores()
+        busy = other_busy_cores()
         counts = {f: len({s.speaker for s in segments}) for f, segments in refs.items()}
         hyps, seconds, embed_seconds = run_ours(model, waves, counts)
         peer_args = [a for f in [*folders, _sample_folder(work)] for a in ("--data", f)]

@@ -17,7 +17,6 @@ Writes the table to docs/benchmarks.md, section "Leaderboard: speechocean762 dev
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -28,9 +27,9 @@ import torch
 # bench/verification.py: `python bench/leaderboard.py` puts bench/ on the path.
 from verification import decode, measure_resemblyzer, optimized, speed_subset, time_extraction
 from classical import Scored, fuse
+from common import ensure_backend, parameter_count, training_minutes
 
 
-from voxprint.backends.backend import PLDA_FILE, fit_backend
 from voxprint.data import read_data_folder
 from voxprint.data.trials import make_calibration_trials, read_trials
 from voxprint.inference import load_model
@@ -38,7 +37,7 @@ from voxprint.metrics import evaluate_scores
 from voxprint.metrics.plots import plot_det
 from voxprint.paths import data_root
 from voxprint.report import BENCHMARKS_DOC, format_table, machine_description, write_markdown_section
-from voxprint.runs import BACKEND_DIR, HISTORY_FILE, MODEL_FILE, RunLock, resolve_model_dir
+from voxprint.runs import MODEL_FILE, resolve_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,20 +64,6 @@ FUSION = ("fusion: ECAPA-TDNN (bundled default) + i-vector 512 x 200",
           ["ECAPA-TDNN C=192 + AAM (bundled default)", "i-vector, 512 Gaussians x rank 200"], ("plda", "none"))
 CARRIED = " (carried over)"
 BACKENDS = [("cosine", "none"), ("cosine", "asnorm"), ("plda", "none")]
-
-
-def ensure_backend(model, run: Path) -> None:
-    if not model.stores_embeddings or (run / BACKEND_DIR / PLDA_FILE).is_file():
-        return
-    folder = read_data_folder(model.config["data"]["train"])
-    with RunLock(run, "fit-backend"):  # as `voxprint fit-backend`: no other process writes the run meanwhile
-        embedded = model.embed_folder(folder.root, progress=True)
-        fit_backend(run, embedded.ids, embedded.embeddings, folder.utt2spk)
-
-
-def training_minutes(run: Path) -> float:
-    history = json.loads((run / HISTORY_FILE).read_text())
-    return sum(record["seconds"] for record in history) / 60
 
 
 def previous_rows(doc: Path) -> tuple[dict[tuple[str, str], list[str]], str | None]:
@@ -141,18 +126,15 @@ def main() -> int:
         model = load_model(run)
         ensure_backend(model, run)
         torch.set_num_threads(os.cpu_count() or 1)
-        encoder = model.model.encoder
-        # The statistical models' parameters (UBM, T) are EM-trained buffers; a neural model's buffers
-        # are batch-norm statistics, not parameters.
-        counted = list(encoder.parameters()) + (list(encoder.buffers()) if getattr(encoder, "statistical", False)
-                                                else [])
-        params = sum(p.numel() for p in counted) / 1e6
+        params = parameter_count(model.model.encoder) / 1e6
         speed = time_extraction(optimized(run, 1), waves, rate, threads=1)
         minutes = training_minutes(run) + (training_minutes(REPO / parent) if parent else 0.0)
         best = None
-        for choice in backends_of(model):
-            backend = model.scoring_backend({} if choice is None else {"kind": choice[0], "norm": choice[1]})
-            scores = model.score_trial_list(dev, trials, backend, progress=True).scores
+        choices = backends_of(model)
+        backends = [model.scoring_backend({} if c is None else {"kind": c[0], "norm": c[1]}) for c in choices]
+        scored = model.score_trial_lists(dev, trials, backends, progress=True)  # one embedding pass
+        for choice, backend, result in zip(choices, backends, scored):
+            scores = result.scores
             res = evaluate_scores(scores, trials.labels)
             if name in FUSION[1] and choice == FUSION[2]:
                 train_scores = model.score_trial_list(data_root() / "speechocean762" / "train", calibration_trials,

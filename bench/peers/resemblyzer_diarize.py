@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -49,6 +48,8 @@ from resemblyzer import VoiceEncoder, hparams  # noqa: E402
 from resemblyzer.audio import normalize_volume  # noqa: E402
 from scipy.ndimage import binary_dilation  # noqa: E402
 from spectralcluster import configs  # noqa: E402
+
+from cpu_load import other_busy_cores  # noqa: E402  (bench/peers/cpu_load.py, beside this script)
 
 try:
     from threadpoolctl import threadpool_limits
@@ -127,22 +128,6 @@ def diarize(encoder: VoiceEncoder, wav: np.ndarray) -> list[list]:
             segments.append([round(times[a] - FRAME / 2, 3), round(times[b - 1] + FRAME / 2, 3),
                              f"spk{int(frame_labels[a]) + 1}"])
     return segments
-
-
-def other_busy_cores(interval: float = 1.0) -> float:
-    """Cores' worth of CPU used by other processes while this one sleeps ``interval`` s."""
-    def snap():
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)
-    try:
-        t0, i0 = snap()
-        time.sleep(interval)
-        t1, i1 = snap()
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    total = t1 - t0
-    return float("nan") if total <= 0 else (1.0 - (i1 - i0) / total) * (os.cpu_count() or 1)
 
 
 def version(dist: str) -> str:

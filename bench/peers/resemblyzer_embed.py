@@ -82,6 +82,8 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 import torch  # noqa: E402
 from resemblyzer import VoiceEncoder, preprocess_wav  # noqa: E402
 
+from cpu_load import other_busy_cores  # noqa: E402  (bench/peers/cpu_load.py, beside this script)
+
 try:  # optional: lets the 1-thread run also cap numpy's BLAS pool
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover
@@ -113,22 +115,6 @@ def version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def other_busy_cores(interval: float = 1.0) -> float:
-    """Cores' worth of CPU used by other processes while this one sleeps ``interval`` s."""
-    def snap():
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)  # total, idle+iowait
-    try:
-        t0, i0 = snap()
-        time.sleep(interval)
-        t1, i1 = snap()
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    total = t1 - t0
-    return float("nan") if total <= 0 else (1.0 - (i1 - i0) / total) * (os.cpu_count() or 1)
 
 
 def pick_speed_subset(ids: list[str], seconds: dict[str, float], target: float) -> list[str]:

@@ -172,7 +172,6 @@ def load_cli_model(args: argparse.Namespace):
     """The model named by ``--model``, on ``--device``, with ``--max-seconds``."""
     from voxprint.inference import load_model
 
-    set_torch_threads(args)  # a verb that could have run without torch has not set them yet
     return load_model(args.model, device=args.device, max_seconds=args.max_seconds)
 
 
@@ -196,6 +195,7 @@ def load_cli_embedder(args: argparse.Namespace):
         if StandaloneEmbedder.supports(read_export_record(args.model, check_hash=False)):
             return StandaloneEmbedder(args.model, threads=args.threads or default_threads(),
                                       max_seconds=args.max_seconds)
+        set_torch_threads(args)  # main() left torch alone for this export; it needs voxprint's loader after all
     return load_cli_model(args)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from voxprint.data.trials import Trials, keep_trials_with, trial_utterances
+from voxprint.data.trials import Trials, keep_trials_with
 from voxprint.errors import AudioError, ConfigError, ModelError
 from voxprint.inference.speaker_model import AudioInput, OnError, SpeakerModel, TrialScores
 
@@ -87,17 +87,14 @@ class FrameScoringModel(SpeakerModel):
         means = encoder.speaker_means([self.speech_frames(audio) for audio in enroll])
         return encoder.llr(means, self.speech_frames(test))
 
-    def score_trial_list(self, data_dir: str | os.PathLike, trials: Trials, backend: Any,
-                         enrollments: Mapping[str, Sequence[str]] | None = None, progress: bool = False,
-                         on_error: OnError = "fail") -> TrialScores:
-        """Score a data folder's trials: each enrollment side adapted once, each test's top-C selection done once."""
+    def score_trial_lists(self, data_dir: str | os.PathLike, trials: Trials, backends: Sequence[Any],
+                          enrollments: Mapping[str, Sequence[str]] | None = None, progress: bool = False,
+                          on_error: OnError = "fail") -> list[TrialScores]:
+        """Score a data folder's trials: each enrollment side adapted once, each test's top-C selection done
+        once. Every back-end of this model is its frame likelihood ratio, so one scoring serves them all."""
         from voxprint.classical.gmm import llr_matrix
-        from voxprint.data import read_data_folder
 
-        folder = read_data_folder(data_dir, require_speakers=False)
-        present = trial_utterances(trials, enrollments, available=folder.wav)
-        if on_error == "fail":
-            self.check_files({u: folder.wav[u] for u in present}, str(folder.root))
+        folder, present = self.trial_recordings(data_dir, trials, enrollments, on_error)
         frames: dict[str, np.ndarray] = {}
         skipped: dict[str, str] = {}
         for utt in tqdm(present, desc="frames", disable=not progress, unit="utt"):
@@ -122,7 +119,7 @@ class FrameScoringModel(SpeakerModel):
         rows = {e: i for i, e in enumerate(enroll_ids)}
         columns = {t: i for i, t in enumerate(test_ids)}
         scores = matrix[[rows[e] for e in usable_trials.enroll], [columns[t] for t in usable_trials.test]]
-        return TrialScores(usable_trials, scores, missing, skipped)
+        return [TrialScores(usable_trials, scores, missing, skipped)] * len(backends)
 
     def require_embedding_backend(self, what: str) -> None:
         raise ModelError(f"{what} fits or uses an embedding back-end; {self.system_name} scores frames by "

@@ -180,13 +180,15 @@ class SpeakerModel(BackendVerification):
             progress: show a progress bar.
             on_error: ``"skip"`` leaves out recordings that cannot be embedded (and their trials).
         """
-        from voxprint.data import read_data_folder
-        from voxprint.data.trials import keep_trials_with, trial_utterances
+        return self.score_trial_lists(data_dir, trials, [backend], enrollments, progress, on_error)[0]
 
-        folder = read_data_folder(data_dir, require_speakers=False)
-        needed = trial_utterances(trials, enrollments, available=folder.wav)
-        if on_error == "fail":
-            self.check_files({u: folder.wav[u] for u in needed}, str(folder.root))
+    def score_trial_lists(self, data_dir: str | os.PathLike, trials: Any, backends: Sequence[Any],
+                          enrollments: dict[str, Sequence[str]] | None = None, progress: bool = False,
+                          on_error: OnError = "fail") -> list[TrialScores]:
+        """:meth:`score_trial_list` with several back-ends, embedding the recordings once."""
+        from voxprint.data.trials import keep_trials_with
+
+        folder, needed = self.trial_recordings(data_dir, trials, enrollments, on_error)
         embedded = self.embed_many([folder.wav[u] for u in needed], names=needed, on_error=on_error,
                                    progress=progress)
         ids, matrix = embedded.ids, embedded.embeddings
@@ -197,7 +199,21 @@ class SpeakerModel(BackendVerification):
             usable = {m: [u for u in utts if u in available] for m, utts in enrollments.items()}
             ids, matrix = add_enrollment_models(ids, matrix, {m: u for m, u in usable.items() if u})
         kept, missing = keep_trials_with(trials, set(ids))
-        return TrialScores(kept, backend.score_trials(ids, matrix, kept), missing, embedded.skipped)
+        return [TrialScores(kept, backend.score_trials(ids, matrix, kept), missing, embedded.skipped)
+                for backend in backends]
+
+    def trial_recordings(self, data_dir: str | os.PathLike, trials: Any,
+                         enrollments: dict[str, Sequence[str]] | None, on_error: OnError) -> tuple[Any, list[str]]:
+        """The data folder and the utterances of it that the trials (and their enrollment models) name;
+        with ``on_error="fail"``, their headers are checked first (one error names every bad file)."""
+        from voxprint.data import read_data_folder
+        from voxprint.data.trials import trial_utterances
+
+        folder = read_data_folder(data_dir, require_speakers=False)
+        needed = trial_utterances(trials, enrollments, available=folder.wav)
+        if on_error == "fail":
+            self.check_files({u: folder.wav[u] for u in needed}, str(folder.root))
+        return folder, needed
 
     @property
     def decode_settings(self) -> DecodeSettings:
