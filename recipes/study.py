@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -187,6 +188,35 @@ def seed_noise(results: list[dict[str, Any]]) -> float | None:
     return float(np.median(spreads)) if spreads else None
 
 
+_PLACEHOLDER = re.compile(r"\{\{(eer|dcf2|dcf3) ([\w.:-]+)\}\}")
+
+
+def expand_reading(text: str, results: list[dict[str, Any]]) -> str:
+    """A reading with its figures filled in from the runs, so none is typed by hand: ``{{eer SYSTEM}}``
+    is the EER % (mean ± seed spread, as the tables print it), ``{{dcf2 SYSTEM}}`` and ``{{dcf3 SYSTEM}}``
+    the mean minDCF at p = 0.01 and 0.001; ``SYSTEM:SCORING`` picks an extra scoring (e.g. ``:full``).
+    A system without runs reads "n/a".
+
+    Example:
+        >>> runs = [{"system": "a", "eer": 0.1, "min_dcf_0.01": 0.5, "min_dcf_0.001": 0.9},
+        ...         {"system": "a", "eer": 0.12, "min_dcf_0.01": 0.7, "min_dcf_0.001": 0.9}]
+        >>> expand_reading("EER {{eer a}}, DCF {{dcf2 a}}, {{eer b}}", runs)
+        'EER 11.00 ± 1.41, DCF 0.600, n/a'
+    """
+    def figure(match: re.Match) -> str:
+        kind, side = match.groups()
+        system, _, scoring = side.partition(":")
+        picked = [r[scoring] if scoring else r for r in results if r["system"] == system]
+        if not picked:
+            return "n/a"
+        if kind == "eer":
+            return mean_spread([m["eer"] for m in picked], 100)
+        key = "min_dcf_0.01" if kind == "dcf2" else "min_dcf_0.001"
+        return f"{np.mean([m[key] for m in picked]):.3f}"
+
+    return _PLACEHOLDER.sub(figure, text)
+
+
 def claims_table(results: list[dict[str, Any]], claims: list[Claim]) -> str:
     """Markdown table: for each claim the two mean EERs, the difference and a verdict. A difference
     counts only beyond twice the seed spread (the larger of the two systems' spreads, where a system run
@@ -325,7 +355,7 @@ def run_study_cli(study: Study, title: str, intro: str, tables: list[Table],
     parts += [f"![{curve_key.replace('_', ' ')}]({curves.name})", ""]
     reading = study.systems_dir.parent / "reading.md"
     if reading.is_file():
-        parts.append(reading.read_text())
+        parts.append(expand_reading(reading.read_text(), results))
     text = "\n".join(parts)
     atomic_write_text(study.results_doc, text)
     print(text)

@@ -187,3 +187,23 @@ def test_a_single_seed_system_is_judged_by_the_larger_of_its_partner_and_the_typ
                _record("k", 0, 0.11)]
     row = claims_table(results, [Claim("k beats g", "k", "g")]).splitlines()[2]
     assert f"{np.std([12, 18], ddof=1):.2f}" in row and row.rstrip(" |").endswith("within seed spread")
+
+
+@pytest.mark.parametrize("name", ["orthogonal", "rawnet2", "netvlad"])
+def test_study_readings_take_our_figures_from_the_committed_runs(name):
+    """The paper-vs-ours tables of each reading hold placeholders, filled from the committed runs when the
+    document is written, and the committed document is what the runner would write."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    reading = (repo / "recipes" / name / "reading.md").read_text()
+    assert reading.count("{{eer ") >= 5
+    runs = [json.loads(p.read_text()) for p in sorted((repo / "docs" / "results" / f"{name}_runs").glob("*.json"))
+            if not p.stem.endswith("_paper")]
+    expanded = study_module.expand_reading(reading, runs)
+    assert "{{" not in expanded and "n/a" not in expanded
+
+    def squeeze(text: str) -> str:
+        return re.sub(r" +", " ", text).strip()
+
+    assert squeeze((repo / "docs" / "results" / f"{name}.md").read_text()).endswith(squeeze(expanded))
