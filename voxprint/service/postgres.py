@@ -38,7 +38,15 @@ import numpy as np
 from voxprint.errors import StoreError
 from voxprint.service.keys import KeyTable
 from voxprint.store import SpeakerStore
-from voxprint.store.sqlite import SCHEMA_VERSION, Enrollment, SpeakerReads, SpeakerRecord, _unit, check_speaker_id
+from voxprint.store.sqlite import (
+    SCHEMA_VERSION,
+    Enrollment,
+    SpeakerReads,
+    SpeakerRecord,
+    _unit,
+    check_speaker_id,
+    speaker_model,
+)
 
 __all__ = ["PostgresKeyTable", "PostgresSpeakerStore", "PostgresTable", "TemporaryPostgres", "display_url",
            "is_postgres_url"]
@@ -207,9 +215,8 @@ class PostgresTable(SpeakerReads):
 
     def _refresh_speaker(self, db: Any, speaker_id: str) -> None:
         rows = db.execute("SELECT embedding FROM voxprint_enrollments WHERE speaker = %s", (speaker_id,)).fetchall()
-        matrix = np.stack([np.frombuffer(blob, dtype=np.float32) for (blob,) in rows])
         db.execute("UPDATE voxprint_speakers SET centroid = %s, count = %s WHERE id = %s",
-                   (_unit(matrix.mean(axis=0)).tobytes(), len(rows), speaker_id))
+                   (*speaker_model(rows), speaker_id))
 
     def remove(self, speaker_id: str) -> None:
         """Delete a speaker and its enrollments.

@@ -120,6 +120,20 @@ def check_speaker_id(speaker_id: str) -> str:
     return speaker_id
 
 
+def speaker_model(rows: Sequence[tuple[bytes]]) -> tuple[bytes, int]:
+    """A speaker's stored model from its enrollment rows (``(embedding blob,)`` each): the normalised mean
+    embedding as bytes, and the number of enrollments; what both the SQLite and the PostgreSQL table keep.
+
+    Example:
+        >>> blobs = [(np.array([1, 0], np.float32).tobytes(),), (np.array([0, 1], np.float32).tobytes(),)]
+        >>> centroid, count = speaker_model(blobs)
+        >>> [round(float(v), 4) for v in np.frombuffer(centroid, np.float32)], count
+        ([0.7071, 0.7071], 2)
+    """
+    matrix = np.stack([np.frombuffer(blob, dtype=np.float32) for (blob,) in rows])
+    return _unit(matrix.mean(axis=0)).tobytes(), len(rows)
+
+
 def _unit(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
     if not np.isfinite(norm) or norm == 0:
@@ -319,9 +333,7 @@ class EmbeddingTable(SpeakerReads):
     def _refresh_speaker(self, speaker_id: str) -> None:
         """Recompute a speaker's model from its enrollments (inside the caller's transaction)."""
         rows = self._db.execute("SELECT embedding FROM enrollments WHERE speaker = ?", (speaker_id,)).fetchall()
-        matrix = np.stack([np.frombuffer(blob, dtype=np.float32) for (blob,) in rows])
-        self._db.execute("UPDATE speakers SET centroid = ?, count = ? WHERE id = ?",
-                         (_unit(matrix.mean(axis=0)).tobytes(), len(rows), speaker_id))
+        self._db.execute("UPDATE speakers SET centroid = ?, count = ? WHERE id = ?", (*speaker_model(rows), speaker_id))
 
     def remove(self, speaker_id: str) -> None:
         """Delete a speaker and its enrollments.
