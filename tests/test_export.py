@@ -265,9 +265,13 @@ def test_standalone_embedder_needs_no_torch_and_agrees(exports, dev_waves, dev_d
     for wave in dev_waves:
         assert float(standalone.extract_embedding(wave, 16000) @ model.extract_embedding(wave, 16000)) >= PARITY
     short = model.with_inference(window_frames=150)  # many windows per recording
-    standalone.window = 150
+    standalone.window_frames = 150
     wave = dev_waves[-1]
     assert float(standalone.extract_embedding(wave, 16000) @ short.extract_embedding(wave, 16000)) >= PARITY
+    ours, theirs = standalone.windows(wave), short.windows(wave)  # the same windows, at the same times
+    np.testing.assert_allclose(ours.starts, theirs.starts)
+    np.testing.assert_allclose(ours.ends, theirs.ends)
+    assert len(ours) == len(theirs) > 5 and _cosines(ours.embeddings, theirs.embeddings).min() >= PARITY
     speaker = dev_dir / "SPEAKER5017"
     child = ("import sys; from voxprint.export.standalone import StandaloneEmbedder; "
              f"e = StandaloneEmbedder({str(exports['float32'])!r}); "
@@ -276,3 +280,120 @@ def test_standalone_embedder_needs_no_torch_and_agrees(exports, dev_waves, dev_d
     out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout.split()
     assert out[1] == "False" and float(out[0]) == pytest.approx(
         model.compute_similarity(speaker / "050170101.flac", speaker / "050170102.flac"), abs=1e-4)
+
+
+# ------------------------------------------------------------------ every model verb on an export, without torch
+
+#: Runs `voxprint ARGV` in this fresh interpreter and prints, last, its exit code and whether torch was imported.
+TORCH_PROBE = ("import json, sys; from voxprint.cli import main; code = main(sys.argv[1:]); "
+               "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))")
+
+
+def _without_torch(*argv, code: int = 0) -> list[dict]:
+    """`voxprint ARGV --json --threads 1` in a fresh process, which must exit with ``code`` never having
+    imported torch; its JSON records."""
+    ran = subprocess.run([sys.executable, "-c", TORCH_PROBE, *map(str, argv), "--json", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300)
+    *records, state = (json.loads(line) for line in ran.stdout.strip().splitlines())
+    assert state == {"code": code, "torch": False}, ran.stderr[-3000:]
+    return records
+
+
+def _on_torch(monkeypatch, capsys, *argv, code: int = 0) -> list[dict]:
+    """The same command in this process on voxprint's torch pipeline (`load_model` on the same export: torch
+    front-end and windows, the graph in onnxruntime); its JSON records."""
+    with monkeypatch.context() as patch:
+        patch.setattr(StandaloneEmbedder, "supports", staticmethod(lambda record: False))
+        capsys.readouterr()
+        assert main([*map(str, argv), "--json", "--threads", "1"]) == code
+    return [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+
+
+def test_embed_on_an_export_runs_without_torch_and_matches_torch(exports, dev_dir, tmp_path, monkeypatch, capsys):
+    """`embed --data` and `embed FILES` on an export: no torch, the torch pipeline's ids and embeddings."""
+    from voxprint.data.embeddings import load_embeddings
+
+    data = make_subset_folder(dev_dir, tmp_path / "data", speakers=2, utterances=3)
+    folder = read_data_folder(data)
+    files = [folder.wav[u] for u in folder.utterances[:2]]
+    for name, source in (("data", ["--data", data]), ("files", files)):
+        free = _without_torch("embed", *source, "--out", tmp_path / f"{name}-free.npz", "--model", exports["float32"],
+                              "--quiet")
+        torch_run = _on_torch(monkeypatch, capsys, "embed", *source, "--out", tmp_path / f"{name}-torch.npz",
+                              "--model", exports["float32"], "--quiet")
+        assert free[0]["embeddings"] == torch_run[0]["embeddings"] == (6 if name == "data" else 2)
+        (ids, ours), (their_ids, theirs) = (load_embeddings(tmp_path / f"{name}-{k}.npz") for k in ("free", "torch"))
+        assert ids == their_ids and _cosines(ours, theirs).min() >= 1 - 1e-4
+
+
+def test_eval_on_an_export_runs_without_torch_and_matches_torch(exports, dev_dir, tmp_path, monkeypatch, capsys):
+    """`eval` on an export scores the trial list with the folder's back-end (calibrated PLDA) without torch,
+    trial by trial as the torch pipeline does."""
+    data = make_subset_folder(dev_dir, tmp_path / "data", speakers=3, utterances=3, with_trials=True)
+    free = _without_torch("eval", "--data", data, "--model", exports["float32"], "--quiet",
+                          "--scores", tmp_path / "free.txt", "--det", tmp_path / "det.png")[0]
+    torch_run = _on_torch(monkeypatch, capsys, "eval", "--data", data, "--model", exports["float32"], "--quiet",
+                          "--scores", tmp_path / "torch.txt")[0]
+    assert free["backend"] == torch_run["backend"] == "plda+calibrated" and free["trials"] == torch_run["trials"] == 36
+    for key in ("eer", "min_dcf_0.01", "min_dcf_0.001", "targets", "missing_trials"):
+        assert free[key] == pytest.approx(torch_run[key], abs=1e-6), key
+    ours, theirs = ([line.split() for line in (tmp_path / f"{k}.txt").read_text().splitlines()]
+                    for k in ("free", "torch"))
+    assert [row[:2] + row[3:] for row in ours] == [row[:2] + row[3:] for row in theirs]
+    np.testing.assert_allclose([float(r[2]) for r in ours], [float(r[2]) for r in theirs], atol=1e-3)
+    assert (tmp_path / "det.png").stat().st_size > 0
+
+
+def test_store_verbs_on_an_export_run_without_torch_and_match_torch(exports, dev_dir, tmp_path, monkeypatch, capsys):
+    """`enroll`, `identify --store` and `verify --store` on an export run without torch, with the identity
+    `load_model` gives the folder: the torch pipeline uses the same store and reaches the same answers."""
+    model = exports["float32"]
+    dev = read_data_folder(dev_dir)
+    speakers = {s: [dev.wav[u] for u in dev.spk2utt[s][:3]] for s in dev.speakers[:2]}
+    store = tmp_path / "speakers.db"
+    for speaker, (first, second, _) in speakers.items():
+        enrolled = _without_torch("enroll", "--store", store, "--speaker", speaker, first, second, "--model", model)
+        assert enrolled[0]["enrollments"] == 2
+    tests = [third for _, _, third in speakers.values()]
+    free = _without_torch("identify", "--store", store, *tests, "--model", model)
+    torch_run = _on_torch(monkeypatch, capsys, "identify", "--store", store, *tests, "--model", model)
+    assert [r["speaker"] for r in free] == [r["speaker"] for r in torch_run]
+    assert [r["speaker"] for r in free] in ([None, *list(speakers)[1:]], list(speakers))  # found, or unknown
+    for ours, theirs in zip(free, torch_run):
+        assert [c["speaker"] for c in ours["top"]] == [c["speaker"] for c in theirs["top"]]
+        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-3) and ours["threshold"] == theirs["threshold"]
+    claimed = list(speakers)[1]
+    for test, code in zip(tests, (3, 0)):  # the claimed speaker's recording is accepted, the other's rejected
+        ours = _without_torch("verify", "--store", store, "--speaker", claimed, "--test", test, "--model", model,
+                              code=code)[0]
+        theirs = _on_torch(monkeypatch, capsys, "verify", "--store", store, "--speaker", claimed, "--test", test,
+                           "--model", model, code=code)[0]
+        assert ours["decision"] == theirs["decision"] and ours["score"] == pytest.approx(theirs["score"], abs=1e-3)
+    # A store enrolled through the torch pipeline holds the same speaker models.
+    other = tmp_path / "torch.db"
+    for speaker, (first, second, _) in speakers.items():
+        _on_torch(monkeypatch, capsys, "enroll", "--store", other, "--speaker", speaker, first, second,
+                  "--model", model)
+    from voxprint.store import EmbeddingTable
+
+    (_, ours, _), (_, theirs, _) = (EmbeddingTable(path, create=False).centroids() for path in (store, other))
+    assert _cosines(ours, theirs).min() >= 1 - 1e-4
+
+
+def test_eval_id_on_an_export_runs_without_torch_and_matches_torch(exports, dev_dir, tmp_path, monkeypatch, capsys):
+    """`eval-id` on an export: no torch, the torch pipeline's identification report.
+
+    The report's calibrated figures are not compared: on 8 speakers the targets and non-targets are separable,
+    so the identification calibration's logistic fit diverges and magnifies score differences of 1e-5 (its
+    Cllr came out 23 vs 28); the back-end's own scores, the ranks and the decisions are compared.
+    """
+    data = make_subset_folder(dev_dir, tmp_path / "data", speakers=8, utterances=5)
+    argv = ("eval-id", "--data", data, "--model", exports["float32"], "--quiet", "--calibration-draws", "1")
+    free, torch_run = _without_torch(*argv)[0], _on_torch(monkeypatch, capsys, *argv)[0]
+    assert free["speakers"] == torch_run["speakers"] == 8 and free["backend"] == torch_run["backend"]
+    assert free["calibration"]["cllr_before"] == pytest.approx(torch_run["calibration"]["cllr_before"], abs=1e-3)
+    for ours, theirs in zip(free["galleries"], torch_run["galleries"]):
+        assert ({k: ours[k] for k in ("top1", "top5", "mated", "nonmated")}
+                == {k: theirs[k] for k in ("top1", "top5", "mated", "nonmated")})
+        assert [p["dir"] for p in ours["open_set"]] == [p["dir"] for p in theirs["open_set"]]
+        assert ours["cllr_uncalibrated"] == pytest.approx(theirs["cllr_uncalibrated"], abs=1e-3)

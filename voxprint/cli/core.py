@@ -169,7 +169,8 @@ def check_writable_folder(path: str | os.PathLike, what: str) -> Path:
 
 
 def load_cli_model(args: argparse.Namespace):
-    """The model named by ``--model``, on ``--device``, with ``--max-seconds``."""
+    """The model named by ``--model``, on ``--device``, with ``--max-seconds`` (a
+    :class:`~voxprint.inference.SpeakerModel`, which imports torch; see :func:`load_cli_embedder`)."""
     from voxprint.inference import load_model
 
     return load_model(args.model, device=args.device, max_seconds=args.max_seconds)
@@ -186,8 +187,16 @@ def names_standalone_export(args: argparse.Namespace) -> bool:
 
 def load_cli_embedder(args: argparse.Namespace):
     """The torch-free embedder of an ONNX export when it supports the export (see
-    :func:`names_standalone_export`), else :func:`load_cli_model`; both have ``extract_embedding``
-    and ``compute_similarity``."""
+    :func:`names_standalone_export`), else :func:`load_cli_model`.
+
+    Both are a :class:`~voxprint.backends.verifier.WindowedEmbedder` (bulk embedding, data folders, trial
+    lists, the back-end and threshold, what a speaker store needs, the same store identity), so a verb
+    written against that interface runs an export without torch; one that needs more of
+    :class:`~voxprint.inference.SpeakerModel` (its torch module, streaming) uses :func:`load_cli_model`.
+
+    Raises:
+        ModelError: the model cannot be loaded (see :func:`voxprint.inference.load_model`).
+    """
     if names_standalone_export(args):
         from voxprint.export.metadata import read_export_record
         from voxprint.export.standalone import StandaloneEmbedder

@@ -9,8 +9,9 @@ from voxprint.cli.core import (
     EXIT_OK,
     emit,
     json_option,
-    load_cli_model,
+    load_cli_embedder,
     model_options,
+    names_standalone_export,
     positive_int,
     quiet_option,
     rate,
@@ -72,7 +73,7 @@ def _summary(report: dict[str, Any]) -> str:
 @verb("eval-id", "evaluate closed- and open-set speaker identification on a data folder (top-k, DIR@FPIR, Cllr)",
       "voxprint eval-id --data data/dev --enroll-utts 3 --unknown-fraction 0.5 --json   |   "
       "voxprint eval-id --data data/dev --model exp/mine --write-threshold --target-fpir 0.01",
-      _eval_id_args)
+      _eval_id_args, torch_free=names_standalone_export)
 def _eval_id(args: argparse.Namespace) -> int:
     from voxprint.identification.evaluation import FPIRS, evaluate_model, fit_identification
     from voxprint.runs import RunLock, resolve_model_dir, update_meta
@@ -84,7 +85,7 @@ def _eval_id(args: argparse.Namespace) -> int:
         refuse_builtin(args.model, "--write-threshold")
     target = args.target_fpir if args.target_fpir is not None else FPIRS[0]
     fpirs = tuple(dict.fromkeys((*FPIRS, target)))
-    model = load_cli_model(args)
+    model = load_cli_embedder(args)  # an ONNX export: the torch-free embedder
     lock = RunLock(resolve_model_dir(args.model), "eval-id --write-threshold") if args.write_threshold else None
     if lock is not None:
         lock.acquire()  # before the slow part, so a concurrent writer is reported at once

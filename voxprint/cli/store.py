@@ -8,8 +8,10 @@ from voxprint.cli.core import (
     EXIT_OK,
     emit,
     json_option,
+    load_cli_embedder,
     load_cli_model,
     model_options,
+    names_standalone_export,
     on_error_option,
     positive_int,
     quiet_option,
@@ -26,10 +28,11 @@ def store_option(p: argparse.ArgumentParser, must_exist: bool = False) -> None:
 
 
 def open_store(args: argparse.Namespace, create: bool = False, keep_audio: bool = False):
-    """The store of ``--store`` with the model of ``--model`` (refused when the store holds another model's)."""
+    """The store of ``--store`` with the model of ``--model`` (refused when the store holds another model's);
+    an ONNX export is run by the torch-free embedder (:func:`~voxprint.cli.core.load_cli_embedder`)."""
     from voxprint.store import SpeakerStore
 
-    return SpeakerStore(args.store, load_cli_model(args), keep_audio=keep_audio, create=create)
+    return SpeakerStore(args.store, load_cli_embedder(args), keep_audio=keep_audio, create=create)
 
 
 def _enroll_args(p: argparse.ArgumentParser) -> None:
@@ -47,7 +50,8 @@ def _enroll_args(p: argparse.ArgumentParser) -> None:
 
 
 @verb("enroll", "enroll speakers into a speaker store (idempotent: recordings already enrolled are skipped)",
-      "voxprint enroll --store speakers.db --speaker alice a1.flac a2.flac", _enroll_args)
+      "voxprint enroll --store speakers.db --speaker alice a1.flac a2.flac", _enroll_args,
+      torch_free=names_standalone_export)
 def _enroll(args: argparse.Namespace) -> int:
     if bool(args.data) == bool(args.files or args.speaker):
         raise VoxprintError("give either --speaker ID with recordings, or --data DIR")
@@ -93,7 +97,8 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
 
 
 @verb("identify", "who is speaking: the best enrolled speaker, or null (unknown) when nobody enrolled matches",
-      "voxprint identify --store speakers.db call.flac --json", _identify_args)
+      "voxprint identify --store speakers.db call.flac --json", _identify_args,
+      torch_free=names_standalone_export)
 def _identify(args: argparse.Namespace) -> int:
     if bool(args.files) == bool(args.data):
         raise VoxprintError("give either recordings or --data DIR")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ from voxprint.cli.core import (
     format_metrics,
     json_option,
     load_cli_embedder,
-    load_cli_model,
     model_options,
     names_standalone_export,
     on_error_option,
@@ -40,9 +40,23 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     json_option(p)
 
 
+def _under_torchrun() -> bool:
+    """True when ``RANK`` or ``WORLD_SIZE`` is set (``torchrun``): ``embed --data`` then reads its shard
+    with :class:`voxprint.inference.sharding.Shard`."""
+    return "RANK" in os.environ or "WORLD_SIZE" in os.environ
+
+
+def _embed_torch_free(args: argparse.Namespace) -> bool:
+    """``embed`` runs an ONNX export without torch, except ``--data`` under torchrun: the sharding itself
+    needs no torch (ranks share only the output folder), but it lives in :mod:`voxprint.inference`, whose
+    package imports :class:`~voxprint.inference.SpeakerModel` and so torch; the export is still run by
+    the torch-free embedder there."""
+    return names_standalone_export(args) and not (args.data and _under_torchrun())
+
+
 @verb("embed", "embed audio files or every utterance of a data folder (sharded under torchrun)",
       "voxprint embed --data data/dev --out dev.npz   |   voxprint embed a.flac b.flac --out ab.npz",
-      _embed_args)
+      _embed_args, torch_free=_embed_torch_free)
 def _embed(args: argparse.Namespace) -> int:
     from voxprint.data.embeddings import save_embeddings
 
@@ -51,13 +65,14 @@ def _embed(args: argparse.Namespace) -> int:
     if bool(args.files) == bool(args.data):
         raise VoxprintError("give either audio files or --data DIR (not both)")
     check_output_path(args.out, "--out", EMBEDDING_SUFFIXES)
-    model = load_cli_model(args)
+    model = load_cli_embedder(args)  # an ONNX export: the torch-free embedder
     if args.data:
-        from voxprint.inference.sharding import Shard
+        if _under_torchrun():
+            from voxprint.inference.sharding import Shard
 
-        shard = Shard.from_env()
-        if shard.world_size > 1:
-            return _embed_shard(args, model, shard)
+            shard = Shard.from_env()
+            if shard.world_size > 1:
+                return _embed_shard(args, model, shard)
         result = model.embed_folder(args.data, progress=not args.quiet, on_error=args.on_error,
                                     decode_workers=args.decode_workers)
     else:
@@ -159,7 +174,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 @verb("eval", "embed a data folder, score its trials, print EER and minDCF",
       "voxprint eval --data data/dev --model exp/ecapa --backend plda --calibrated --det det.png",
-      _eval_args)
+      _eval_args, torch_free=names_standalone_export)
 def _eval(args: argparse.Namespace) -> int:
     from voxprint.data.trials import read_trials, write_scores
     from voxprint.metrics import evaluate_scores
@@ -183,7 +198,7 @@ def _eval(args: argparse.Namespace) -> int:
         from voxprint.data.trials import read_enrollments
 
         enrollments = read_enrollments(args.enroll)
-    model = load_cli_model(args)
+    model = load_cli_embedder(args)  # an ONNX export: the torch-free embedder, same trial scoring and back-end
     chosen = {"kind": args.backend, "norm": args.norm, "calibrated": args.calibrated}
     options = {**model.meta.get("backend", {}), **{k: v for k, v in chosen.items() if v is not None}}
     backend = model.scoring_backend(options)
@@ -261,15 +276,15 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
                 "(exit 0 accept, 3 reject)",
       "voxprint verify --enroll a1.flac --enroll a2.flac --test b.flac && echo same speaker\n"
       "  voxprint verify --store speakers.db --speaker alice --test b.flac", _verify_args,
-      torch_free=lambda args: not args.store and names_standalone_export(args))
+      torch_free=names_standalone_export)
 def _verify(args: argparse.Namespace) -> int:
     if bool(args.enroll) == bool(args.store):
         raise VoxprintError("give either --enroll recordings or --store DB --speaker ID")
     if bool(args.store) != bool(args.speaker):
         raise VoxprintError("--store and --speaker go together")
-    # Against enrollment files, an ONNX export verifies without torch (its back-end and threshold are
-    # numpy and JSON); a store needs voxprint's model.
-    model = load_cli_model(args) if args.store else load_cli_embedder(args)
+    # An ONNX export verifies without torch, against enrollment files or a store (its back-end and
+    # threshold are numpy and JSON; its identity is the one load_model gives the folder).
+    model = load_cli_embedder(args)
     threshold = args.threshold if args.threshold is not None else model.threshold
     if threshold is None:
         raise VoxprintError(f"model {args.model!r} has no stored threshold; pass --threshold "

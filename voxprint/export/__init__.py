@@ -38,11 +38,14 @@ differs from the recorded one, so a later voxprint whose feature code changed ca
 graph other frames.
 
 **What still needs torch** when an ONNX folder is loaded by ``load_model``: the front-end (voxprint's
-torch filterbank), the sliding-window embedder and :class:`~voxprint.inference.SpeakerModel` (and so
-every CLI verb: the CLI sets torch's thread count and loads models through ``load_model``), and the
-back-end module (``voxprint.backends`` imports torch). The graph, ``export.json`` and the audio
-decoding do not: :class:`~voxprint.export.standalone.StandaloneEmbedder` embeds with
-kaldi-native-fbank, numpy and onnxruntime only, without importing torch.
+torch filterbank), the sliding-window embedder and :class:`~voxprint.inference.SpeakerModel`. The graph,
+``export.json``, the audio decoding and the back-ends do not: :class:`~voxprint.export.standalone.StandaloneEmbedder`
+embeds with kaldi-native-fbank, numpy and onnxruntime only, and shares the rest of a model's interface
+(:class:`~voxprint.backends.verifier.WindowedEmbedder`: bulk embedding, trial lists, back-end, store identity).
+The CLI's ``embed``, ``eval``, ``eval-id``, ``similarity``, ``verify`` (files or ``--store``), ``enroll`` and
+``identify`` run an ONNX folder through it without importing torch (``embed --data`` under torchrun excepted:
+:mod:`voxprint.inference.sharding` is imported through the ``voxprint.inference`` package, which imports
+torch). ``diarize``, ``spot``, ``serve``, ``clean`` and ``store reembed`` still load it with ``load_model``.
 
 onnx, onnxruntime and kaldi-native-fbank are optional (``pip install 'voxprint[onnx]'``): they are
 imported only when an ONNX model is exported or loaded (kaldi-native-fbank: by the standalone embedder).

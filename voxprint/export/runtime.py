@@ -1,9 +1,16 @@
 """Running an exported model: the onnxruntime encoder and :func:`load_exported`, the hook of ``load_model``.
 
 An ONNX export loads as an ordinary :class:`~voxprint.inference.SpeakerModel` whose encoder is an
-:class:`OnnxEncoder`, so every verb (``similarity``, ``verify``, ``eval``, ``embed``, the speaker store)
-uses it unchanged, with the folder's back-end and threshold. The front-end, the mean normalisation and
-the sliding windows stay voxprint's (in torch); only the encoder runs in onnxruntime.
+:class:`OnnxEncoder`, so everything that takes a model uses it unchanged, with the folder's back-end and
+threshold. The front-end, the mean normalisation and the sliding windows stay voxprint's (in torch); only
+the encoder runs in onnxruntime.
+
+The CLI's model verbs (``embed``, ``eval``, ``eval-id``, ``similarity``, ``verify``, ``enroll``,
+``identify``) run an export they can on the CPU through the torch-free
+:class:`~voxprint.export.standalone.StandaloneEmbedder` instead (:func:`voxprint.cli.core.load_cli_embedder`);
+both derive from :class:`~voxprint.backends.verifier.WindowedEmbedder`, so they score, skip and identify alike,
+and both give a speaker store the same model identity. The other verbs (``diarize``, ``spot``, ``serve``,
+``clean``, ``store reembed``) and :func:`voxprint.load_model` itself load it here, with torch.
 
 onnxruntime is imported when an ONNX export is loaded, never before: the package works without it.
 """

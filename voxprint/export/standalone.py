@@ -16,6 +16,12 @@ another language would:
 It covers the ``fbank`` front-end with ``segment`` or ``none`` normalisation (the bundled model's
 kind); other front-ends need voxprint's loader.
 
+Everything else a model does with recordings (bulk embedding with ``--on-error`` and decode workers, data
+folders, trial lists with the folder's back-end, verification, the speaker store's enrollment and
+identification) is the torch-free :class:`~voxprint.backends.verifier.WindowedEmbedder`, shared with
+:class:`~voxprint.inference.SpeakerModel`: the CLI's ``embed``, ``eval``, ``eval-id``, ``similarity``,
+``verify``, ``enroll`` and ``identify`` run an export through this class without importing torch.
+
 The windows start where :func:`voxprint.windowing.window_starts` puts them for every runtime.
 """
 from __future__ import annotations
@@ -26,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from voxprint.backends.verifier import BackendVerification
+from voxprint.backends.verifier import WindowedEmbedder
 from voxprint.errors import ModelError
-from voxprint.windowing import window_starts
+from voxprint.windowing import WindowEmbeddings, window_starts
 
-__all__ = ["StandaloneEmbedder", "onnxruntime_session"]
+__all__ = ["StandaloneEmbedder", "StandaloneWindows", "onnxruntime_session"]
 
 #: What to tell a user whose environment lacks onnxruntime.
 INSTALL_HINT = "install it with: pip install 'voxprint[onnx]'"
@@ -64,16 +70,77 @@ def onnxruntime_session(path: str | os.PathLike, threads: int = 1) -> Any:
         raise ModelError(f"{path}: onnxruntime cannot load this graph ({detail[:300]})") from None
 
 
-class StandaloneEmbedder(BackendVerification):
-    """Embeds recordings with an exported ONNX model folder, without torch (see the module docstring); it
-    verifies with the folder's back-end and threshold like a loaded model
-    (:class:`~voxprint.backends.verifier.BackendVerification`).
+class StandaloneWindows:
+    """The sliding windows of a :class:`StandaloneEmbedder`: what
+    :class:`~voxprint.inference.windows.SlidingWindowEmbedder` is to a :class:`~voxprint.inference.SpeakerModel`,
+    in numpy and onnxruntime.
+
+    Args:
+        embedder: the embedder whose front-end and graph run the windows.
+        window_frames: window length in frames.
+        overlap: fraction of a window shared with the next, in [0, 1).
+    """
+
+    def __init__(self, embedder: "StandaloneEmbedder", window_frames: int, overlap: float):
+        self.embedder = embedder
+        self.window_frames = int(window_frames)
+        self.overlap = float(overlap)
+
+    def features(self, wave: np.ndarray) -> np.ndarray:
+        """The frames (F, D) of one waveform (the ``segment`` normalisation happens per window).
+
+        Raises:
+            AudioError: the waveform is shorter than one frame.
+        """
+        return self.embedder.features(wave)
+
+    def embed_features(self, features: list[np.ndarray]) -> list[WindowEmbeddings]:
+        """Window embeddings from the :meth:`features` of several recordings (each recording's windows go
+        through the graph in their own batches of at most ``batch_frames`` frames)."""
+        return [self._embed(frames) for frames in features]
+
+    def embed_many(self, waves: list[np.ndarray]) -> list[WindowEmbeddings]:
+        """Window embeddings of several waveforms."""
+        return self.embed_features([self.features(w) for w in waves])
+
+    def __call__(self, wave: np.ndarray) -> WindowEmbeddings:
+        """The window embeddings of one waveform (at the model's sample rate)."""
+        return self._embed(self.features(wave))
+
+    def _embed(self, frames: np.ndarray) -> WindowEmbeddings:
+        e = self.embedder
+        length = min(self.window_frames, len(frames))
+        starts = window_starts(len(frames), self.window_frames, self.overlap)
+        windows = np.stack([frames[s:s + length] for s in starts])
+        if e.normalize == "segment":
+            windows = windows - windows.mean(axis=1, keepdims=True)
+        per_call = max(1, e.batch_frames // length)
+        outputs = [e.session.run(None, {e.input_name: np.ascontiguousarray(windows[i:i + per_call])})[0]
+                   for i in range(0, len(windows), per_call)]
+        embeddings = np.concatenate(outputs).astype(np.float32)
+        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        begin = np.asarray(starts, dtype=np.float64) * e.frame_shift
+        end = begin + e.frame_length + (length - 1) * e.frame_shift
+        return WindowEmbeddings(embeddings, begin / e.sample_rate, end / e.sample_rate)
+
+
+class StandaloneEmbedder(WindowedEmbedder):
+    """Embeds recordings with an exported ONNX model folder, without torch (see the module docstring).
+
+    It is a :class:`~voxprint.backends.verifier.WindowedEmbedder` like a loaded
+    :class:`~voxprint.inference.SpeakerModel`: ``embed_many``, ``embed_folder``, ``score_trial_list``,
+    ``verification_score`` with the folder's back-end and threshold, and what a speaker store needs
+    (``identity``, ``load_waveform``, ``windows``, ``with_inference``), all without torch.
 
     Args:
         folder: the exported model folder.
         threads: onnxruntime intra-op threads.
         max_seconds: longest recording accepted (None: no limit).
         batch_frames: the most frames one graph call receives (whole windows, at least one).
+
+    Attributes:
+        identity: the identity a speaker store records: that of the exported graph and the back-end, the
+            same as :func:`voxprint.load_model` gives the folder, so either may use the other's store.
 
     Raises:
         ModelError: the folder is not a usable export, or its front-end or normalisation is not
@@ -82,8 +149,9 @@ class StandaloneEmbedder(BackendVerification):
 
     def __init__(self, folder: str | os.PathLike, threads: int = 1, max_seconds: float | None = 4 * 3600.0,
                  batch_frames: int = 16384):
+        from voxprint.config import DEFAULTS, merge
         from voxprint.export.metadata import kaldi_fbank_options, read_export_record
-        from voxprint.runs.layout import read_meta
+        from voxprint.runs import BACKEND_DIR, model_identity, read_meta
 
         self.folder = Path(folder)
         record = read_export_record(self.folder)
@@ -96,8 +164,9 @@ class StandaloneEmbedder(BackendVerification):
         self.options = kaldi_fbank_options(frontend)
         self.scale = float(frontend["sample_scale"])
         self.sample_rate = int(frontend["sample_rate"])
+        self.frame_length, self.frame_shift = int(frontend["frame_length"]), int(frontend["frame_shift"])
         inference = record["inference"]
-        self.window, self.overlap = int(inference["window_frames"]), float(inference["overlap"])
+        self.window_frames, self.overlap = int(inference["window_frames"]), float(inference["overlap"])
         self.min_seconds = float(inference["min_seconds"])
         vad = inference["vad"]
         self.vad_threshold_db = vad["threshold_db"] if vad["enabled"] else None
@@ -106,8 +175,11 @@ class StandaloneEmbedder(BackendVerification):
         self.session = onnxruntime_session(self.folder / record["file"], threads)
         self.input_name = self.session.get_inputs()[0].name
         self.record = record
+        self.config = merge(DEFAULTS, record["config"])  # as load_model reads it
         self.meta = read_meta(self.folder)
         self.model_dir = self.folder
+        backend = self.folder / BACKEND_DIR
+        self.identity = model_identity(record["sha256"], backend if backend.is_dir() else None)
         self._backend = None
 
     @staticmethod
@@ -115,6 +187,16 @@ class StandaloneEmbedder(BackendVerification):
         """Whether this embedder runs the export described by ``record`` (its ``export.json``): an
         ONNX graph with a ``segment`` or ``none`` mean normalisation."""
         return record["format"] == "onnx" and record["frontend"]["normalization"]["mode"] in ("segment", "none")
+
+    @property
+    def embedding_dim(self) -> int:
+        """The embedding size (from ``export.json``)."""
+        return int(self.record["embedding_dim"])
+
+    @property
+    def windows(self) -> StandaloneWindows:
+        """The sliding-window embedder with this embedder's window settings."""
+        return StandaloneWindows(self, self.window_frames, self.overlap)
 
     def features(self, wave: np.ndarray) -> np.ndarray:
         """Kaldi filterbank frames (F, D) of a waveform at the model's rate (before normalisation).
@@ -135,37 +217,4 @@ class StandaloneEmbedder(BackendVerification):
 
     def window_embeddings(self, wave: np.ndarray) -> np.ndarray:
         """Unit embeddings (W, E) of a waveform's inference windows."""
-        frames = self.features(wave)
-        length = min(self.window, len(frames))
-        windows = np.stack([frames[s:s + length] for s in window_starts(len(frames), self.window, self.overlap)])
-        if self.normalize == "segment":
-            windows = windows - windows.mean(axis=1, keepdims=True)
-        per_call = max(1, self.batch_frames // length)
-        outputs = [self.session.run(None, {self.input_name: np.ascontiguousarray(windows[i:i + per_call])})[0]
-                   for i in range(0, len(windows), per_call)]
-        embeddings = np.concatenate(outputs)
-        return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-
-    def extract_embedding(self, audio: str | os.PathLike | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
-        """Embedding (unit vector, float32) of a file path or a waveform array (``sample_rate`` required).
-
-        Raises:
-            AudioError: the recording cannot be used (as :func:`voxprint.audio.load_audio` says).
-        """
-        from voxprint.audio import load_audio, remove_silence
-
-        wave = load_audio(audio, sample_rate=sample_rate, target_rate=self.sample_rate,
-                          min_seconds=self.min_seconds, max_seconds=self.max_seconds)
-        if self.vad_threshold_db is not None:
-            wave = remove_silence(wave, self.sample_rate, threshold_db=self.vad_threshold_db)
-        mean = self.window_embeddings(wave).mean(axis=0)
-        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
-
-    def extract_embeddings(self, audios: list[str | os.PathLike | np.ndarray]) -> np.ndarray:
-        """Embeddings (n, E) of several recordings (file paths; arrays must be at the model's rate)."""
-        return np.stack([self.extract_embedding(a, self.sample_rate if isinstance(a, np.ndarray) else None)
-                         for a in audios])
-
-    def compute_similarity(self, a: str | os.PathLike | np.ndarray, b: str | os.PathLike | np.ndarray) -> float:
-        """Cosine similarity of two recordings' embeddings (in [-1, 1]; not calibrated)."""
-        return float(self.extract_embedding(a) @ self.extract_embedding(b))
+        return self.windows(wave).embeddings

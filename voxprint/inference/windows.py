@@ -19,44 +19,14 @@ The embedder works with anything that follows the encoder contract of
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from voxprint.windowing import window_starts
+from voxprint.windowing import WindowEmbeddings, window_starts
 
 __all__ = ["LazyFeatures", "SlidingWindowEmbedder", "WindowEmbeddings", "window_starts"]
-
-
-@dataclass(frozen=True)
-class WindowEmbeddings:
-    """The windows of one recording.
-
-    Attributes:
-        embeddings: (W, D) float32, one unit-norm row per window.
-        starts: (W,) start time of each window in seconds.
-        ends: (W,) end time of each window in seconds (the last sample the window's frames read).
-    """
-
-    embeddings: np.ndarray
-    starts: np.ndarray
-    ends: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.embeddings)
-
-    def utterance_embedding(self) -> np.ndarray:
-        """The normalised mean of the window embeddings (a unit vector, float32).
-
-        Example:
-            >>> w = WindowEmbeddings(np.eye(2, dtype=np.float32), np.zeros(2), np.ones(2))
-            >>> w.utterance_embedding().round(4)
-            array([0.7071, 0.7071], dtype=float32)
-        """
-        mean = self.embeddings.mean(axis=0)
-        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 
 class LazyFeatures:
