@@ -2,12 +2,17 @@
 """Identification benchmark: the bundled model vs Resemblyzer's embeddings in the eval-id protocol, same run.
 
     .venv/bin/python bench/identification.py [--model default] [--draws 4] [--seed 0]
+        [--results FILE] [--peer-results FILE]
 
-Needs the benchmark venv for the peer (`make bench-env`). Writes docs/benchmarks.md, section
+Needs the benchmark venv for the peer (`make bench-env`); the peer takes about 25 minutes on 2 cores, so
+``--results`` keeps the measurements and ``--peer-results`` reuses the peer's from such a file (they do not
+depend on voxprint's model) while voxprint is measured again. Writes docs/benchmarks.md, section
 "Identification: speechocean762 dev". The protocol is :mod:`voxprint.identification.evaluation`'s
 (``voxprint eval-id``): the 60 dev speakers (unseen in training) are split at random into 30 enrolled
 speakers (3 enrollment utterances each, their other 5 utterances probe) and 30 unknown speakers (all 8
-utterances probe); galleries of 10 (10 random draws, pooled) and of all 30. Scores are calibrated with
+utterances probe); galleries of 10 (10 random draws, pooled) and of all 30. Each enrolled speaker is
+scored through the model the speaker store keeps for the back-end (the exact 3-utterance PLDA model for
+the bundled model, :mod:`voxprint.identification.scoring`). Scores are calibrated with
 the quality-measure calibration, cross-fitted over two speaker folds (each probe's scores by the
 calibration fitted on the other fold). Resemblyzer embeds the same utterances and the same calibration
 segments (written as 16 kHz FLAC files) and is scored with cosine, its standard use, then calibrated
@@ -84,18 +89,22 @@ def pct(x: float, decimals: int = 1) -> str:
     return f"{100 * x:.{decimals}f}"
 
 
-def measure(model_name: str, draws: int, seed: int) -> dict:
-    """Run both systems through the protocol; everything the document shows, as JSON-ready data."""
+def measure(model_name: str, draws: int, seed: int, peer_results: dict | None = None) -> dict:
+    """Run both systems through the protocol (the peer's figures taken from ``peer_results`` when given);
+    everything the document shows, as JSON-ready data."""
     dev = data_root() / "speechocean762" / "dev"
     model = load_model(model_name)
     run = evaluate_model(model, dev, seed=seed, draws=draws, progress=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        peer, version = peer_data(dev, run.data, model, Path(tmp))
+    if peer_results is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            peer, version = peer_data(dev, run.data, model, Path(tmp))
+        theirs, peer_name = evaluate_identification(peer, cosine_scorer, seed=seed), f"Resemblyzer {version} (cosine)"
+    else:
+        theirs, peer_name = peer_results["theirs"], peer_results["peer"]
     forms = {"as_is": form_summary(run.trials, None, seed), "offset_only": form_summary(run.trials, False, seed),
              "interactions": form_summary(run.trials, True, seed)}
     return {"system": f"voxprint `{model_name}` ({model.config['model']['name']}, {model.backend.name})",
-            "peer": f"Resemblyzer {version} (cosine)", "model": model_name, "ours": run.report,
-            "theirs": evaluate_identification(peer, cosine_scorer, seed=seed), "forms": forms,
+            "peer": peer_name, "model": model_name, "ours": run.report, "theirs": theirs, "forms": forms,
             "shipped_threshold": model.meta.get("identification", {}).get("threshold")}
 
 
@@ -108,6 +117,8 @@ def main() -> int:
                         help="JSON file of the measurements: written after measuring; with --reuse, read instead "
                              "of measuring (the peer alone takes about 25 minutes on 2 cores)")
     parser.add_argument("--reuse", action="store_true", help="re-render the document from --results")
+    parser.add_argument("--peer-results", type=Path, default=None,
+                        help="JSON file of an earlier --results: reuse its peer measurement, measure voxprint only")
     parser.add_argument("--doc", default=None, help="markdown file to update (default docs/benchmarks.md)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -116,7 +127,10 @@ def main() -> int:
             parser.error("--reuse needs an existing --results file")
         results = json.loads(args.results.read_text())
     else:
-        results = measure(args.model, args.draws, args.seed)
+        peer = json.loads(args.peer_results.read_text()) if args.peer_results is not None else None
+        if peer is not None and (peer.get("model") != args.model or "theirs" not in peer):
+            parser.error(f"--peer-results {args.peer_results} is not a results file of this benchmark")
+        results = measure(args.model, args.draws, args.seed, peer)
         if args.results is not None:
             args.results.write_text(json.dumps(results, indent=1))
     ours, theirs = results["ours"], results["theirs"]
@@ -221,7 +235,10 @@ def main() -> int:
         f"{ours['speakers']} dev speakers unseen in training, {ours['enrolled']} enrolled with "
         f"{ours['enroll_utts']} utterances each (their other {ours['known_probes']} utterances are known probes), "
         f"{ours['unknown']} held out as unknown ({ours['unknown_probes']} unknown probes); gallery 10 pools 10 "
-        "random galleries. Open-set statistic: best score - ln N (what the speaker store's decision compares with "
+        "random galleries. Each enrolled speaker is scored through the speaker model the speaker store keeps for "
+        "the back-end: for PLDA the exact n-utterance model of its enrollment utterances (their number and mean "
+        "in the PLDA space, so more enrollments sharpen it), for cosine their centroid. Open-set statistic: "
+        "best score - ln N (what the speaker store's decision compares with "
         "its threshold); DIR counts a known probe when its best speaker is right and clears the threshold set for "
         "the FPIR on the unknown probes.",
         "",

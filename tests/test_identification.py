@@ -150,6 +150,38 @@ def test_calibration_is_even_across_durations_and_counts_on_held_out_speakers(de
     assert cllr(llr, labels) < 0.5 * cllr(trials.scores[test], labels)
 
 
+def test_eval_id_scores_speakers_as_the_store_does(tmp_path, dev16):
+    """The scorer eval-id measures (and fits the identification calibration on) is the store's: the exact
+    n-utterance PLDA model of each speaker's enrollments, whatever their number."""
+    import voxprint
+    from voxprint.identification.scoring import backend_scorer
+    from voxprint.store import Enrollment, SpeakerStore
+
+    data, _ = dev16
+    model = voxprint.load_model("default")
+    rows = {u: i for i, u in enumerate(data.utterance_ids)}
+    speakers = sorted(data.spk2utt)[:6]
+    enrolled = {s: data.spk2utt[s][:1 + i % 4] for i, s in enumerate(speakers)}  # 1 to 4 recordings
+    store = SpeakerStore(tmp_path / "s.db", model)
+    for s in speakers:
+        store.table.add(s, [Enrollment(u, float(data.seconds[rows[u]]), 1.0, data.embeddings[rows[u]])
+                            for u in enrolled[s]], identity=model.identity)
+    probe = data.spk2utt[speakers[3]][-1]
+    test, seconds = data.embeddings[rows[probe]], float(data.seconds[rows[probe]])
+    enrollments = [data.embeddings[[rows[u] for u in enrolled[s]]] for s in speakers]
+    counts = np.array([len(enrolled[s]) for s in speakers])
+    scores = backend_scorer(model.backend)(enrollments, test[None])[0]
+    expected = store.calibrate(scores, seconds, counts)
+    result = store.identify_embedding(test, top_k=6, test_seconds=seconds)
+    assert result.top[0].speaker == speakers[3]
+    assert [(c.speaker, round(c.score, 6)) for c in result.top] == \
+        [(speakers[i], round(float(expected[i]), 6)) for i in np.argsort(-expected)]
+    # Not the centroid scored as one utterance (what the store kept before), except for one recording.
+    pooled = np.array([model.backend.score(e, test) for e in enrollments])
+    assert np.allclose(scores[counts == 1], pooled[counts == 1], atol=1e-9)
+    assert np.abs(scores - pooled)[counts > 1].max() > 1.0
+
+
 def test_cross_fitting_never_calibrates_a_speaker_with_itself(dev16):
     _, trials = dev16
     fit = CrossFittedCalibration.fit(trials.scores, trials.labels, trials.test_seconds, trials.enroll_counts,

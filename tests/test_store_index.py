@@ -8,6 +8,8 @@ import pytest
 import voxprint
 from voxprint.data import read_data_folder
 from voxprint.errors import DataError, StoreError
+from voxprint.backends.plda import TwoCovariancePLDA
+from voxprint.identification.scoring import PLDAScoring, backend_scorer, speaker_scoring
 from voxprint.store import Enrollment, SpeakerStore
 from voxprint.store import index as index_module
 from voxprint.store.index import EXACT_MAX_SPEAKERS, SpeakerIndex
@@ -139,9 +141,9 @@ def test_the_store_refreshes_its_index_after_enrollment_and_removal(tmp_path, mo
         enroll(speaker)
     query = {real["speaker"][q]: real["Q"][i] for i, q in enumerate(real["queries"])}
     first = store.identify_embedding(query[speakers[0]])
-    index, counts = store._speaker_index()
+    index, _, counts = store._speaker_index()
     assert first.gallery == 20 and len(index) == 20 and index.version == store.table.version
-    assert counts.tolist() == [4] * 20
+    assert counts.tolist() == [4] * 20 and index.metric == "inner_product"  # the bundled model scores with PLDA
     assert store._speaker_index()[0] is index  # no write, no rebuild
 
     enroll(speakers[20])
@@ -153,10 +155,12 @@ def test_the_store_refreshes_its_index_after_enrollment_and_removal(tmp_path, mo
     store.remove(speakers[20])
     result = store.identify_embedding(query[speakers[20]])
     assert result.gallery == 20 and speakers[20] not in [c.speaker for c in result.top]
-    # The candidates come from the index but are those of exact search: same top as brute force.
-    ids, centroids, _ = store.table.centroids()
-    cosine = centroids @ query[speakers[3]]
-    best = {ids[i] for i in np.argsort(-cosine)[:5]}
+    # The candidates come from the index but are those of exact search: the same top five as scoring every
+    # speaker's exact n-utterance PLDA model directly.
+    ids = [r.id for r in store.speakers()]
+    enrollments = [np.stack([e.embedding for e in store.table.enrollments(i)]) for i in ids]
+    direct = backend_scorer(model.backend)(enrollments, query[speakers[3]][None])[0]
+    best = {ids[i] for i in np.argsort(-direct)[:5]}
     assert {c.speaker for c in store.identify_embedding(query[speakers[3]], top_k=5, candidates=5).top} == best
 
 
@@ -171,14 +175,14 @@ def test_enrolling_a_new_speaker_extends_the_index_without_a_rebuild(tmp_path, m
     for speaker in (first, second):
         store.enroll(speaker, files(speaker, slice(0, 2)))
     store.identify(files(first, slice(3, 4))[0])
-    index, _ = store._speaker_index()
+    index, _, _ = store._speaker_index()
     builds: list[int] = []
     build = SpeakerIndex.build
     monkeypatch.setattr(SpeakerIndex, "build", classmethod(lambda cls, *a, **k: builds.append(1) or build(*a, **k)))
 
     store.enroll(third, files(third, slice(0, 2)))
     result = store.identify(files(third, slice(3, 4))[0])
-    extended, counts = store._speaker_index()
+    extended, _, counts = store._speaker_index()
     assert not builds and extended is index and index.version == store.table.version
     assert len(index) == 3 and counts.tolist() == [2, 2, 2] and result.top[0].speaker == third
     # The extended index answers as a fresh one does.
@@ -194,3 +198,101 @@ def test_enrolling_a_new_speaker_extends_the_index_without_a_rebuild(tmp_path, m
     SpeakerStore(tmp_path / "speakers.db", model).remove(second)
     result = store.identify(files(first, slice(3, 4))[0])
     assert len(builds) == 3 and result.gallery == 2 and second not in [c.speaker for c in result.top]
+
+
+# ------------------------------------------------------------------ PLDA n-utterance models and their search
+
+def random_plda(dim: int, seed: int) -> TwoCovariancePLDA:
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(dim, dim)), rng.normal(size=(dim, dim))
+    return TwoCovariancePLDA(rng.normal(size=dim), a @ a.T + 0.5 * np.eye(dim), b @ b.T + 0.5 * np.eye(dim))
+
+
+def brute_force_llr(plda: TwoCovariancePLDA, enroll: np.ndarray, test: np.ndarray) -> float:
+    """log p(enroll, test | one speaker) - log p(enroll | one speaker) - log p(test), each the density of the
+    stacked utterances under the two-covariance model: mean repeated, between-speaker covariance in every
+    block (the shared speaker), within-speaker covariance added on the diagonal blocks."""
+    from scipy.stats import multivariate_normal
+
+    def log_evidence(x: np.ndarray) -> float:
+        n = len(x)
+        cov = np.kron(np.ones((n, n)), plda.between_cov) + np.kron(np.eye(n), plda.within_cov)
+        return float(multivariate_normal(np.tile(plda.mean, n), cov).logpdf(x.reshape(-1)))
+
+    return log_evidence(np.vstack([enroll, test])) - log_evidence(enroll) - log_evidence(test[None])
+
+
+def test_n_utterance_plda_score_equals_the_brute_force_likelihood_ratio():
+    plda = random_plda(3, seed=0)
+    rng = np.random.default_rng(1)
+    enrollments = [rng.normal(size=(n, 3)) * 2 for n in (1, 2, 4, 7)]
+    tests = rng.normal(size=(5, 3)) * 2
+    means = np.stack([e.mean(axis=0) for e in enrollments])
+    counts = np.array([len(e) for e in enrollments])
+    closed = plda.score_models(means, counts, tests)
+    brute = np.array([[brute_force_llr(plda, e, t) for e in enrollments] for t in tests])
+    np.testing.assert_allclose(closed, brute, rtol=1e-9, atol=1e-9)
+    # The inner-product form is the closed form, and llr() (exact mode) agrees with both.
+    np.testing.assert_allclose(plda.test_vectors(tests) @ plda.speaker_vectors(means, counts).T, brute, atol=1e-9)
+    np.testing.assert_allclose(plda.search_queries(tests) @ plda.search_vectors(means, counts).T, brute, atol=1e-9)
+    assert plda.llr(enrollments[2], tests[0]) == pytest.approx(brute[0, 2], abs=1e-9)
+    # Pooling the enrollments into one utterance (their mean) is another, different model.
+    assert abs(plda.llr(enrollments[3], tests[0], enroll_mode="mean") - brute[0, 3]) > 0.05
+    with pytest.raises(DataError, match="counts must be"):
+        plda.speaker_vectors(means, [1, 2, 0, 4])
+
+
+def test_inner_product_index_ranks_plda_models_as_direct_scoring():
+    """Speakers with 1 to 7 enrollments in one index: exact search returns the direct top-k with the same
+    LLRs, FAISS (maximum inner product, the lists it scans as the store sets them) finds nearly all of them
+    and scores those it finds exactly."""
+    plda = random_plda(16, seed=2)
+    rng = np.random.default_rng(3)
+    speakers = 3000
+    centres = rng.multivariate_normal(plda.mean, plda.between_cov, size=speakers)
+    counts = rng.integers(1, 8, speakers)
+    means = np.stack([rng.multivariate_normal(c, plda.within_cov / n) for c, n in zip(centres, counts)])
+    tests = rng.multivariate_normal(np.zeros(16), plda.within_cov, size=40) + centres[rng.choice(speakers, 40)]
+    direct = plda.score_models(means, counts, tests)
+    truth = np.argsort(-direct, axis=1)[:, :5]
+    vectors, queries = plda.search_vectors(means, counts), plda.search_queries(tests)
+    ids = [f"s{i}" for i in range(speakers)]
+
+    exact = SpeakerIndex.build(ids, vectors, kind="exact", metric="inner_product")
+    rows, scores = exact.search_rows(queries, 5)
+    assert (rows == truth).all()
+    np.testing.assert_allclose(scores, np.take_along_axis(direct, truth, axis=1), rtol=1e-5, atol=1e-3)
+
+    approx = SpeakerIndex.build(ids, vectors, kind="faiss", metric="inner_product")
+    rows, scores = approx.search_rows(queries, 5)
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(rows.tolist(), truth.tolist())])
+    assert recall >= 0.9, recall
+    found = rows >= 0
+    np.testing.assert_allclose(scores[found], np.take_along_axis(direct, np.maximum(rows, 0), axis=1)[found],
+                               rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(approx.vectors(np.array([0, 7])), vectors[[0, 7]].astype(np.float32), rtol=1e-6)
+    # A new speaker added without a rebuild is found (its row may be longer than those the index was built on).
+    approx.add(["new"], plda.search_vectors(centres[:1], [50]))
+    assert approx.search(plda.search_queries(centres[:1]), k=1)[0] == [["new"]]
+
+
+def test_the_store_index_searches_exact_plda_scores_on_real_embeddings(model, real):
+    """On real dev embeddings with the bundled model: the store's search vectors rank speakers enrolled with
+    one to four utterances exactly as direct n-utterance PLDA scoring, and give its uncalibrated LLRs."""
+    scoring = speaker_scoring(model.backend)
+    assert isinstance(scoring, PLDAScoring) and scoring.metric == "inner_product"
+    speakers = sorted({real["speaker"][u] for u in real["gallery"]})
+    enrollments = [real["G"][[i for i, u in enumerate(real["gallery"]) if real["speaker"][u] == s][:1 + k % 4]]
+                   for k, s in enumerate(speakers)]
+    means, counts = scoring.models(enrollments)
+    assert sorted(set(counts.tolist())) == [1, 2, 3, 4]
+    raw = scoring.raw_scores(means, counts, real["Q"])
+    index = SpeakerIndex.build(speakers, scoring.search_vectors(means, counts), kind="exact", metric="inner_product")
+    rows, scores = index.search_rows(scoring.query_vectors(real["Q"]), 10)
+    np.testing.assert_array_equal(rows, np.argsort(-raw, axis=1)[:, :10])
+    np.testing.assert_allclose(scores, np.take_along_axis(raw, rows, axis=1), rtol=1e-5, atol=1e-3)
+    # The scorer eval-id uses is the same: the back-end's calibration of those LLRs.
+    np.testing.assert_allclose(backend_scorer(model.backend)(enrollments, real["Q"]),
+                               model.backend.calibration.transform(raw), atol=1e-9)
+    top1 = np.mean([speakers[r] == real["speaker"][q] for r, q in zip(rows[:, 0], real["queries"])])
+    assert top1 >= 0.8

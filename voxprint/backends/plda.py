@@ -20,6 +20,12 @@ Scores:
     speaker variable sharpens with ``n``) or as one utterance equal to their mean
     (``enroll_mode="mean"``).
 
+Speaker models for search:
+    The exact ``n``-utterance model of a speaker depends on its enrollments only through ``n`` and
+    their sum (or mean), and its LLR against one test utterance is an inner product of a vector of
+    the test with a vector of the speaker (:meth:`TwoCovariancePLDA.speaker_vectors`, derivation
+    there): a gallery is one matrix, scored by one BLAS product or searched by FAISS.
+
 Example:
     >>> import numpy as np
     >>> plda = TwoCovariancePLDA(np.zeros(2), np.eye(2), np.eye(2))
@@ -28,6 +34,7 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -236,6 +243,135 @@ class TwoCovariancePLDA:
                 scores[idx] = const + e_sq[er] + t_sq[tr] + cross
         return scores
 
+    def speaker_vectors(self, means: ArrayLike, counts: ArrayLike) -> np.ndarray:
+        """Exact ``n``-utterance speaker models as rows ``w`` with ``llr = test_vectors(t) @ w``.
+
+        Derivation. In the coordinates ``z = (x - mean) V`` (within-speaker covariance ``I``,
+        between-speaker ``diag(psi)``) the log evidence of ``n`` utterances of one speaker with sum
+        ``f`` is, up to terms that cancel in every ratio below,
+        ``k(n, f) = 1/2 sum_j [c_j(n) f_j^2 - log(1 + n psi_j)]`` with ``c_j(n) = psi_j / (1 + n psi_j)``.
+        A speaker enrolled with ``n`` utterances of sum ``f`` (``n`` times their mean) against one
+        test utterance ``t`` scores::
+
+            llr = k(n + 1, f + t) - k(n, f) - k(1, t)
+                = sum_j c_j(n+1) f_j t_j  +  1/2 sum_j [c_j(n+1) - c_j(1)] t_j^2  +  b(n, f)
+            b(n, f) = 1/2 sum_j [c_j(n+1) - c_j(n)] f_j^2
+                      - 1/2 sum_j [log(1 + (n+1) psi_j) - log(1 + n psi_j) - log(1 + psi_j)]
+
+        which is ``q(t) . w(n, f)`` with ``q(t) = [t, t^2, 1]`` (:meth:`test_vectors`) and
+        ``w(n, f) = [c(n+1) * f, (c(n+1) - c(1)) / 2, b(n, f)]``. The test's part depends on the
+        test only and the speaker's on ``(n, f)`` only, so the LLRs of a test against ``M`` speakers
+        are one product ``W q(t)`` of an ``(M, 2 dim + 1)`` matrix: exact search is a BLAS
+        matrix-vector product, approximate search a FAISS maximum-inner-product index. Speakers
+        enrolled with different ``n`` differ only in their rows (the quadratic test weight
+        ``(c(n+1) - c(1)) / 2`` and the constant ``b`` carry ``n``), so one index holds them all.
+
+        Args:
+            means: ``(M, dim)`` mean of each speaker's enrollment embeddings, in the model's space.
+            counts: ``(M,)`` number of enrollment utterances of each speaker (positive integers).
+
+        Returns:
+            ``(M, 2 dim + 1)`` float64 rows.
+
+        Raises:
+            DataError: On a dimension mismatch, non-finite values or counts that are not positive integers.
+
+        Example:
+            >>> plda = TwoCovariancePLDA(np.zeros(2), np.eye(2), np.eye(2))
+            >>> w = plda.speaker_vectors([[1.0, 0.0]], [1])
+            >>> round(float(plda.test_vectors([1.0, 0.0])[0] @ w[0]), 4)  # as llr() of one vs one
+            0.4543
+        """
+        m = self._check_dim(as_matrix(means, "speaker model means").astype(np.float64, copy=False),
+                            "speaker model means")
+        n = _check_counts(np.asarray(counts), m.shape[0]).astype(np.float64)
+        f = self._project(m) * n[:, None]
+        c_n, c_next, c_one = self._coefficient(n), self._coefficient(n + 1.0), self._coefficient(1.0)
+        const = self._log_det_term(n + 1.0) - self._log_det_term(n) - self._log_det_term(1.0)
+        bias = const + 0.5 * np.einsum("ij,ij->i", f * f, c_next - c_n)
+        return np.hstack([c_next * f, 0.5 * (c_next - c_one[None, :]), bias[:, None]])
+
+    def test_vectors(self, tests: ArrayLike) -> np.ndarray:
+        """Test utterances as ``q(t) = [t, t^2, 1]`` in the diagonal coordinates (see :meth:`speaker_vectors`).
+
+        Args:
+            tests: ``(T, dim)`` test embeddings in the model's space, or one ``(dim,)`` embedding.
+
+        Returns:
+            ``(T, 2 dim + 1)`` float64 rows.
+        """
+        z = self._project(self._check_dim(as_matrix(tests, "test embeddings").astype(np.float64, copy=False),
+                                          "test embeddings"))
+        return np.hstack([z, z * z, np.ones((z.shape[0], 1))])
+
+    def _search_roots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``sqrt(s)``, and the square root of the ``[t^2, 1]`` block of ``E[q q']`` and its inverse (see
+        :meth:`search_vectors`); computed once, as every query needs them."""
+        if getattr(self, "_roots", None) is not None:
+            return self._roots
+        s = 1.0 + self._psi  # per-dimension variance of a test utterance in the diagonal coordinates
+        d = s.size
+        block = np.empty((d + 1, d + 1))
+        block[:d, :d] = np.outer(s, s) + 2.0 * np.diag(s * s)  # E[t_i^2 t_j^2] of a Gaussian
+        block[:d, d] = block[d, :d] = s
+        block[d, d] = 1.0
+        values, vectors = np.linalg.eigh(block)
+        values = np.maximum(values, values.max() * 1e-12)
+        self._roots = (np.sqrt(s), (vectors * np.sqrt(values)) @ vectors.T, (vectors / np.sqrt(values)) @ vectors.T)
+        return self._roots
+
+    def search_vectors(self, means: ArrayLike, counts: ArrayLike) -> np.ndarray:
+        """:meth:`speaker_vectors` in the coordinates a search index partitions well; pair with :meth:`search_queries`.
+
+        For any invertible symmetric ``S``, ``q . w = (S^-1/2 q) . (S^1/2 w)``: the LLRs are unchanged. With
+        ``S = E[q q']``, the second moment of the test vectors under the model itself (a test utterance is
+        ``t ~ N(0, I + diag(psi))`` in the diagonal coordinates, so ``S`` has a closed form), the squared
+        Euclidean distance between two speakers' rows is the mean squared difference of their LLRs over
+        tests, which is what the inverted lists of an approximate index should group by. Plain
+        :meth:`speaker_vectors` are dominated by the constant ``b``, which grows with the between-speaker
+        variance; on the synthetic gallery of tests/test_store_index.py (3000 speakers, 16 of 128 lists
+        scanned) recall@5 rises from 0.87 to 0.96 with this change of coordinates.
+
+        Args:
+            means: ``(M, dim)`` mean of each speaker's enrollment embeddings.
+            counts: ``(M,)`` enrollment utterances of each speaker.
+
+        Returns:
+            ``(M, 2 dim + 1)`` float64 rows.
+        """
+        w = self.speaker_vectors(means, counts)
+        root, half, _ = self._search_roots()
+        return np.hstack([w[:, :self.dim] * root, w[:, self.dim:] @ half])
+
+    def search_queries(self, tests: ArrayLike) -> np.ndarray:
+        """:meth:`test_vectors` in the coordinates of :meth:`search_vectors` (their inner products are the LLRs).
+
+        Example:
+            >>> plda = TwoCovariancePLDA(np.zeros(2), np.eye(2), np.eye(2))
+            >>> w, q = plda.search_vectors([[1.0, 0.0]], [3]), plda.search_queries([[0.5, 0.5]])
+            >>> bool(np.isclose(q @ w.T, plda.score_models([[1.0, 0.0]], [3], [[0.5, 0.5]])))
+            True
+        """
+        q = self.test_vectors(tests)
+        root, _, inverse = self._search_roots()
+        return np.hstack([q[:, :self.dim] / root, q[:, self.dim:] @ inverse])
+
+    def score_models(self, means: ArrayLike, counts: ArrayLike, tests: ArrayLike) -> np.ndarray:
+        """Exact LLRs of test utterances against ``n``-utterance speaker models given by their statistics.
+
+        The same values as :meth:`llr` with ``enroll_mode="exact"`` on the enrollment utterances
+        themselves (the model depends on them only through their number and mean).
+
+        Args:
+            means: ``(M, dim)`` mean of each speaker's enrollment embeddings.
+            counts: ``(M,)`` enrollment utterances of each speaker.
+            tests: ``(T, dim)`` test embeddings (one utterance each).
+
+        Returns:
+            ``(T, M)`` float64 LLRs.
+        """
+        return self.test_vectors(tests) @ self.speaker_vectors(means, counts).T
+
     def _check_dim(self, x: np.ndarray, what: str) -> np.ndarray:
         if x.ndim == 1:
             x = x[None, :]
@@ -419,6 +555,53 @@ class PLDABackend:
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise DataError(f"the PLDA backend expects (n, {self.input_dim}) embeddings, got shape {x.shape}")
         return _length_normalise(self.lda.transform(x) @ self.whitener)
+
+    def enrollment_mean(self, embeddings: ArrayLike) -> np.ndarray:
+        """Mean of a speaker's enrollment embeddings in the PLDA space: with their number, all the exact
+        ``n``-utterance model needs (:meth:`TwoCovariancePLDA.speaker_vectors`).
+
+        Args:
+            embeddings: ``(n, d)`` raw enrollment embeddings of one speaker (or one ``(d,)`` embedding).
+
+        Returns:
+            ``(dim,)`` float64.
+        """
+        x = as_matrix(embeddings, "enrollment embeddings")
+        return self.transform(x[None, :] if x.ndim == 1 else x).mean(axis=0)
+
+    def score_models(self, means: ArrayLike, counts: ArrayLike, tests: ArrayLike) -> np.ndarray:
+        """Exact PLDA LLRs of raw test embeddings against ``n``-utterance speaker models.
+
+        Args:
+            means: ``(M, dim)`` :meth:`enrollment_mean` of each speaker.
+            counts: ``(M,)`` enrollment utterances of each speaker.
+            tests: ``(T, d)`` raw test embeddings.
+
+        Returns:
+            ``(T, M)`` float64 LLRs, equal to :meth:`score_trials` with ``enrollments`` (exact mode).
+        """
+        return self.plda.score_models(means, counts, self.transform(tests))
+
+    def fingerprint(self) -> str:
+        """A short hash of every parameter: speaker models made with one backend are valid for another
+        exactly when their fingerprints match.
+
+        Example:
+            >>> import numpy as np
+            >>> rng = np.random.default_rng(0)
+            >>> labels = np.repeat(np.arange(6), 4)
+            >>> backend = PLDABackend.fit(rng.normal(size=(24, 5)), labels, lda_dim=3)
+            >>> len(backend.fingerprint()), backend.fingerprint() == PLDABackend.fit(
+            ...     rng.normal(size=(24, 5)), labels, lda_dim=3).fingerprint()
+            (16, False)
+        """
+        digest = hashlib.sha256(_FORMAT.encode("ascii"))
+        for array in (self.lda.mean, self.lda.projection, self.whitener, self.plda.mean, self.plda.between_cov,
+                      self.plda.within_cov):
+            a = np.ascontiguousarray(array, dtype=np.float64)
+            digest.update(repr(a.shape).encode("ascii"))
+            digest.update(a.tobytes())
+        return digest.hexdigest()[:16]
 
     def score_trials(
         self,

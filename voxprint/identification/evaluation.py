@@ -4,8 +4,10 @@ Protocol (:func:`split_protocol`, :func:`evaluate_identification`):
 
 1. the speakers are split at random (seeded) into **enrolled** and **unknown** speakers
    (``unknown_fraction`` of them unknown), so the unknown speakers are never enrolled;
-2. each enrolled speaker is enrolled with ``enroll_utts`` of its utterances (its speaker model is the
-   normalised mean of their unit embeddings, as the speaker store keeps it); its other utterances are
+2. each enrolled speaker is enrolled with ``enroll_utts`` of its utterances (its speaker model is the one
+   the speaker store keeps for the back-end, :func:`voxprint.identification.scoring.speaker_scoring`: the
+   exact ``n``-utterance model for PLDA, the normalised mean of the unit embeddings for cosine); its other
+   utterances are
    **known probes** (mated searches); every utterance of an unknown speaker is an **unknown probe**
    (non-mated search);
 3. each probe is scored against a gallery of enrolled speakers with the scorer (the model's back-end)
@@ -57,7 +59,6 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from voxprint.backends.calibration import DEFAULT_P_TARGET, cllr, threshold_for_false_accept_rate
-from voxprint.backends.scoring import mean_embedding
 from voxprint.errors import DataError
 from voxprint.identification.calibration import (
     CrossFittedCalibration,
@@ -338,20 +339,21 @@ def split_protocol(spk2utt: Mapping[str, Sequence[str]], enroll_utts: int = 3, u
 
 
 def _models(data: IdentificationData,
-            enrolled: Mapping[str, Sequence[str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Enrolled speaker ids, their models and their enrollment counts."""
+            enrolled: Mapping[str, Sequence[str]]) -> tuple[list[str], list[np.ndarray], np.ndarray]:
+    """Enrolled speaker ids, their enrollment embeddings (what the scorer makes each speaker model of, as
+    the speaker store does) and their enrollment counts."""
     rows = {u: i for i, u in enumerate(data.utterance_ids)}
     names = sorted(enrolled)
-    models = np.stack([mean_embedding(data.embeddings[[rows[u] for u in enrolled[s]]]) for s in names])
-    return names, models, np.array([len(enrolled[s]) for s in names])
+    enrollments = [data.embeddings[[rows[u] for u in enrolled[s]]] for s in names]
+    return names, enrollments, np.array([len(enrolled[s]) for s in names])
 
 
-def _probe_llrs(data: IdentificationData, probes: Sequence[str], models: np.ndarray, counts: np.ndarray,
+def _probe_llrs(data: IdentificationData, probes: Sequence[str], enrollments: list[np.ndarray], counts: np.ndarray,
                 scorer: Scorer, calibrate: Calibrate | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(raw scores, calibrated scores, probe speakers) of probes against models."""
+    """(raw scores, calibrated scores, probe speakers) of probes against the enrolled speakers."""
     index = {u: i for i, u in enumerate(data.utterance_ids)}
     rows = np.array([index[u] for u in probes])
-    raw = scorer(models, data.embeddings[rows])
+    raw = scorer(enrollments, data.embeddings[rows])
     speakers = data.speakers[rows]
     llr = raw if calibrate is None else calibrate(raw, data.seconds[rows], counts, speakers)
     return raw, llr, speakers

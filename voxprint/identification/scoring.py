@@ -1,46 +1,243 @@
-"""Score every test embedding against every speaker model: the one interface identification is measured through.
+"""Speaker models and their scores: one definition for the speaker store and for the eval-id protocol.
 
-A scorer maps ``(models (M, d), tests (T, d))`` to a ``(T, M)`` score matrix. :func:`backend_scorer` wraps
-a model's back-end (cosine, AS-norm or PLDA, calibrated or not) exactly as the speaker store scores
-with it; :func:`cosine_scorer` is plain cosine, the standard use of peers such as Resemblyzer.
+A back-end needs its own kind of speaker model, made from a speaker's enrollment embeddings
+(:func:`speaker_scoring` picks it):
+
+- :class:`CentroidScoring`, for cosine back-ends (with or without S-norm / AS-norm): the normalised mean of
+  the unit enrollment embeddings, scored as one embedding;
+- :class:`PLDAScoring`, for the PLDA back-end: the exact ``n``-utterance PLDA model, whose sufficient
+  statistics are the number ``n`` of enrollments and the mean of their embeddings in the PLDA space; a
+  test scores against it by a closed form (:meth:`~voxprint.backends.plda.TwoCovariancePLDA.speaker_vectors`),
+  so its posterior of the speaker sharpens as enrollments are added instead of pooling them into one
+  utterance.
+
+Both say how a gallery is searched (:mod:`voxprint.store.index`): a vector per speaker and a vector per
+test whose inner product ranks speakers exactly as the back-end's raw score does (the cosine; the PLDA
+log-likelihood ratio).
+
+A *scorer* maps ``(enrollments, tests (T, d))`` to a ``(T, M)`` score matrix, where ``enrollments`` holds
+each of the ``M`` speakers' enrollment embeddings (a list of ``(n_i, d)`` arrays; a 2-D array is one
+single-utterance speaker per row). :func:`backend_scorer` wraps a model's back-end (cosine, AS-norm or PLDA,
+calibrated or not) exactly as the speaker store scores with it; :func:`cosine_scorer` is plain cosine of the
+centroid, the standard use of peers such as Resemblyzer.
 
 Example:
     >>> models = np.array([[1.0, 0.0], [0.0, 1.0]])
     >>> cosine_scorer(models, np.array([[0.6, 0.8]])).tolist()
     [[0.6, 0.8]]
+    >>> cosine_scorer([np.array([[1.0, 0.0], [0.0, 1.0]])], np.array([[0.6, 0.8]])).round(4).tolist()
+    [[0.9899]]
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
 
-from voxprint.backends.rows import as_rows, unit_rows
+from voxprint.backends.rows import as_matrix, as_rows, unit_rows
+from voxprint.backends.scoring import mean_embedding
+from voxprint.errors import DataError
 
-__all__ = ["Scorer", "backend_scorer", "cosine_scorer"]
+__all__ = ["CentroidScoring", "Enrollments", "PLDAScoring", "Scorer", "SpeakerScoring", "backend_scorer",
+           "cosine_scorer", "enrollment_groups", "speaker_scoring"]
 
-#: ``scorer(models, tests) -> (len(tests), len(models))`` scores.
-Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+#: Each speaker's enrollment embeddings: ``(n_i, d)`` arrays, or one ``(M, d)`` array of one-utterance speakers.
+Enrollments = Sequence[np.ndarray] | np.ndarray
+#: ``scorer(enrollments, tests) -> (len(tests), len(enrollments))`` scores.
+Scorer = Callable[[Enrollments, np.ndarray], np.ndarray]
 
 
-def cosine_scorer(models: np.ndarray, tests: np.ndarray) -> np.ndarray:
-    """Cosine of every test row with every model row.
+def enrollment_groups(enrollments: Enrollments) -> list[np.ndarray]:
+    """Each speaker's enrollment embeddings as a non-empty ``(n_i, d)`` array.
+
+    Example:
+        >>> [g.shape for g in enrollment_groups(np.zeros((2, 3)) + 1)]
+        [(1, 3), (1, 3)]
+        >>> [g.shape for g in enrollment_groups([np.ones(3), np.ones((4, 3))])]
+        [(1, 3), (4, 3)]
+    """
+    if isinstance(enrollments, np.ndarray) and enrollments.ndim == 2:
+        return [as_rows(row[None, :], "enrollment embeddings") for row in enrollments]
+    groups = []
+    for group in enrollments:
+        mat = as_matrix(group, "enrollment embeddings")
+        groups.append(as_rows(mat[None, :] if mat.ndim == 1 else mat, "enrollment embeddings"))
+    return groups
+
+
+class SpeakerScoring:
+    """How a back-end keeps and scores speaker models (see the module docstring); subclasses fill it in.
+
+    Attributes:
+        kind: ``"centroid"`` or ``"plda"``.
+        metric: what the search index compares: ``"cosine"`` (unit vectors) or ``"inner_product"``.
+        stores_model: whether the store keeps the model in its own column (the centroid is kept anyway).
+        backend: the :class:`~voxprint.backends.backend.ScoringBackend`.
+    """
+
+    kind = ""
+    metric = "cosine"
+    stores_model = False
+
+    def __init__(self, backend: Any):
+        self.backend = backend
+
+    def models(self, enrollments: Enrollments) -> tuple[np.ndarray, np.ndarray]:
+        """``(M, k)`` speaker models and ``(M,)`` enrollment counts from each speaker's enrollment embeddings."""
+        raise NotImplementedError
+
+    def scores(self, models: np.ndarray, counts: np.ndarray, tests: np.ndarray) -> np.ndarray:
+        """``(T, M)`` back-end scores (its calibration applied when it has one) of tests against speaker models."""
+        raise NotImplementedError
+
+    def search_vectors(self, models: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """``(M, k')`` rows whose inner product with :meth:`query_vectors` ranks like the back-end's raw score."""
+        raise NotImplementedError
+
+    def query_vectors(self, tests: np.ndarray) -> np.ndarray:
+        """``(T, k')`` rows of test embeddings for :meth:`search_vectors`."""
+        raise NotImplementedError
+
+    def encode(self, model: np.ndarray, count: int) -> bytes | None:
+        """The stored form of one speaker model (None: nothing beyond the centroid is stored)."""
+        return None
+
+    def decode(self, blob: bytes | None, count: int) -> np.ndarray | None:
+        """A stored model, or None when ``blob`` is missing, of another back-end or of another enrollment count."""
+        return None
+
+
+class CentroidScoring(SpeakerScoring):
+    """Cosine back-ends: the model is the normalised mean of the unit enrollment embeddings (the store's
+    centroid column), scored as one embedding by the back-end (S-norm / AS-norm and calibration included).
+
+    Example:
+        >>> from voxprint.backends.backend import ScoringBackend
+        >>> scoring = CentroidScoring(ScoringBackend())
+        >>> models, counts = scoring.models([np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0.0, 1.0]])])
+        >>> scoring.scores(models, counts, np.array([[0.0, 2.0]])).round(4).tolist()
+        [[0.7071, 1.0]]
+    """
+
+    kind = "centroid"
+
+    def models(self, enrollments: Enrollments) -> tuple[np.ndarray, np.ndarray]:
+        groups = enrollment_groups(enrollments)
+        if not groups:
+            raise DataError("no speaker to make a model of")
+        models = np.stack([mean_embedding(g) for g in groups]).astype(np.float32)
+        return models, np.array([len(g) for g in groups], dtype=np.int64)
+
+    def scores(self, models: np.ndarray, counts: np.ndarray, tests: np.ndarray) -> np.ndarray:
+        from voxprint.data.trials import Trials
+
+        models, tests = as_rows(models, "speaker models"), as_rows(tests, "test embeddings")
+        model_ids = np.char.add("m", np.arange(len(models)).astype(str))
+        test_ids = np.char.add("t", np.arange(len(tests)).astype(str))
+        trials = Trials(labels=None, enroll=np.tile(model_ids, len(tests)), test=np.repeat(test_ids, len(models)))
+        ids = model_ids.tolist() + test_ids.tolist()
+        scores = self.backend.score_trials(ids, np.concatenate([models, tests]), trials)
+        return np.asarray(scores, dtype=np.float64).reshape(len(tests), len(models))
+
+    def search_vectors(self, models: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        return models
+
+    def query_vectors(self, tests: np.ndarray) -> np.ndarray:
+        tests = as_matrix(tests, "test embeddings")
+        return unit_rows(as_rows(tests[None, :] if tests.ndim == 1 else tests, "test embeddings"), "test embeddings")
+
+
+class PLDAScoring(SpeakerScoring):
+    """The PLDA back-end: the exact ``n``-utterance model, kept as ``n`` and the mean of the enrollments in the
+    PLDA space (:meth:`~voxprint.backends.plda.PLDABackend.enrollment_mean`), scored by the closed form of
+    :meth:`~voxprint.backends.plda.TwoCovariancePLDA.speaker_vectors` and calibrated by the back-end's
+    calibration when it has one. Searched by inner product: a speaker's row is ``w(n, f)`` and a test's
+    ``q(t)`` (in the coordinates of :meth:`~voxprint.backends.plda.TwoCovariancePLDA.search_vectors`), so
+    the index's scores are the exact uncalibrated LLRs.
+
+    Stored form: 8 bytes of the back-end's :meth:`~voxprint.backends.plda.PLDABackend.fingerprint`, then
+    ``n`` and the mean as float64; a model made with another back-end or for another count is not used.
+    """
+
+    kind = "plda"
+    metric = "inner_product"
+    stores_model = True
+
+    def __init__(self, backend: Any):
+        super().__init__(backend)
+        self.plda = backend.plda
+        self.tag = bytes.fromhex(self.plda.fingerprint()[:16])
+
+    def models(self, enrollments: Enrollments) -> tuple[np.ndarray, np.ndarray]:
+        groups = enrollment_groups(enrollments)
+        if not groups:
+            raise DataError("no speaker to make a model of")
+        counts = np.array([len(g) for g in groups], dtype=np.int64)
+        # One transform for every enrollment, then per-speaker means (the PLDA space is where they average).
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        sums = np.add.reduceat(self.plda.transform(np.concatenate(groups)), starts, axis=0)
+        return sums / counts[:, None], counts
+
+    def raw_scores(self, models: np.ndarray, counts: np.ndarray, tests: np.ndarray) -> np.ndarray:
+        """``(T, M)`` exact PLDA log-likelihood ratios, before the back-end's calibration."""
+        tests = as_matrix(tests, "test embeddings")
+        return self.plda.score_models(models, counts, tests[None, :] if tests.ndim == 1 else tests)
+
+    def scores(self, models: np.ndarray, counts: np.ndarray, tests: np.ndarray) -> np.ndarray:
+        raw = self.raw_scores(models, counts, tests)
+        calibration = self.backend.calibration
+        return raw if calibration is None else np.asarray(calibration.transform(raw), dtype=np.float64)
+
+    def search_vectors(self, models: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        return self.plda.plda.search_vectors(models, counts)
+
+    def query_vectors(self, tests: np.ndarray) -> np.ndarray:
+        tests = as_matrix(tests, "test embeddings")
+        return self.plda.plda.search_queries(self.plda.transform(tests[None, :] if tests.ndim == 1 else tests))
+
+    def encode(self, model: np.ndarray, count: int) -> bytes:
+        return self.tag + np.concatenate(([float(count)], np.asarray(model, dtype=np.float64))).tobytes()
+
+    def decode(self, blob: bytes | None, count: int) -> np.ndarray | None:
+        size = len(self.tag) + 8 * (self.plda.dim + 1)
+        if blob is None or len(blob) != size or bytes(blob[:len(self.tag)]) != self.tag:
+            return None
+        values = np.frombuffer(bytes(blob), dtype=np.float64, offset=len(self.tag))
+        # Written by a voxprint that did not keep this model (or mid-way through a change): derive it again.
+        return values[1:].copy() if values[0] == count else None
+
+
+def speaker_scoring(backend: Any) -> SpeakerScoring:
+    """The speaker models a back-end needs: :class:`PLDAScoring` for PLDA, :class:`CentroidScoring` otherwise.
+
+    Example:
+        >>> from voxprint.backends.backend import ScoringBackend
+        >>> speaker_scoring(ScoringBackend()).kind
+        'centroid'
+    """
+    return PLDAScoring(backend) if getattr(backend, "kind", "cosine") == "plda" else CentroidScoring(backend)
+
+
+def cosine_scorer(enrollments: Enrollments, tests: np.ndarray) -> np.ndarray:
+    """Cosine of every test row with every speaker's centroid (normalised mean of its unit embeddings).
 
     Args:
-        models: ``(M, d)`` speaker models.
+        enrollments: each speaker's enrollment embeddings (see the module docstring).
         tests: ``(T, d)`` test embeddings.
 
     Returns:
         ``(T, M)`` cosines.
     """
-    m = unit_rows(as_rows(models, "speaker models"), "speaker models")
+    m = np.stack([mean_embedding(g) for g in enrollment_groups(enrollments)])
     t = unit_rows(as_rows(tests, "test embeddings"), "test embeddings")
     return (t @ m.T).astype(np.float64)
 
 
 def backend_scorer(backend: Any) -> Scorer:
     """A scorer that uses ``backend`` (a :class:`~voxprint.backends.backend.ScoringBackend`) as the speaker
-    store does: each speaker model is one row (the normalised mean of its enrollment embeddings).
+    store does: each speaker's model is :func:`speaker_scoring`'s (the exact ``n``-utterance model for PLDA,
+    the centroid for cosine), scored with :meth:`SpeakerScoring.scores`.
 
     Args:
         backend: the back-end, e.g. ``model.backend``.
@@ -48,15 +245,10 @@ def backend_scorer(backend: Any) -> Scorer:
     Returns:
         The scorer.
     """
-    from voxprint.data.trials import Trials
+    scoring = speaker_scoring(backend)
 
-    def score(models: np.ndarray, tests: np.ndarray) -> np.ndarray:
-        models, tests = as_rows(models, "speaker models"), as_rows(tests, "test embeddings")
-        model_ids = np.char.add("m", np.arange(len(models)).astype(str))
-        test_ids = np.char.add("t", np.arange(len(tests)).astype(str))
-        trials = Trials(labels=None, enroll=np.tile(model_ids, len(tests)), test=np.repeat(test_ids, len(models)))
-        ids = model_ids.tolist() + test_ids.tolist()
-        scores = backend.score_trials(ids, np.concatenate([models, tests]), trials)
-        return np.asarray(scores, dtype=np.float64).reshape(len(tests), len(models))
+    def score(enrollments: Enrollments, tests: np.ndarray) -> np.ndarray:
+        models, counts = scoring.models(enrollments)
+        return scoring.scores(models, counts, as_rows(tests, "test embeddings"))
 
     return score

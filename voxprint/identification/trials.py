@@ -5,8 +5,8 @@ enrollment recordings, so the calibration (:class:`~voxprint.identification.cali
 is fitted on trials that span both. From each speaker's utterances, :func:`plan_quality_trials` makes
 ``draws`` random orderings; in each:
 
-- **speaker models** pool the first ``K`` utterances, for every ``K`` of ``counts`` (the model is the
-  normalised mean of the unit utterance embeddings, as the speaker store keeps it);
+- **speaker models** pool the first ``K`` utterances, for every ``K`` of ``counts`` (the scorer makes the
+  model the speaker store keeps for its back-end: :mod:`voxprint.identification.scoring`);
 - **test segments** take utterances from the end of the ordering and concatenate them until they reach
   each of ``durations`` (then cut to exactly that length at a random offset), plus the last utterance
   whole (the usual single-recording test).
@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voxprint.backends.scoring import mean_embedding
 from voxprint.errors import DataError
 from voxprint.identification.scoring import Scorer
 
@@ -246,8 +245,8 @@ def score_quality_trials(plan: QualityPlan, segment_embeddings: np.ndarray, utte
     missing = sorted({u for m in plan.models for u in m.utterances} - set(rows))
     if missing:
         raise DataError(f"{len(missing)} enrollment utterances have no embedding (first: {missing[0]})")
-    models = np.stack([mean_embedding(utterance_embeddings[[rows[u] for u in m.utterances]]) for m in plan.models])
-    scores = scorer(models, segment_embeddings)
+    enrollments = [utterance_embeddings[[rows[u] for u in m.utterances]] for m in plan.models]
+    scores = scorer(enrollments, segment_embeddings)
     kind = plan.is_target()
     seg_idx, model_idx = np.nonzero(kind >= 0)
     labels = kind[seg_idx, model_idx]

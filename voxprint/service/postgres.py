@@ -45,7 +45,6 @@ from voxprint.store.sqlite import (
     SpeakerRecord,
     _unit,
     check_speaker_id,
-    speaker_model,
 )
 
 __all__ = ["PostgresKeyTable", "PostgresSpeakerStore", "PostgresTable", "TemporaryPostgres", "display_url",
@@ -58,8 +57,10 @@ CREATE TABLE IF NOT EXISTS voxprint_speakers (
     name TEXT NOT NULL,
     created DOUBLE PRECISION NOT NULL,
     centroid BYTEA NOT NULL,
-    count INTEGER NOT NULL
+    count INTEGER NOT NULL,
+    model BYTEA
 );
+ALTER TABLE voxprint_speakers ADD COLUMN IF NOT EXISTS model BYTEA;
 CREATE TABLE IF NOT EXISTS voxprint_enrollments (
     id BIGSERIAL PRIMARY KEY,
     speaker TEXT NOT NULL REFERENCES voxprint_speakers(id) ON DELETE CASCADE ON UPDATE CASCADE,
@@ -214,9 +215,7 @@ class PostgresTable(SpeakerReads):
         return self.speaker(speaker_id)
 
     def _refresh_speaker(self, db: Any, speaker_id: str) -> None:
-        rows = db.execute("SELECT embedding FROM voxprint_enrollments WHERE speaker = %s", (speaker_id,)).fetchall()
-        db.execute("UPDATE voxprint_speakers SET centroid = %s, count = %s WHERE id = %s",
-                   (*speaker_model(rows), speaker_id))
+        self._write_speaker_models(db, speaker_id)  # the centroid and the back-end's model, as SQLite does
 
     def remove(self, speaker_id: str) -> None:
         """Delete a speaker and its enrollments.

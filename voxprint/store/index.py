@@ -1,4 +1,5 @@
-"""Nearest speaker models by cosine: the search half of identification, from ten speakers to millions.
+"""Nearest speaker models by cosine or inner product: the search half of identification, from ten speakers
+to millions.
 
 A :class:`SpeakerIndex` is derived from the speaker store (its ids and unit speaker models), never the
 system of record: it remembers the store :attr:`~voxprint.store.sqlite.EmbeddingTable.version` it was
@@ -17,6 +18,18 @@ Two kinds, one interface:
   docs/benchmarks.md, "Speaker search at scale", and on real embeddings in tests/test_store_index.py).
 
 ``kind="auto"`` picks exact search below :data:`EXACT_MAX_SPEAKERS` speakers and FAISS from there on.
+
+Two metrics:
+
+- ``"cosine"``: the models and queries are unit vectors (the centroids of cosine back-ends);
+- ``"inner_product"``: models and queries are kept as given and scored by their inner product. This is
+  how PLDA searches: the exact log-likelihood ratio of a test ``t`` against a speaker enrolled with ``n``
+  utterances is ``q(t) . w(n, f)`` for a test vector ``q`` and a speaker vector ``w``
+  (:meth:`voxprint.backends.plda.TwoCovariancePLDA.speaker_vectors` derives it), so exact search returns
+  the true top-k LLRs and FAISS searches them as maximum inner product. For FAISS the speaker rows get one
+  more coordinate, ``sqrt(R^2 - |w|^2)`` with ``R`` the largest row norm at build, and the queries a 0
+  there (Bachrach et al., RecSys 2014): the inner products are unchanged, and with every row of norm ``R``
+  the largest inner product is the smallest angle, which is what the inverted lists' k-means partitions well.
 
 Example:
     >>> import numpy as np
@@ -37,10 +50,12 @@ import numpy as np
 from voxprint.backends.rows import as_matrix, unit_rows
 from voxprint.errors import DataError, StoreError
 
-__all__ = ["EXACT_MAX_SPEAKERS", "KINDS", "SpeakerIndex", "list_count", "probe_count"]
+__all__ = ["EXACT_MAX_SPEAKERS", "KINDS", "METRICS", "SpeakerIndex", "list_count", "probe_count"]
 
 #: The index kinds :meth:`SpeakerIndex.build` accepts.
 KINDS = ("auto", "exact", "faiss")
+#: What an index compares (see the module docstring).
+METRICS = ("cosine", "inner_product")
 
 #: ``kind="auto"`` searches exactly below this many speakers and with FAISS from there on. Measured by
 #: ``bench/speaker_search.py`` (docs/benchmarks.md, "Speaker search at scale"): the smallest gallery at
@@ -105,21 +120,25 @@ def probe_count(lists: int) -> int:
 
 
 class SpeakerIndex:
-    """The speaker models of a store, searchable by cosine; make one with :meth:`build`.
+    """The speaker models of a store, searchable by cosine or inner product; make one with :meth:`build`.
 
     Attributes:
         kind: ``"exact"`` or ``"faiss"``.
         version: the store version the index was built at (None when built from other data).
         ids: the speaker ids, in row order (row ``i`` of every search result is ``ids[i]``).
-        dim: the embedding size.
+        dim: the size of the models and queries.
+        metric: ``"cosine"`` or ``"inner_product"`` (see the module docstring).
     """
 
     def __init__(self, kind: str, ids: list[str], dim: int, version: int | None, matrix: np.ndarray | None = None,
-                 faiss_index: Any = None) -> None:
+                 faiss_index: Any = None, metric: str = "cosine", radius: float | None = None) -> None:
         self.kind = kind
         self.ids = ids
         self.dim = dim
         self.version = version
+        self.metric = metric
+        # The FAISS inner-product index's common row norm R (its extra coordinate makes every row that long).
+        self._radius = radius
         # The exact kind keeps its models in a buffer with spare rows, so that add() is amortised O(dim).
         self._buffer = matrix
         self._faiss = faiss_index
@@ -127,27 +146,38 @@ class SpeakerIndex:
 
     @classmethod
     def build(cls, ids: Sequence[str], matrix: np.ndarray, kind: str = "auto",
-              version: int | None = None) -> SpeakerIndex:
+              version: int | None = None, metric: str = "cosine") -> SpeakerIndex:
         """Index speaker models.
 
         Args:
             ids: one unique id per row of ``matrix``.
-            matrix: ``(N, D)`` speaker models (unit rows; others are normalised). ``N`` may be 0.
+            matrix: ``(N, D)`` speaker models (for ``"cosine"``: unit rows, others are normalised). ``N``
+                may be 0.
             kind: ``"exact"``, ``"faiss"``, or ``"auto"`` (exact below :data:`EXACT_MAX_SPEAKERS`
                 speakers; exact with a warning if FAISS is not installed).
             version: the store version the models were read at.
+            metric: ``"cosine"`` or ``"inner_product"`` (see the module docstring).
 
         Returns:
             The index.
 
         Raises:
-            StoreError: an unknown kind, or ``kind="faiss"`` without FAISS installed.
-            DataError: ids and rows differ in number, or a row is zero or not finite.
+            StoreError: an unknown kind or metric, or ``kind="faiss"`` without FAISS installed.
+            DataError: ids and rows differ in number, or a row is not finite (or, for cosine, zero).
+
+        Example:
+            >>> index = SpeakerIndex.build(["a", "b"], np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 2.0]]),
+            ...                            metric="inner_product")
+            >>> ids, scores = index.search(np.array([2.0, 1.0, 1.0]), k=2)
+            >>> ids, scores.tolist()
+            ([['b', 'a']], [[3.0, 1.0]])
         """
         if kind not in KINDS:
             raise StoreError(f"unknown speaker index kind {kind!r}; use one of {', '.join(KINDS)}")
+        if metric not in METRICS:
+            raise StoreError(f"unknown speaker index metric {metric!r}; use one of {', '.join(METRICS)}")
         ids = list(ids)
-        rows = _unit_matrix(matrix, len(ids))
+        rows = _model_matrix(matrix, len(ids), metric)
         if kind == "auto":
             kind = "exact" if len(ids) < EXACT_MAX_SPEAKERS else "faiss"
             if kind == "faiss" and not _faiss_available():
@@ -155,8 +185,11 @@ class SpeakerIndex:
                               "`pip install faiss-cpu`", stacklevel=2)
                 kind = "exact"
         if kind == "exact" or len(ids) == 0:
-            return cls("exact", ids, rows.shape[1], version, matrix=np.array(rows, dtype=np.float32, order="C"))
-        return cls("faiss", ids, rows.shape[1], version, faiss_index=_ivf_index(rows))
+            return cls("exact", ids, rows.shape[1], version, matrix=np.array(rows, dtype=np.float32, order="C"),
+                       metric=metric)
+        radius = float(np.linalg.norm(rows, axis=1).max()) if metric == "inner_product" else None
+        return cls("faiss", ids, rows.shape[1], version, faiss_index=_ivf_index(_lifted(rows, radius)),
+                   metric=metric, radius=radius)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -182,14 +215,16 @@ class SpeakerIndex:
             DataError: malformed rows (as :meth:`build`).
         """
         ids = list(ids)
-        rows = _unit_matrix(matrix, len(ids), self.dim)
+        rows = _model_matrix(matrix, len(ids), self.metric, self.dim)
         clash = next((i for i in ids if i in self._known_ids()), None)
         if clash is None and len(set(ids)) < len(ids):
             clash = next(i for i in ids if ids.count(i) > 1)
         if clash is not None:
             raise StoreError(f"speaker {clash!r} is already in the index; rebuild it to change a speaker model")
         if self._faiss is not None:
-            self._faiss.add(rows)  # filed under the nearest list; the float32 copy appended in order
+            # Filed under the nearest list; the float32 copy appended in order. A row longer than the
+            # build's R gets 0 as its extra coordinate: its inner products stay exact, only its list is rougher.
+            self._faiss.add(_lifted(rows, self._radius))
         else:
             have = len(self.ids)
             if have + len(ids) > self._buffer.shape[0]:
@@ -221,12 +256,12 @@ class SpeakerIndex:
             FAISS index that finds fewer than ``k'`` speakers in the lists it scans pads with row -1
             and score ``-inf``.
         """
-        q = _queries(queries, self.dim)
+        q = _queries(queries, self.dim, self.metric)
         k = min(int(k), len(self))
         if k <= 0:
             return np.zeros((q.shape[0], 0), dtype=np.int64), np.zeros((q.shape[0], 0), dtype=np.float32)
         if self._faiss is not None:
-            scores, rows = self._faiss.search(q, k)
+            scores, rows = self._faiss.search(_lifted(q, 0.0 if self._radius is not None else None), k)
             return rows, np.where(rows >= 0, scores, -np.inf).astype(np.float32)
         matrix = self._matrix()
         rows = np.empty((q.shape[0], k), dtype=np.int64)
@@ -234,7 +269,8 @@ class SpeakerIndex:
         step = max(1, _EXACT_BLOCK_CELLS // max(len(self), 1))
         for lo in range(0, q.shape[0], step):
             block = q[lo:lo + step]
-            # One query is a matrix-vector product; a block of them one matrix-matrix product.
+            # One query is a matrix-vector product; a block of them one matrix-matrix product (the inner
+            # product of unit rows is their cosine).
             cos = matrix @ block[0] if block.shape[0] == 1 else block @ matrix.T
             cos = cos.reshape(block.shape[0], -1)
             top = np.argpartition(-cos, k - 1, axis=1)[:, :k] if k < cos.shape[1] else \
@@ -246,20 +282,20 @@ class SpeakerIndex:
         return rows, scores
 
     def search(self, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
-        """The ``k`` speakers nearest to each query by cosine.
+        """The ``k`` speakers nearest to each query by cosine (or with the largest inner product).
 
         Args:
-            queries: ``(Q, D)`` embeddings, or one ``(D,)`` embedding (treated as ``Q = 1``); they are
-                L2-normalised here.
+            queries: ``(Q, D)`` embeddings, or one ``(D,)`` embedding (treated as ``Q = 1``); for cosine
+                they are L2-normalised here.
             k: how many speakers per query (at most the index's size).
 
         Returns:
             ``(ids, scores)``: for each query the ids of its nearest speakers, best first, and their
-            cosines as a ``(Q, k')`` float32 array (a FAISS index that finds fewer than ``k'`` speakers
-            lists fewer ids and pads the scores with ``-inf``).
+            cosines (inner products) as a ``(Q, k')`` float32 array (a FAISS index that finds fewer than
+            ``k'`` speakers lists fewer ids and pads the scores with ``-inf``).
 
         Raises:
-            DataError: a query of another size than the index's, or zero or not finite.
+            DataError: a query of another size than the index's, or not finite (or, for cosine, zero).
         """
         rows, scores = self.search_rows(queries, k)
         return [[self.ids[r] for r in row if r >= 0] for row in rows.tolist()], scores
@@ -268,8 +304,31 @@ class SpeakerIndex:
         """The speaker models of ``rows`` (row numbers as :meth:`search_rows` returns), ``(len(rows), D)``."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if self._faiss is not None:
-            return _faiss().downcast_index(self._faiss.refine_index).reconstruct_batch(rows)
+            stored = _faiss().downcast_index(self._faiss.refine_index).reconstruct_batch(rows)
+            return stored[:, :self.dim]  # without the inner-product index's extra coordinate
         return self._matrix()[rows]
+
+
+def _lifted(rows: np.ndarray, radius: float | None) -> np.ndarray:
+    """``rows`` with the extra coordinate of the inner-product FAISS index (see the module docstring):
+    ``sqrt(radius^2 - |row|^2)`` (at least 0) for speaker rows, 0 for queries (``radius=0``); unchanged for
+    cosine (``radius=None``)."""
+    if radius is None:
+        return rows
+    extra = np.sqrt(np.maximum(radius * radius - np.einsum("ij,ij->i", rows, rows, dtype=np.float64), 0.0))
+    return np.ascontiguousarray(np.hstack([rows, extra[:, None].astype(np.float32)]), dtype=np.float32)
+
+
+def _model_matrix(matrix: np.ndarray, count: int, metric: str, dim: int | None = None) -> np.ndarray:
+    """``matrix`` checked to hold ``count`` finite rows (of ``dim`` values), as float32; L2-normalised for cosine."""
+    if metric == "cosine":
+        return _unit_matrix(matrix, count, dim)
+    mat = as_matrix(matrix, "speaker models")
+    if mat.ndim != 2 or mat.shape[0] != count or (dim is not None and mat.shape[1] != dim):
+        want = f"({count}, {dim if dim is not None else 'D'})"
+        raise DataError(f"need one speaker model per id: got {count} ids and models of shape {mat.shape}, "
+                        f"want {want}")
+    return np.ascontiguousarray(mat, dtype=np.float32)
 
 
 def _unit_matrix(matrix: np.ndarray, count: int, dim: int | None = None) -> np.ndarray:
@@ -289,17 +348,18 @@ def _unit_matrix(matrix: np.ndarray, count: int, dim: int | None = None) -> np.n
     return np.ascontiguousarray(unit_rows(mat, "speaker models"), dtype=np.float32)
 
 
-def _queries(queries: np.ndarray, dim: int) -> np.ndarray:
-    """Queries as a C-contiguous ``(Q, dim)`` float32 array of unit rows."""
+def _queries(queries: np.ndarray, dim: int, metric: str = "cosine") -> np.ndarray:
+    """Queries as a C-contiguous ``(Q, dim)`` float32 array (of unit rows, for cosine)."""
     q = as_matrix(queries, "query embeddings")
     q = q[None, :] if q.ndim == 1 else q
     if q.ndim != 2 or q.shape[1] != dim:
         raise DataError(f"query embeddings of shape {np.shape(queries)} do not match the index's {dim} dimensions")
-    return np.ascontiguousarray(unit_rows(q, "query embeddings"), dtype=np.float32)
+    return np.ascontiguousarray(unit_rows(q, "query embeddings") if metric == "cosine" else q, dtype=np.float32)
 
 
 def _ivf_index(rows: np.ndarray) -> Any:
-    """A FAISS inverted-file index of 8-bit codes (inner product), with float32 rescoring, of unit ``rows``."""
+    """A FAISS inverted-file index of 8-bit codes (inner product), with float32 rescoring, of ``rows`` of one
+    length (unit rows, or inner-product rows lifted by :func:`_lifted`)."""
     faiss = _faiss()
     lists = list_count(rows.shape[0])
     quantizer = faiss.IndexFlatIP(rows.shape[1])

@@ -1,11 +1,19 @@
 """Enroll, identify and verify against a speaker store with a model.
 
+Each speaker is kept with the speaker model the model's back-end needs
+(:func:`voxprint.identification.scoring.speaker_scoring`): the centroid of its enrollment embeddings for
+cosine back-ends, the exact ``n``-utterance PLDA model (``n`` and the mean of the enrollments in the PLDA
+space) for PLDA, so a speaker enrolled with more recordings is modelled with the certainty they give.
+``voxprint eval-id`` and the identification calibration it fits score the same models.
+
 Identification is a search plus an open-set decision:
 
-1. the test embedding's cosine to the speaker models gives the candidates (:mod:`voxprint.store.index`:
-   exact BLAS search, FAISS above the measured crossover);
-2. the candidates are rescored with the model's back-end (for the bundled model, calibrated PLDA
-   log-likelihood ratios);
+1. the search index (:mod:`voxprint.store.index`: exact BLAS search, FAISS above the measured crossover)
+   gives the candidates with the back-end's raw score: the cosine to the centroids, or the exact PLDA
+   log-likelihood ratio, which is an inner product of a test vector and a speaker vector
+   (:meth:`voxprint.backends.plda.TwoCovariancePLDA.speaker_vectors`);
+2. the candidates are scored with the model's back-end (for the bundled model, calibrated PLDA
+   log-likelihood ratios) and the identification calibration;
 3. the best candidate is returned only if ``score - ln(N) >= threshold`` for a gallery of ``N``
    speakers, else ``unknown``. With calibrated log-likelihood ratios, ``score - ln N`` is the log
    posterior odds of "this speaker" against "someone not enrolled" when the prior of being enrolled is
@@ -133,6 +141,32 @@ class SpeakerStore:
             self.table.bind_model(model.identity, model.embedding_dim)  # raises with the explanation
 
     @property
+    def model(self) -> Any:
+        """The model whose embeddings the store holds (None: the store is only read, re-embedded or listed)."""
+        return self._model
+
+    @model.setter
+    def model(self, model: Any) -> None:
+        # The table derives each speaker's back-end model in the transaction that changes its enrollments,
+        # so it is told what the back-end needs whenever the model is set (also by subclasses and reembed).
+        self._model = model
+        self._scoring = None
+        self._index_cache = None
+        self.table.scoring = self.scoring if model is not None else None
+
+    @property
+    def scoring(self) -> Any:
+        """The speaker models the model's back-end needs, and how they are scored and searched
+        (:func:`~voxprint.identification.scoring.speaker_scoring`)."""
+        if self._scoring is None:
+            if self._model is None:
+                raise StoreError("this speaker store was opened without a model; open it with one to score")
+            from voxprint.identification.scoring import speaker_scoring
+
+            self._scoring = speaker_scoring(self._model.backend)
+        return self._scoring
+
+    @property
     def path(self) -> Path:
         return self.table.path
 
@@ -184,6 +218,7 @@ class SpeakerStore:
             StoreError: an invalid id, another model's store, or a store that cannot be written.
         """
         check_speaker_id(speaker_id)
+        self.table.check_writable()  # a read-only store refuses at once, before the recordings are embedded
         if not audios:
             raise AudioError(f"no enrollment recording given for speaker {speaker_id!r}")
         sources = list(sources) if sources is not None else [_source_name(a) for a in audios]
@@ -210,15 +245,16 @@ class SpeakerStore:
         (the version moved by exactly one); a changed speaker model, or another writer in between,
         leaves the index stale, and the next search rebuilds it.
         """
-        cached = getattr(self, "_index_cache", None)
-        if cached is None or cached[0].version != before or record.id in cached[0]:
+        cached = self._index_cache
+        if cached is None or cached[0].version != before or record.id in cached[0] or not len(cached[0]):
             return
         after = self.table.version
         if after != before + 1:
             return
-        index, counts = cached
-        index.add([record.id], record.centroid[None], version=after)
-        self._index_cache = (index, np.append(counts, record.count))
+        index, models, counts = cached
+        _, model, count, _ = self.table.speaker_models(self.scoring, record.id)
+        index.add([record.id], self.scoring.search_vectors(model, count), version=after)
+        self._index_cache = (index, np.concatenate([models, model.astype(models.dtype)]), np.append(counts, count))
 
     def remove(self, speaker_id: str) -> None:
         """Delete a speaker."""
@@ -237,14 +273,6 @@ class SpeakerStore:
         return self.table.speaker(speaker_id)
 
     # ------------------------------------------------------------------------------------ scoring
-
-    def _scores(self, test: np.ndarray, rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-        """Back-end scores of ``test`` against the speaker models ``centroids[rows]``."""
-        from voxprint.data.trials import Trials
-
-        names = [f"s{i}" for i in range(len(rows))]
-        trials = Trials(labels=None, enroll=np.array(names), test=np.array(["test"] * len(rows)))
-        return self.model.backend.score_trials(names + ["test"], np.vstack([centroids[rows], test[None]]), trials)
 
     @property
     def identification_threshold(self) -> float:
@@ -286,14 +314,15 @@ class SpeakerStore:
         Raises:
             StoreError: the store is empty.
         """
-        index, counts = self._speaker_index()
+        index, models, counts = self._speaker_index()
         if not len(index):
             raise StoreError(f"speaker store {self.path} has no speakers; enroll some first")
         count = min(max(candidates, top_k), len(index))
-        rows = index.search_rows(embedding, count)[0][0]
+        rows = index.search_rows(self.scoring.query_vectors(embedding), count)[0][0]
         rows = rows[rows >= 0]  # an approximate index may find fewer
-        models = index.vectors(rows)
-        scores = self.calibrate(self._scores(embedding, np.arange(rows.size), models), test_seconds, counts[rows])
+        # The index ranked by the raw score in float32; the candidates get the back-end's float64 scores.
+        scores = self.scoring.scores(models[rows], counts[rows], np.asarray(embedding)[None])[0]
+        scores = self.calibrate(scores, test_seconds, counts[rows])
         order = np.argsort(-scores, kind="stable")
         top = [Candidate(index.ids[rows[i]], float(scores[i])) for i in order[:top_k]]
         threshold = self.identification_threshold
@@ -301,18 +330,25 @@ class SpeakerStore:
         accepted = open_set_accepts(best.score, len(index), threshold)
         return Identification(best.speaker if accepted else None, best.score, threshold, len(index), top)
 
-    def _speaker_index(self) -> tuple[Any, np.ndarray]:
-        """The search index of the speaker models and their enrollment counts, rebuilt when the store
-        has been written since (:attr:`EmbeddingTable.version`); see :mod:`voxprint.store.index`."""
+    def _speaker_index(self) -> tuple[Any, np.ndarray, np.ndarray]:
+        """The search index of the speakers, their models (:attr:`scoring`'s) and enrollment counts, in the
+        index's row order; rebuilt when the store has been written since (:attr:`EmbeddingTable.version`).
+        See :mod:`voxprint.store.index`."""
         from voxprint.store.index import SpeakerIndex
 
         # The version is read before the models: a write in between makes the index look stale, so
         # it is rebuilt once more, never kept out of date.
         version = self.table.version
-        cached = getattr(self, "_index_cache", None)
+        cached = self._index_cache
         if cached is None or cached[0].version != version:
-            ids, centroids, counts = self.table.centroids()
-            cached = self._index_cache = (SpeakerIndex.build(ids, centroids, version=version), counts)
+            scoring = self.scoring
+            ids, models, counts, derived = self.table.speaker_models(scoring)
+            if derived:
+                # Models a writer without this back-end left out (e.g. an earlier voxprint): kept for next time.
+                self.table.save_models(scoring, derived, version)
+            vectors = scoring.search_vectors(models, counts) if ids else np.zeros((0, 1), dtype=np.float32)
+            index = SpeakerIndex.build(ids, vectors, version=version, metric=scoring.metric)
+            cached = self._index_cache = (index, models, counts)
         return cached
 
     def identify(self, audio: AudioInput, top_k: int = 5) -> Identification:
@@ -322,7 +358,8 @@ class SpeakerStore:
         return self.identify_embedding(embedding, top_k=top_k, test_seconds=len(wave) / self.model.sample_rate)
 
     def verify(self, speaker_id: str, audio: AudioInput, threshold: float | None = None) -> dict[str, Any]:
-        """Score ``audio`` against a stored speaker (no enrollment audio is re-embedded).
+        """Score ``audio`` against a stored speaker's model (no enrollment audio is re-embedded), as
+        identification scores it: with the PLDA back-end, the exact ``n``-utterance model of its enrollments.
 
         Returns:
             ``{"speaker", "score", "scale", "threshold", "decision"}``.
@@ -330,8 +367,8 @@ class SpeakerStore:
         Raises:
             StoreError: unknown speaker, or no threshold.
         """
-        record = self.table.speaker(speaker_id)
-        score = float(self.model.backend.score(record.centroid[None], self.model.extract_embedding(audio)))
+        _, model, count, _ = self.table.speaker_models(self.scoring, speaker_id)
+        score = float(self.scoring.scores(model, count, self.model.extract_embedding(audio)[None])[0, 0])
         threshold = self.model.threshold if threshold is None else threshold
         if threshold is None:
             raise StoreError("the model has no stored threshold; pass one")
@@ -353,8 +390,13 @@ class SpeakerStore:
         for row, _, audio in rows:
             wave, rate = decode_audio(audio)
             embeddings[row] = model.extract_embedding(wave, sample_rate=rate)
-        self.table.replace_embeddings(embeddings, model.identity, model.embedding_dim)
-        self.model = model
+        previous = self.model
+        self.model = model  # the new model's back-end makes the speaker models in the same transaction
+        try:
+            self.table.replace_embeddings(embeddings, model.identity, model.embedding_dim)
+        except BaseException:
+            self.model = previous
+            raise
         return len(embeddings)
 
 

@@ -10,11 +10,24 @@ Tables:
 - ``meta``: the model identity the embeddings were made with (:attr:`SpeakerModel.identity`), the
   embedding size, the schema version and a write counter (``version``) that search indexes compare to
   know when to refresh;
-- ``speakers``: id, display name, the speaker model derived from the enrollments (the normalised mean
-  of their unit embeddings, what cosine scoring and the model's back-end score against) and its count;
+- ``speakers``: id, display name, the enrollment count, and the speaker models derived from the
+  enrollments, updated in the transaction that changes them: ``centroid``, the normalised mean of their
+  unit embeddings (what cosine back-ends score against, and what diarization looks for), and ``model``,
+  the model the store's back-end needs when it needs another one (for PLDA the exact ``n``-utterance
+  model: ``n`` and the mean of the enrollments in the PLDA space, see
+  :class:`voxprint.identification.scoring.PLDAScoring`), NULL when a writer had no back-end;
 - ``enrollments``: every enrollment embedding with its source name (unique per speaker, which makes
   re-running an enrollment idempotent), speech duration, a quality figure and, with
   ``keep_audio``, the 16 kHz audio (FLAC) so the store can be re-embedded with another model.
+
+A stored ``model`` carries the fingerprint of the back-end that made it and its enrollment count, so one
+that another back-end made, or that a writer without it left behind (a ``model`` column added to a
+store of an earlier voxprint, an enrollment added by an earlier voxprint), is recognised and derived
+again from the enrollments (:meth:`SpeakerReads.speaker_models`).
+
+A store whose file or folder is not writable is opened read-only (SQLite's ``immutable`` mode, since the
+WAL index cannot be created beside it): it can be searched and listed, and every write is refused with
+one line naming it.
 """
 from __future__ import annotations
 
@@ -44,7 +57,8 @@ CREATE TABLE IF NOT EXISTS speakers (
     name TEXT NOT NULL,
     created REAL NOT NULL,
     centroid BLOB NOT NULL,
-    count INTEGER NOT NULL
+    count INTEGER NOT NULL,
+    model BLOB
 );
 CREATE TABLE IF NOT EXISTS enrollments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -90,7 +104,8 @@ class SpeakerRecord:
         name: the display name.
         count: the number of enrollment recordings.
         seconds: their total speech duration.
-        centroid: the speaker model (unit vector).
+        centroid: the normalised mean of the unit enrollment embeddings (what cosine back-ends score, and
+            what diarization looks for); the back-end's own model comes from :meth:`SpeakerReads.speaker_models`.
     """
 
     id: str
@@ -134,6 +149,14 @@ def speaker_model(rows: Sequence[tuple[bytes]]) -> tuple[bytes, int]:
     return _unit(matrix.mean(axis=0)).tobytes(), len(rows)
 
 
+def _embedding_groups(rows: Sequence[tuple[Any, bytes]]) -> tuple[list[Any], list[np.ndarray]]:
+    """``(key, embedding blob)`` rows, grouped by key in order of first appearance, as ``(n, D)`` arrays."""
+    groups: dict[Any, list[np.ndarray]] = {}
+    for key, blob in rows:
+        groups.setdefault(key, []).append(np.frombuffer(bytes(blob), dtype=np.float32))
+    return list(groups), [np.stack(v) for v in groups.values()]
+
+
 def _unit(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
     if not np.isfinite(norm) or norm == 0:
@@ -142,12 +165,19 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 
 
 class SpeakerReads:
-    """The read queries of a speaker table, shared by SQLite and PostgreSQL (which differ only in table
-    names and parameter markers). Subclasses provide ``path``, ``_query(sql, args)`` and ``get_meta``."""
+    """The read queries of a speaker table, and the derivation of its speaker models, shared by SQLite and
+    PostgreSQL (which differ only in table names and parameter markers). Subclasses provide ``path``,
+    ``_query(sql, args)``, ``get_meta`` and ``transaction``; whoever opens the table with a model sets
+    :attr:`scoring`, so that writes keep the back-end's speaker models."""
 
     SPEAKERS_TABLE = "speakers"
     ENROLLMENTS_TABLE = "enrollments"
     PARAMETER = "?"
+    #: The speaker-model column, or ``NULL`` for a read-only store of an earlier voxprint that lacks it.
+    model_column = "model"
+    #: What the back-end needs as speaker models (:func:`voxprint.identification.scoring.speaker_scoring`);
+    #: None: only the centroid is kept (a writer without a back-end leaves ``model`` NULL).
+    scoring: Any = None
     path: Path
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
@@ -198,7 +228,7 @@ class SpeakerReads:
                 for source, seconds, quality, blob, has_audio in rows]
 
     def centroids(self) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """All speaker ids, their speaker models (N, D) and enrollment counts (N,), by id."""
+        """All speaker ids, their centroids (N, D) and enrollment counts (N,), by id."""
         rows = self._query(f"SELECT id, centroid, count FROM {self.SPEAKERS_TABLE} ORDER BY id")
         dim = int(self.get_meta("dim") or 0)
         if not rows:
@@ -206,9 +236,118 @@ class SpeakerReads:
         matrix = np.frombuffer(b"".join(bytes(blob) for _, blob, _ in rows), dtype=np.float32).reshape(len(rows), -1)
         return [r[0] for r in rows], matrix, np.array([r[2] for r in rows], dtype=np.int64)
 
+    def speaker_models(self, scoring: Any, speaker_id: str | None = None
+                       ) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, tuple[np.ndarray, int]]]:
+        """Every speaker's model for ``scoring`` (or one speaker's), by id.
+
+        Stored models are used when they are ``scoring``'s (same back-end, same enrollment count); the others
+        are derived from the enrollments here and returned separately too, so that the caller can store them
+        (:meth:`save_models`).
+
+        Args:
+            scoring: a :class:`~voxprint.identification.scoring.SpeakerScoring`.
+            speaker_id: only this speaker (None: all).
+
+        Returns:
+            ``(ids, models (N, k), counts (N,), derived)`` with ``derived``: id -> (model, count) of the models
+            that were not stored.
+
+        Raises:
+            StoreError: ``speaker_id`` is not enrolled.
+        """
+        if speaker_id is not None:
+            self.speaker(speaker_id)
+        if not scoring.stores_model:
+            if speaker_id is None:
+                ids, centroids, counts = self.centroids()
+            else:
+                record = self.speaker(speaker_id)
+                ids, centroids, counts = [record.id], record.centroid[None], np.array([record.count])
+            return ids, centroids, counts, {}
+        where, args = (f"WHERE id = {self.PARAMETER}", (speaker_id,)) if speaker_id is not None else ("", ())
+        rows = self._query(f"SELECT id, {self.model_column}, count FROM {self.SPEAKERS_TABLE} {where} ORDER BY id",
+                           args)
+        ids = [r[0] for r in rows]
+        models: list[np.ndarray | None] = [scoring.decode(None if blob is None else bytes(blob), int(count))
+                                           for _, blob, count in rows]
+        counts = np.array([int(r[2]) for r in rows], dtype=np.int64)
+        missing = [i for i, m in enumerate(models) if m is None]
+        derived: dict[str, tuple[np.ndarray, int]] = {}
+        if missing:
+            wanted = {ids[i] for i in missing}
+            where, args = ((f"WHERE speaker = {self.PARAMETER}", (ids[missing[0]],)) if len(missing) == 1 else ("", ()))
+            enrollment_rows = self._query(f"SELECT speaker, embedding FROM {self.ENROLLMENTS_TABLE} {where} "
+                                          "ORDER BY speaker, id", args)
+            speakers, groups = _embedding_groups([r for r in enrollment_rows if r[0] in wanted])
+            if speakers:
+                made, made_counts = scoring.models(groups)
+                derived = {spk: (model, int(n)) for spk, model, n in zip(speakers, made, made_counts)}
+            for i in missing:
+                # A speaker written between the two reads: its count is that of the enrollments read.
+                model, count = derived.get(ids[i], (None, 0))
+                if model is None:
+                    raise StoreError(f"speaker {ids[i]!r} of {self.path} has no enrollment embeddings; remove it "
+                                     "and enroll it again")
+                models[i], counts[i] = model, count
+        if not ids:
+            return [], np.zeros((0, 0)), counts, {}
+        return ids, np.stack(models), counts, derived
+
+    def transaction(self) -> Any:
+        """A write transaction (see the subclasses)."""
+        raise NotImplementedError
+
+    def check_writable(self) -> None:
+        """Raise the error a write would raise when the store cannot be written at all (a read-only file).
+
+        Raises:
+            StoreError: the store is read-only.
+        """
+        if getattr(self, "read_only", False):
+            raise StoreError(f"speaker store {self.path} is read-only (the file or its folder is not writable); "
+                             "nothing was written")
+
+    def save_models(self, scoring: Any, models: dict[str, tuple[np.ndarray, int]], version: int) -> bool:
+        """Store speaker models derived while reading (:meth:`speaker_models`), if the store is still at
+        ``version`` and each speaker still has the enrollment count it was derived from, without counting
+        as a write: the models are what any reader derives, so no search index becomes stale. Best effort:
+        a read-only or busy store goes on deriving them.
+
+        Returns:
+            Whether they were stored.
+        """
+        if getattr(self, "read_only", False) or not models or not scoring.stores_model or self.model_column == "NULL":
+            return False
+        p = self.PARAMETER
+        try:
+            with self.transaction() as db:
+                if self.version != version:
+                    return False
+                for speaker_id, (model, count) in models.items():
+                    db.execute(f"UPDATE {self.SPEAKERS_TABLE} SET model = {p} WHERE id = {p} AND count = {p}",
+                               (scoring.encode(model, count), speaker_id, count))
+        except StoreError:
+            return False
+        return True
+
+    def _write_speaker_models(self, db: Any, speaker_id: str) -> None:
+        """Recompute a speaker's centroid, count and back-end model from its enrollments, inside the caller's
+        transaction ``db`` (the one that changed them)."""
+        p = self.PARAMETER
+        rows = db.execute(f"SELECT embedding FROM {self.ENROLLMENTS_TABLE} WHERE speaker = {p} ORDER BY id",
+                          (speaker_id,)).fetchall()
+        centroid, count = speaker_model(rows)
+        model = None
+        if self.scoring is not None and self.scoring.stores_model:
+            made, _ = self.scoring.models([np.stack([np.frombuffer(bytes(b), dtype=np.float32) for (b,) in rows])])
+            model = self.scoring.encode(made[0], count)
+        db.execute(f"UPDATE {self.SPEAKERS_TABLE} SET centroid = {p}, count = {p}, model = {p} WHERE id = {p}",
+                   (centroid, count, model, speaker_id))
+
 
 class EmbeddingTable(SpeakerReads):
-    """SQLite access to the tables above, without any model: store, read and derive speaker models.
+    """SQLite access to the tables above: store, read and derive speaker models (the back-end's, when
+    :attr:`scoring` is set, as :class:`~voxprint.store.SpeakerStore` does).
 
     Args:
         path: the database file (created when missing and ``create`` is true).
@@ -221,10 +360,15 @@ class EmbeddingTable(SpeakerReads):
 
     def __init__(self, path: str | os.PathLike, create: bool = True):
         self.path = Path(path)
+        #: True when the store was opened read-only (its file or folder is not writable): writes are refused.
+        self.read_only = False
         if not create and not self.path.is_file():
             raise StoreError(f"speaker store {self.path} does not exist; enroll a speaker to create it")
         if self.path.is_dir():
             raise StoreError(f"speaker store {self.path} is a folder; give a file name such as speakers.db")
+        if self.path.is_file() and not _writable(self.path):
+            self._open_read_only()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
@@ -243,8 +387,47 @@ class EmbeddingTable(SpeakerReads):
                 elif stored != str(SCHEMA_VERSION):
                     raise StoreError(f"speaker store {self.path} has schema {stored}; this voxprint reads "
                                      f"schema {SCHEMA_VERSION}")
+                if not self._has_model_column():
+                    # A store of an earlier voxprint: the column is added, its models are derived when read.
+                    self._db.execute("ALTER TABLE speakers ADD COLUMN model BLOB")
         except sqlite3.DatabaseError as exc:
             raise StoreError(_describe(self.path, exc)) from None
+
+    def _open_read_only(self) -> None:
+        """Open a store that cannot be written, for reading only.
+
+        SQLite's WAL mode keeps a shared-memory index in a ``-shm`` file beside the database; when the folder
+        is read-only and no writer has one open, it cannot be created and a normal (even ``mode=ro``)
+        connection fails. ``immutable=1`` reads the file without it, which is right here: nobody without
+        write permission can change the file, and a writer with it would have left ``-wal`` and ``-shm``
+        files, which a normal read-only connection uses (tried first).
+        """
+        self.read_only = True
+        uri = self.path.absolute().as_uri()
+        error = sqlite3.DatabaseError("unable to open")
+        for options in ("mode=ro", "immutable=1"):
+            db = None
+            try:
+                db = sqlite3.connect(f"{uri}?{options}", uri=True, timeout=BUSY_TIMEOUT_SECONDS,
+                                     isolation_level=None, check_same_thread=False)
+                found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchall()
+                stored = found[0][0] if found else None
+                self._db = db
+                break
+            except sqlite3.DatabaseError as exc:
+                error = exc
+                if db is not None:
+                    db.close()
+        else:
+            raise StoreError(_describe(self.path, error)) from None
+        if stored != str(SCHEMA_VERSION):
+            raise StoreError(f"speaker store {self.path} has schema {stored}; this voxprint reads schema "
+                             f"{SCHEMA_VERSION}")
+        if not self._has_model_column():
+            self.model_column = "NULL"  # an earlier voxprint's store: every model is derived when read
+
+    def _has_model_column(self) -> bool:
+        return any(row[1] == "model" for row in self._db.execute("PRAGMA table_info(speakers)").fetchall())
 
     def close(self) -> None:
         """Close the database connection."""
@@ -253,7 +436,12 @@ class EmbeddingTable(SpeakerReads):
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: taken at once (``BEGIN IMMEDIATE``, so writers queue instead of
-        deadlocking), committed on success, rolled back on any error."""
+        deadlocking), committed on success, rolled back on any error.
+
+        Raises:
+            StoreError: the store is read-only, or busy beyond the timeout.
+        """
+        self.check_writable()
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
@@ -331,9 +519,8 @@ class EmbeddingTable(SpeakerReads):
         return self.speaker(speaker_id)
 
     def _refresh_speaker(self, speaker_id: str) -> None:
-        """Recompute a speaker's model from its enrollments (inside the caller's transaction)."""
-        rows = self._db.execute("SELECT embedding FROM enrollments WHERE speaker = ?", (speaker_id,)).fetchall()
-        self._db.execute("UPDATE speakers SET centroid = ?, count = ? WHERE id = ?", (*speaker_model(rows), speaker_id))
+        """Recompute a speaker's models from its enrollments (inside the caller's transaction)."""
+        self._write_speaker_models(self._db, speaker_id)
 
     def remove(self, speaker_id: str) -> None:
         """Delete a speaker and its enrollments.
@@ -363,8 +550,8 @@ class EmbeddingTable(SpeakerReads):
             else:
                 # Copy the row, move the enrollments to it, delete the old row: the enrollments' foreign
                 # key never points at a missing speaker. A name that was just the old id follows the id.
-                db.execute("INSERT INTO speakers(id, name, created, centroid, count) SELECT ?, COALESCE(?, "
-                           "CASE WHEN name = id THEN ? ELSE name END), created, centroid, count FROM speakers "
+                db.execute("INSERT INTO speakers(id, name, created, centroid, count, model) SELECT ?, COALESCE(?, "
+                           "CASE WHEN name = id THEN ? ELSE name END), created, centroid, count, model FROM speakers "
                            "WHERE id = ?", (new_id, name, new_id, speaker_id))
                 db.execute("UPDATE enrollments SET speaker = ? WHERE speaker = ?", (new_id, speaker_id))
                 db.execute("DELETE FROM speakers WHERE id = ?", (speaker_id,))
@@ -407,6 +594,15 @@ def decode_audio(blob: bytes) -> tuple[np.ndarray, int]:
 def _record(row: tuple) -> SpeakerRecord:
     speaker_id, name, count, seconds, blob = row
     return SpeakerRecord(speaker_id, name, int(count), float(seconds), np.frombuffer(blob, dtype=np.float32))
+
+
+def _writable(path: Path) -> bool:
+    """Whether SQLite can write the store at ``path``: the file, and its folder (for the ``-wal`` and ``-shm``
+    files), unless a writer already has those open."""
+    if not os.access(path, os.W_OK):
+        return False
+    beside = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    return os.access(path.parent, os.W_OK | os.X_OK) or all(os.access(f, os.W_OK) for f in beside)
 
 
 def _describe(path: Path, exc: sqlite3.DatabaseError) -> str:
