@@ -15,8 +15,9 @@ Data (all speakers unseen in training):
   tests, the AHC threshold; 2.0 switches a test off); the settings it prints as best (lowest DER;
   among equal ones the middle one) are the ones the module uses.
 
-Systems: voxprint's pipeline (Silero VAD, 1.5 s / 0.75 s windows of the bundled model) with each
-clustering method, the default one also with the true number of speakers; and the peer,
+Systems: voxprint's pipeline (Silero VAD, 1.5 s / 0.75 s windows of the bundled model, fused with the
+bundled i-vector extractor's windows as the bundled model's meta.json asks) with each clustering method,
+the default one also with the true number of speakers and without the i-vector fusion; and the peer,
 Resemblyzer partial embeddings + webrtcvad + ``spectralcluster`` in ``.venv-bench``
 (``bench/peers/resemblyzer_diarize.py``). Speed: one torch thread and one BLAS thread, audio decoded
 in memory first (as the peer), VAD + embedding + clustering + segments.
@@ -24,6 +25,7 @@ in memory first (as the peer), VAD + embedding + clustering + segments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pickle
 import sys
@@ -40,7 +42,8 @@ from voxprint.audio import load_audio
 from voxprint.data import read_data_folder
 from voxprint.diarization import Segment, read_rttm, score_diarization, simulate_conversations
 from voxprint.diarization import clustering
-from voxprint.diarization.pipeline import FRAME_SECONDS, cluster_windows, diarize, embed_speech, frame_labels
+from voxprint.diarization.pipeline import (FRAME_SECONDS, FUSION_WEIGHT, cluster_windows, diarization_partner, diarize,
+                                           embed_speech, frame_labels)
 from voxprint.diarization.segments import labels_to_segments
 from voxprint.inference import load_model
 from voxprint.paths import data_root
@@ -143,28 +146,31 @@ def segments_of(windows: Any, labels: np.ndarray) -> list[Segment]:
 def calibrate(model: Any, work: Path) -> None:
     """Sweep the clustering constants on the calibration half and print the best values."""
     refs, waves, _ = load_set(simulate(work, "calibrate", calibration=True), with_sample=False)
-    cache = work / "calibrate-windows.pkl"
+    cache = work / "calibrate-windows-fused.pkl"
     if cache.is_file():
         windows = pickle.loads(cache.read_bytes())
     else:
-        windows = {f: embed_speech(model, w) for f, w in waves.items()}
+        partner = diarization_partner(model)
+        windows = {f: embed_speech(model, w, fuse_with=partner) for f, w in waves.items()}
         cache.write_bytes(pickle.dumps(windows))
     files = list(refs)
     rows = []
-    grid = [(n, c, 0.5) for n in (10, 15, 20, 25) for c in (0.3, 0.35, 0.4, 0.45, 0.5)]
-    grid += [(15, c, cos) for c in (0.3, 0.35, 0.4, 2.0) for cos in (0.4, 0.45, 0.55, 0.6, 2.0)]
-    for neighbours, connectivity, cosine in grid:
-        hyps = {f: segments_of(w, cluster_windows(w, 1.5, method="spectral", neighbours=neighbours,
-                                                  connectivity=connectivity, single_cosine=cosine))
+    grid = [(w, n, c, cos) for w in (0.3, 0.5, 0.7) for n in (10, 15, 20) for c in (0.3, 0.35, 0.4)
+            for cos in (0.5, 0.55, 0.6, 0.65, 2.0)]
+    for weight, neighbours, connectivity, cosine in grid:
+        hyps = {f: segments_of(w, cluster_windows(w, 1.5, fusion_weight=weight, method="spectral",
+                                                  neighbours=neighbours, connectivity=connectivity,
+                                                  single_cosine=cosine))
                 for f, w in windows.items()}
         s = scores(refs, hyps, files)
-        rows.append(["spectral", f"neighbours {neighbours}, connectivity {connectivity}, split cosine {cosine}",
-                     100 * s["der"], 100 * s["count"]])
+        rows.append(["spectral", f"fusion weight {weight}, neighbours {neighbours}, connectivity {connectivity}, "
+                     f"split cosine {cosine}", 100 * s["der"], 100 * s["count"]])
     for threshold in (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4):
         hyps = {f: segments_of(w, cluster_windows(w, 1.5, method="ahc", threshold=threshold))
                 for f, w in windows.items()}
         s = scores(refs, hyps, files)
-        rows.append(["ahc", f"threshold {threshold}", 100 * s["der"], 100 * s["count"]])
+        rows.append(["ahc", f"fusion weight {FUSION_WEIGHT}, threshold {threshold}", 100 * s["der"],
+                     100 * s["count"]])
     print(format_table(["method", "setting", "DER % (collar 0.25)", "exact count %"], rows))
     for method in ("spectral", "ahc"):
         mine = [r for r in rows if r[0] == method]
@@ -180,23 +186,28 @@ def run_ours(model: Any, waves: dict, counts: dict[str, int]) -> tuple[dict[str,
     methods: dict[str, dict[str, Any]] = {
         "spectral": {}, "wang": {"method": "wang"}, "ahc": {"method": "ahc"},
         "spectralcluster": {"method": "spectralcluster", "min_speakers": 2, "max_speakers": 7},
-        "spectral, true count": {}}
+        "spectral, true count": {}, "spectral, model alone": {}, "spectral, model alone, true count": {}}
     hyps: dict[str, dict] = {m: {} for m in methods}
     seconds = {m: 0.0 for m in methods}
     embed_seconds = 0.0
+    partner = diarization_partner(model)
     diarize(model, next(iter(waves.values()))[:16000 * 5], sample_rate=16000)  # warm-up (not timed)
     for file_id, wave in waves.items():
         start = time.perf_counter()
-        windows = embed_speech(model, wave)
+        windows = embed_speech(model, wave, fuse_with=partner)
         embed_seconds += time.perf_counter() - start
         for key, options in methods.items():
-            if key == "spectral, true count":
+            given = windows
+            if "model alone" in key:  # the same windows without the second model's rows: no new embedding
+                given = dataclasses.replace(windows, partner=None)
+            if "true count" in key:
                 options = {"num_speakers": counts[file_id]}
             start = time.perf_counter()
-            result = diarize(model, wave, sample_rate=16000, windows=windows, **options)
+            result = diarize(model, wave, sample_rate=16000, windows=given, **options)
             seconds[key] += time.perf_counter() - start
             hyps[key][file_id] = result.segments
-    seconds.pop("spectral, true count")
+    for key in ("spectral, true count", "spectral, model alone", "spectral, model alone, true count"):
+        seconds.pop(key)
     return hyps, {m: s + embed_seconds for m, s in seconds.items()}, embed_seconds
 
 
@@ -237,6 +248,8 @@ def main() -> int:
              "spectralcluster": "voxprint embeddings + `spectralcluster` package (ICASSP 2018 config, 2-7 speakers)",
              "ahc": f"voxprint, ahc (average linkage, threshold {clustering.AHC_THRESHOLD})",
              "spectral, true count": "voxprint, spectral, number of speakers given",
+             "spectral, model alone": "voxprint, spectral, bundled ECAPA alone (no i-vector fusion)",
+             "spectral, model alone, true count": "voxprint, spectral, ECAPA alone, number of speakers given",
              "peer": f"peer: Resemblyzer {peer['resemblyzer_version']} partials + webrtcvad + spectralcluster "
                      f"{peer['spectralcluster_version']}"}
     rows = []

@@ -35,3 +35,4 @@ echo "training took $(( $(date +%s) - start )) s"
 rm -rf "$DEST" && mkdir -p "$DEST"
 cp -r "$RUN/model.pt" "$RUN/config.yaml" "$RUN/meta.json" "$RUN/history.json" "$RUN/backend" "$DEST/"
 echo "bundled model written to $DEST"
+bash recipes/default/ivector.sh  # the diarization partner, named in the new meta.json

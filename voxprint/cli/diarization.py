@@ -58,6 +58,10 @@ def _count_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hop", type=positive_float, default=0.75, help="time between windows in seconds (default: 0.75)")
     p.add_argument("--vad", choices=["auto", "silero", "energy"], default="auto",
                    help="speech detection: Silero VAD (auto: when installed) or the energy VAD (default: auto)")
+    p.add_argument("--fuse-with", default="auto", metavar="MODEL",
+                   help="a second model whose window embeddings are fused with --model's for the clustering: a "
+                        "built-in model or a run folder, 'none' for none (default: auto, the one the model names; "
+                        "the bundled model names the bundled i-vector extractor)")
 
 
 def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,6 +75,12 @@ def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
                                "hop_seconds": args.hop, "vad": args.vad}
     if args.hop > args.window:
         raise VoxprintError(f"--hop {args.hop} must not exceed --window {args.window}")
+    if args.fuse_with == "none":
+        options["fuse_with"] = None
+    elif args.fuse_with != "auto":
+        from voxprint.inference import load_model
+
+        options["fuse_with"] = load_model(args.fuse_with)
     if args.num_speakers is not None:
         options["num_speakers"] = args.num_speakers
     else:
