@@ -12,8 +12,9 @@ Data (all speakers unseen in training):
   half of the dev speakers. ``--calibrate`` instead simulates the same design (plus one-speaker and
   short recordings) from the even-numbered half, and sweeps the constants of
   :mod:`voxprint.diarization.clustering` on it (the neighbours of the graph, the two single-speaker
-  tests, the AHC threshold; 2.0 switches a test off); the settings it prints as best (lowest DER;
-  among equal ones the middle one) are the ones the module uses.
+  tests, the AHC threshold, the fusion weight; 2.0 switches a test off) and then those of
+  :mod:`voxprint.diarization.resegment` after the module's clustering; the settings it prints as best
+  (lowest DER; among equal ones the middle one) are the ones the modules use.
 
 Systems: voxprint's pipeline (Silero VAD, 1.5 s / 0.75 s windows of the bundled model, fused with the
 bundled i-vector extractor's windows as the bundled model's meta.json asks) with each clustering method,
@@ -44,6 +45,7 @@ from voxprint.diarization import Segment, read_rttm, score_diarization, simulate
 from voxprint.diarization import clustering
 from voxprint.diarization.pipeline import (FRAME_SECONDS, FUSION_WEIGHT, cluster_windows, diarization_partner, diarize,
                                            embed_speech, frame_labels)
+from voxprint.diarization.resegment import frame_model, resegment
 from voxprint.diarization.segments import labels_to_segments
 from voxprint.inference import load_model
 from voxprint.paths import data_root
@@ -138,9 +140,13 @@ def scores(refs: dict, hyps: dict, files: list[str]) -> dict[str, Any]:
 
 
 def segments_of(windows: Any, labels: np.ndarray) -> list[Segment]:
-    """Segments from window labels (as :func:`diarize` makes them, without renaming)."""
-    return labels_to_segments(frame_labels(windows, labels), FRAME_SECONDS,
-                              [f"spk{i + 1}" for i in range(int(labels.max()) + 1)] if len(labels) else [])
+    """Segments from window labels (as :func:`diarize` makes them before re-segmentation, without renaming)."""
+    return frame_segments(frame_labels(windows, labels))
+
+
+def frame_segments(frames: np.ndarray) -> list[Segment]:
+    """Segments from frame labels (-1: no speech)."""
+    return labels_to_segments(frames, FRAME_SECONDS, [f"spk{i + 1}" for i in range(int(frames.max(initial=-1)) + 1)])
 
 
 def calibrate(model: Any, work: Path) -> None:
@@ -171,8 +177,20 @@ def calibrate(model: Any, work: Path) -> None:
         s = scores(refs, hyps, files)
         rows.append(["ahc", f"fusion weight {FUSION_WEIGHT}, threshold {threshold}", 100 * s["der"],
                      100 * s["count"]])
+    # Re-segmentation, after the module's clustering (one UBM frame pass per recording).
+    ubm, frames_of = frame_model(diarization_partner(model))
+    frames = {f: frames_of(w) for f, w in waves.items()}
+    labels = {f: frame_labels(w, cluster_windows(w, 1.5)) for f, w in windows.items()}
+    for iterations in (1, 2, 3, 4):
+        for relevance in (4.0, 16.0):
+            for smooth in (25, 50, 100, 150, 200):
+                hyps = {f: frame_segments(resegment(labels[f], frames[f], ubm, iterations, relevance, smooth))
+                        for f in files}
+                s = scores(refs, hyps, files)
+                rows.append(["resegment", f"iterations {iterations}, relevance {relevance}, smoothing {smooth} frames",
+                             100 * s["der"], 100 * s["count"]])
     print(format_table(["method", "setting", "DER % (collar 0.25)", "exact count %"], rows))
-    for method in ("spectral", "ahc"):
+    for method in ("spectral", "ahc", "resegment"):
         mine = [r for r in rows if r[0] == method]
         lowest = min(round(r[2], 2) for r in mine)
         # Among equally good settings, the middle one: the furthest from the edges of the plateau.
@@ -186,7 +204,8 @@ def run_ours(model: Any, waves: dict, counts: dict[str, int]) -> tuple[dict[str,
     methods: dict[str, dict[str, Any]] = {
         "spectral": {}, "wang": {"method": "wang"}, "ahc": {"method": "ahc"},
         "spectralcluster": {"method": "spectralcluster", "min_speakers": 2, "max_speakers": 7},
-        "spectral, true count": {}, "spectral, model alone": {}, "spectral, model alone, true count": {}}
+        "spectral, true count": {}, "spectral, no re-segmentation": {"resegment": False},
+        "spectral, model alone": {"fuse_with": None}, "spectral, model alone, true count": {"fuse_with": None}}
     hyps: dict[str, dict] = {m: {} for m in methods}
     seconds = {m: 0.0 for m in methods}
     embed_seconds = 0.0
@@ -201,12 +220,13 @@ def run_ours(model: Any, waves: dict, counts: dict[str, int]) -> tuple[dict[str,
             if "model alone" in key:  # the same windows without the second model's rows: no new embedding
                 given = dataclasses.replace(windows, partner=None)
             if "true count" in key:
-                options = {"num_speakers": counts[file_id]}
+                options = {**options, "num_speakers": counts[file_id]}
             start = time.perf_counter()
             result = diarize(model, wave, sample_rate=16000, windows=given, **options)
             seconds[key] += time.perf_counter() - start
             hyps[key][file_id] = result.segments
-    for key in ("spectral, true count", "spectral, model alone", "spectral, model alone, true count"):
+    for key in ("spectral, true count", "spectral, no re-segmentation", "spectral, model alone",
+                "spectral, model alone, true count"):
         seconds.pop(key)
     return hyps, {m: s + embed_seconds for m, s in seconds.items()}, embed_seconds
 
@@ -248,7 +268,8 @@ def main() -> int:
              "spectralcluster": "voxprint embeddings + `spectralcluster` package (ICASSP 2018 config, 2-7 speakers)",
              "ahc": f"voxprint, ahc (average linkage, threshold {clustering.AHC_THRESHOLD})",
              "spectral, true count": "voxprint, spectral, number of speakers given",
-             "spectral, model alone": "voxprint, spectral, bundled ECAPA alone (no i-vector fusion)",
+             "spectral, no re-segmentation": "voxprint, spectral, without the GMM re-segmentation",
+             "spectral, model alone": "voxprint, spectral, bundled ECAPA alone (no i-vector fusion or re-segmentation)",
              "spectral, model alone, true count": "voxprint, spectral, ECAPA alone, number of speakers given",
              "peer": f"peer: Resemblyzer {peer['resemblyzer_version']} partials + webrtcvad + spectralcluster "
                      f"{peer['spectralcluster_version']}"}

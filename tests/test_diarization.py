@@ -19,7 +19,9 @@ from voxprint.diarization import (
 )
 from voxprint.diarization import clustering, simulate, vad
 from voxprint.audio import load_audio
+from voxprint.classical.gmm import DiagonalGMM
 from voxprint.diarization.pipeline import diarization_partner, embed_speech, partner_space
+from voxprint.diarization.resegment import resegment
 from voxprint.diarization.segments import labels_to_segments
 from voxprint.errors import DataError, VoxprintError
 from voxprint.store import SpeakerStore
@@ -293,6 +295,40 @@ def test_the_bundled_model_fuses_its_windows_with_the_bundled_ivector(model, con
 
     with pytest.raises(VoxprintError, match="8000 Hz"):
         embed_speech(model, wave, fuse_with=EightKilohertz())
+
+
+def test_resegmentation_moves_turn_boundaries_to_the_voices(model, dev, conversation):
+    # 33 s, six utterances each: enough speech per speaker for the GMMs (re-segmentation needs 10 s each).
+    utterances = {s: [(u, dev.wav[u]) for u in dev.spk2utt[s][:6]] for s in SPEAKERS}
+    conv = simulate.simulate_conversation(utterances, "light", np.random.default_rng(3))
+    reference = {"conv": conv.segments}
+    rough = diarize(model, conv.wave, sample_rate=conv.sample_rate, resegment=False)
+    fine = diarize(model, conv.wave, sample_rate=conv.sample_rate)
+    before = score_diarization(reference, {"conv": rough.segments}, collar=0.0)
+    after = score_diarization(reference, {"conv": fine.segments}, collar=0.0)
+    assert after.confusion < 0.8 * before.confusion, (before.confusion, after.confusion)
+    assert fine.speakers == rough.speakers  # the same speakers, and the same speech (only labels move)
+    speech = [sum(s.duration for s in r.segments) for r in (rough, fine)]
+    assert speech[0] == pytest.approx(speech[1], abs=0.02)
+    # The short conversation (about 8 s per speaker) is left as the clustering made it.
+    short = conversation[0] / "conv.wav"
+    assert diarize(model, short).segments == diarize(model, short, resegment=False).segments
+
+
+def test_resegment_relabels_speech_only_among_the_given_speakers():
+    rng = np.random.default_rng(1)
+    ubm = DiagonalGMM(np.array([0.5, 0.5]), np.array([[-1.0], [1.0]]), np.full((2, 1), 4.0))
+    truth = np.repeat([0, -1, 1, 0], [300, 100, 300, 300])
+    frames = np.where(truth == 1, 1.5, -1.5)[:, None] + rng.normal(size=(len(truth), 1))
+    rough = np.where(truth >= 0, np.repeat([0, 1, 0], [250, 450, 300]), -1)
+    fixed = resegment(rough, frames, ubm, min_speaker_frames=100)
+    assert np.array_equal(fixed < 0, truth < 0) and set(fixed[fixed >= 0]) == {0, 1}
+    assert (fixed != truth).sum() < 0.3 * (rough != truth).sum()
+    # Too little speech of a speaker (below 10 s by default here): nothing changes.
+    assert np.array_equal(resegment(rough, frames, ubm), rough)
+    assert np.array_equal(resegment(np.where(truth >= 0, 0, -1), frames, ubm), np.where(truth >= 0, 0, -1))
+    longer = np.concatenate([rough, [0, 0, -1]])  # more labels than frames: the extra ones are kept
+    assert np.array_equal(resegment(longer, frames, ubm, min_speaker_frames=100)[-3:], [0, 0, -1])
 
 
 def read_rttm_text(text: str) -> list[Segment]:

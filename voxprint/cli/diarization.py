@@ -62,6 +62,9 @@ def _count_options(p: argparse.ArgumentParser) -> None:
                    help="a second model whose window embeddings are fused with --model's for the clustering: a "
                         "built-in model or a run folder, 'none' for none (default: auto, the one the model names; "
                         "the bundled model names the bundled i-vector extractor)")
+    p.add_argument("--no-resegment", action="store_true",
+                   help="keep the window clustering's frame labels (default: re-segment the speech frames with "
+                        "per-speaker GMMs when a UBM is at hand, as with the bundled i-vector)")
 
 
 def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -75,6 +78,8 @@ def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
                                "hop_seconds": args.hop, "vad": args.vad}
     if args.hop > args.window:
         raise VoxprintError(f"--hop {args.hop} must not exceed --window {args.window}")
+    if args.no_resegment:
+        options["resegment"] = False
     if args.fuse_with == "none":
         options["fuse_with"] = None
     elif args.fuse_with != "auto":

@@ -18,8 +18,10 @@
    shorter than half a window carry too little voice to place reliably: they are left out of the
    clustering and join the speaker whose centroid they are closest to.
 4. **Segments**: every 10 ms frame of speech takes the speaker of the window whose centre is closest
-   (so a speaker change falls midway between the centres of two windows that disagree), and runs of
-   frames become segments.
+   (so a speaker change falls midway between the centres of two windows that disagree); then, when a
+   UBM is at hand (the bundled i-vector's), **re-segmentation** re-labels the speech frames with each
+   speaker's GMM adapted to this recording (:mod:`voxprint.diarization.resegment`); runs of frames
+   become segments.
 
 **Overlapped speech** gets a single speaker: every speech frame belongs to exactly one speaker, so
 where two people talk at once one of them is missed. ``voxprint eval-diarization`` reports the error
@@ -41,10 +43,11 @@ from typing import Any
 import numpy as np
 
 from voxprint.audio import load_audio
+from voxprint.backends.rows import unit_rows
 from voxprint.diarization.clustering import ClusterMethod, cluster_embeddings
+from voxprint.diarization.resegment import frame_model, resegment as resegment_frames
 from voxprint.diarization.segments import Segment, format_rttm, labels_to_segments
 from voxprint.diarization.vad import VadMethod, speech_regions
-from voxprint.backends.rows import unit_rows
 from voxprint.errors import VoxprintError
 
 __all__ = ["FRAME_SECONDS", "FUSION_WEIGHT", "Diarization", "SpeechWindows", "cluster_windows", "diarization_partner",
@@ -321,6 +324,15 @@ def _load_partner(location: str) -> Any:
     return load_model(location)
 
 
+def _frame_gmm(model: Any, partner: Any) -> Any:
+    """The UBM and frames for re-segmentation: the second model's, else the model's own, else None."""
+    for candidate in (partner, model):
+        found = frame_model(candidate) if candidate is not None else None
+        if found is not None:
+            return found
+    return None
+
+
 def diarization_partner(model: Any, fuse_with: Any = "auto") -> Any:
     """The second model whose window embeddings the diarization fuses with ``model``'s, or None.
 
@@ -359,7 +371,8 @@ def diarize(model: Any, audio: AudioInput, sample_rate: int | None = None, *, nu
             min_speakers: int = 1, max_speakers: int = 8, method: ClusterMethod = "spectral",
             ahc_threshold: float | None = None, window_seconds: float = 1.5, hop_seconds: float = 0.75,
             vad: VadMethod = "auto", vad_threshold: float = 0.5, min_speech: float = 0.25, min_silence: float = 0.3,
-            store: Any = None, windows: SpeechWindows | None = None, fuse_with: Any = "auto") -> Diarization:
+            store: Any = None, windows: SpeechWindows | None = None, fuse_with: Any = "auto",
+            resegment: bool = True) -> Diarization:
     """Who spoke when in one recording (see the module docstring for each step).
 
     Args:
@@ -385,6 +398,9 @@ def diarize(model: Any, audio: AudioInput, sample_rate: int | None = None, *, nu
             cluster again without embedding again; the audio is then read only for ``store``.
         fuse_with: the second model whose window embeddings are fused with the model's for the clustering
             (:func:`diarization_partner`: ``"auto"`` takes the one the model's ``meta.json`` names; None: none).
+        resegment: re-label the speech frames with GMMs of each speaker adapted to this recording
+            (:mod:`voxprint.diarization.resegment`), when the second model or the model has a UBM (the bundled
+            i-vector has); the audio is then read even when ``windows`` are given.
 
     Returns:
         The :class:`Diarization`.
@@ -401,19 +417,23 @@ def diarize(model: Any, audio: AudioInput, sample_rate: int | None = None, *, nu
         >>> result.speakers, result.segments[0].start
         (['spk1', 'spk2'], 6.75)
     """
+    partner = diarization_partner(model, fuse_with)
+    gmm = _frame_gmm(model, partner) if resegment else None
     wave = None
-    if windows is None or store is not None:
+    if windows is None or store is not None or gmm is not None:
         wave = load_audio(audio, sample_rate=sample_rate, target_rate=model.sample_rate,
                           min_seconds=model.min_seconds, max_seconds=model.max_seconds)
     if windows is None:
         windows = embed_speech(model, wave, window_seconds, hop_seconds, vad=vad, vad_threshold=vad_threshold,
-                               min_speech=min_speech, min_silence=min_silence,
-                               fuse_with=diarization_partner(model, fuse_with))
+                               min_speech=min_speech, min_silence=min_silence, fuse_with=partner)
     if not len(windows):
         return Diarization([], [], {}, windows.duration)
     labels = cluster_windows(windows, window_seconds, method=method, num_speakers=num_speakers,
                               min_speakers=min_speakers, max_speakers=max_speakers, threshold=ahc_threshold)
     frames = frame_labels(windows, labels)
+    if gmm is not None and wave is not None:
+        ubm, frames_of = gmm
+        frames = resegment_frames(frames, frames_of(wave), ubm)
     # Number the speakers in order of first appearance in time (a short window may come before a long one).
     order = list(dict.fromkeys(frames[frames >= 0].tolist()))
     rank = np.full(int(labels.max()) + 1, -1, dtype=np.int64)
