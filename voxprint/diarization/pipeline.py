@@ -13,8 +13,8 @@
    also embedded by it, mapped by that model's LDA + whitening + length normalisation (its PLDA
    back-end's front half), and the clustering compares windows by the weighted mean of the two models'
    cosines (:data:`FUSION_WEIGHT`): a neural and a classical embedding err on different speaker pairs, as
-   in score fusion for verification. On the simulated conversations this cut the DER by a quarter
-   (docs/benchmarks.md, "Diarization"). Windows
+   in score fusion for verification (docs/benchmarks.md, "Diarization", has the benchmark with and
+   without it). Windows
    shorter than half a window carry too little voice to place reliably: they are left out of the
    clustering and join the speaker whose centroid they are closest to.
 4. **Segments**: every 10 ms frame of speech takes the speaker of the window whose centre is closest
@@ -88,7 +88,7 @@ class SpeechWindows:
     def __len__(self) -> int:
         return len(self.embeddings)
 
-    def clustering_vectors(self, weight: float = 0.5) -> np.ndarray:
+    def clustering_vectors(self, weight: float = FUSION_WEIGHT) -> np.ndarray:
         """What the clustering compares: the unit embeddings, or with a second model's ``partner`` rows, both
         scaled so that the cosine of two rows is ``(1 - weight) * cos_model + weight * cos_partner``.
 
@@ -155,7 +155,8 @@ def embed_speech(model: Any, wave: np.ndarray, window_seconds: float = 1.5, hop_
     partner = None
     if fuse_with is not None and results:
         if fuse_with.sample_rate != rate:
-            raise VoxprintError(f"the second diarization model runs at {fuse_with.sample_rate} Hz, the model at {rate} Hz")
+            raise VoxprintError(f"the second diarization model runs at {fuse_with.sample_rate} Hz, the model at "
+                                f"{rate} Hz; fuse models of the same sample rate")
         others = _window_embeddings(fuse_with, pieces, window_seconds, hop_seconds)
         if [len(r) for r in others] != [len(r) for r in results]:
             raise VoxprintError("the second diarization model cuts other windows than the model (its frame shift "

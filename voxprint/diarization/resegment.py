@@ -27,10 +27,13 @@ from typing import Any
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
+from scipy.sparse import csr_matrix
+from scipy.special import logsumexp
 
-from voxprint.classical.gmm import DiagonalGMM, map_adapt_means
+from voxprint.classical.gmm import DiagonalGMM, FrameStatistics, map_adapt_means
 
-__all__ = ["ITERATIONS", "MIN_FRAMES", "MIN_SPEAKER_FRAMES", "RELEVANCE", "SMOOTH_FRAMES", "TOP_C", "frame_model", "resegment"]
+__all__ = ["ITERATIONS", "MIN_FRAMES", "MIN_SPEAKER_FRAMES", "RELEVANCE", "SMOOTH_FRAMES", "TOP_C", "frame_model",
+           "resegment"]
 
 #: Rounds of adaptation and re-labelling.
 ITERATIONS = 4
@@ -72,15 +75,37 @@ def frame_model(model: Any) -> tuple[DiagonalGMM, Any] | None:
     return encoder.ubm, frames
 
 
-def _ratios(ubm: DiagonalGMM, frames: np.ndarray, speaker_means: list[np.ndarray | None], top_c: int) -> np.ndarray:
-    """(T, S) per-frame log-likelihood ratios of each speaker's adapted GMM against the UBM (-inf: no model)."""
-    ratios = np.full((len(frames), len(speaker_means)), -np.inf)
-    modelled = [s for s, means in enumerate(speaker_means) if means is not None]
-    for first in range(0, len(frames), CHUNK_FRAMES):
-        chunk = frames[first:first + CHUNK_FRAMES]
-        ratios[first:first + len(chunk), modelled] = ubm.frame_llrs_top_c([speaker_means[s] for s in modelled],
-                                                                           chunk, top_c)
-    return ratios
+class _FrameAlignment:
+    """Each speech frame's top UBM components, their log-likelihoods and posteriors, computed once: they do not
+    change between rounds, so a round costs one small sparse product per speaker and one scoring pass."""
+
+    def __init__(self, ubm: DiagonalGMM, frames: np.ndarray, top_c: int):
+        parts = [ubm.top_components(frames[first:first + CHUNK_FRAMES], top_c)
+                 for first in range(0, len(frames), CHUNK_FRAMES)]
+        self.ubm, self.frames = ubm, frames
+        self.index = np.concatenate([index for index, _ in parts])
+        self.scores = np.concatenate([scores for _, scores in parts])
+        self.base = logsumexp(self.scores, axis=1)
+        posteriors = np.exp(self.scores - self.base[:, None])
+        count, width = self.index.shape
+        # (T, K) posteriors with ``top_c`` entries a row: the statistics of any set of frames are one product.
+        self.posteriors = csr_matrix((posteriors.ravel(), self.index.ravel(), np.arange(0, count * width + 1, width)),
+                                     shape=(count, ubm.num_components))
+
+    def adapted_means(self, members: np.ndarray, relevance: float) -> np.ndarray:
+        """MAP-adapted means from the frames in ``members`` (top-C posteriors, as the scores use)."""
+        gamma = self.posteriors[members]
+        stats = FrameStatistics(np.asarray(gamma.sum(axis=0)).ravel(), np.asarray(gamma.T @ self.frames[members]),
+                                None, 0.0, int(members.sum()))
+        return map_adapt_means(self.ubm, stats, relevance)
+
+    def ratios(self, means: np.ndarray) -> np.ndarray:
+        """(T,) each frame's top-C log-likelihood ratio of the adapted model against the UBM."""
+        out = np.empty(len(self.frames))
+        for first in range(0, len(self.frames), CHUNK_FRAMES):
+            rows = slice(first, first + CHUNK_FRAMES)
+            out[rows] = self.ubm.adapted_top_c_scores(means, self.frames[rows], self.index[rows], self.scores[rows])
+        return out - self.base
 
 
 def resegment(labels: np.ndarray, frames: np.ndarray, ubm: DiagonalGMM, iterations: int = ITERATIONS,
@@ -114,18 +139,20 @@ def resegment(labels: np.ndarray, frames: np.ndarray, ubm: DiagonalGMM, iteratio
     labels = np.asarray(labels, dtype=np.int64).copy()
     count = int(labels.max(initial=-1)) + 1
     usable = min(len(labels), len(frames))
-    current, x = labels[:usable], np.asarray(frames[:usable], dtype=np.float64)
+    current = labels[:usable].copy()
     speech = current >= 0
     if count < 2 or min(int((current == s).sum()) for s in range(count)) < max(min_speaker_frames, MIN_FRAMES):
         return labels
+    alignment = _FrameAlignment(ubm, np.asarray(frames[:usable], dtype=np.float64)[speech], top_c)
+    who = current[speech]
     for _ in range(iterations):
-        means = [map_adapt_means(ubm, ubm.statistics(x[current == s]), relevance)
-                 if (current == s).sum() >= MIN_FRAMES else None for s in range(count)]
-        ratios = _ratios(ubm, x[speech], means, top_c)
+        ratios = np.full((len(who), count), -1e3)  # a speaker without a model never wins a frame
+        for s in range(count):
+            members = who == s
+            if members.sum() >= MIN_FRAMES:
+                ratios[:, s] = alignment.ratios(alignment.adapted_means(members, relevance))
         # Averaging over neighbouring speech frames (silence between them left out) favours whole turns.
-        smoothed = uniform_filter1d(np.where(np.isfinite(ratios), ratios, -1e3), size=smooth_frames, axis=0,
-                                    mode="nearest")
-        current = current.copy()
-        current[speech] = smoothed.argmax(axis=1)
+        who = uniform_filter1d(ratios, size=smooth_frames, axis=0, mode="nearest").argmax(axis=1)
+    current[speech] = who
     labels[:usable] = current
     return labels
