@@ -397,3 +397,106 @@ def test_eval_id_on_an_export_runs_without_torch_and_matches_torch(exports, dev_
                 == {k: theirs[k] for k in ("top1", "top5", "mated", "nonmated")})
         assert [p["dir"] for p in ours["open_set"]] == [p["dir"] for p in theirs["open_set"]]
         assert ours["cllr_uncalibrated"] == pytest.approx(theirs["cllr_uncalibrated"], abs=1e-3)
+
+
+# ------------------------------------------------------------------------------ speed rewrites (issue 14)
+
+
+def _onnx_ops(encoder: torch.nn.Module, path: Path, frames: int = 120) -> list[str]:
+    """Export ``encoder`` (frames of 80 bins, dynamic batch and time axes) and list its graph's operators."""
+    import onnx
+
+    with torch.no_grad():
+        torch.onnx.export(encoder, (torch.randn(1, frames, 80),), str(path), input_names=["frames"],
+                          output_names=["embeddings"], opset_version=17, dynamo=False,
+                          dynamic_axes={"frames": {0: "batch", 1: "frames"}, "embeddings": {0: "batch"}})
+    return [node.op_type for node in onnx.load(str(path)).graph.node]
+
+
+def test_res2net_groups_export_as_one_constant_split(tmp_path):
+    """ECAPA-TDNN's Res2Net groups: the exportable copy cuts them with one constant Split per block instead of
+    Slices whose bounds the graph computes from the input's shape, and computes the same embeddings."""
+    import onnxruntime
+
+    from voxprint.export.rewrite import StaticSplitRes2Conv, exportable_encoder
+    from voxprint.models.ecapa_tdnn import ECAPATDNN, Res2Conv
+
+    torch.manual_seed(0)
+    model = ECAPATDNN(input_dim=80, channels=64, embedding_dim=16, scale=8, se_bottleneck=8, attention_dim=8).eval()
+    with torch.no_grad():  # trained-like batch norms, so that every branch matters
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    rewritten = exportable_encoder(model)
+    splits = [m for m in rewritten.modules() if isinstance(m, StaticSplitRes2Conv)]
+    assert len(splits) == 3 and not any(isinstance(m, Res2Conv) for m in rewritten.modules())
+    x = torch.randn(2, 137, 80)
+    with torch.inference_mode():
+        assert torch.allclose(rewritten(x), model(x), atol=1e-5)
+    before = _onnx_ops(model, tmp_path / "chunk.onnx")
+    after = _onnx_ops(rewritten, tmp_path / "split.onnx")
+    assert after.count("Split") - before.count("Split") == 3 and after.count("Slice") < before.count("Slice") - 20
+    assert len(after) < len(before) - 40
+    session = onnxruntime.InferenceSession(str(tmp_path / "split.onnx"), providers=["CPUExecutionProvider"])
+    for frames in (40, 301):  # the split does not depend on the number of frames
+        x = torch.randn(2, frames, 80)
+        with torch.inference_mode():
+            reference = model(x).numpy()
+        assert _cosines(session.run(None, {"frames": x.numpy()})[0], reference).min() >= PARITY
+
+
+def test_the_standalone_filterbank_matches_kaldi_native_fbank(speech_file):
+    """KaldiFbank (kaldi-native-fbank's banks and window, numpy arithmetic) gives OnlineFbank's frames, also
+    across its blocks, and nothing for audio shorter than one frame."""
+    import kaldi_native_fbank as knf
+
+    from voxprint.export.standalone import KaldiFbank
+
+    config = load_config(None, {"features": {"n_mels": 80}})
+    frontend = json.loads(json.dumps(describe_frontend(build_embedding_model(config), config)))
+    fbank = KaldiFbank(frontend)
+    fbank.BLOCK_FRAMES = 64  # several blocks, the last one partial
+    wave = load_audio(speech_file)[:40000]
+    for samples in (400, 401, 16000 + 123, len(wave)):
+        online = knf.OnlineFbank(kaldi_fbank_options(frontend))
+        online.accept_waveform(16000, wave[:samples] * np.float32(frontend["sample_scale"]))
+        online.input_finished()
+        kaldi = np.stack([online.get_frame(i) for i in range(online.num_frames_ready)])
+        ours = fbank(wave[:samples])
+        assert ours.dtype == np.float32
+        assert_matches_kaldi(ours, kaldi)
+        assert np.abs(ours - kaldi).mean() < 1e-4  # float rounding, not another definition
+    assert fbank(wave[:399]).shape == (0, 80)
+
+
+def test_standalone_features_are_numpy_filterbanks(exports, speech_file):
+    """The torch-free embedder computes its frames with KaldiFbank (not frame by frame), at voxprint's frames."""
+    from voxprint.errors import AudioError
+    from voxprint.export.standalone import KaldiFbank
+
+    standalone = StandaloneEmbedder(exports["int8"])
+    assert isinstance(standalone.fbank, KaldiFbank)
+    wave = load_audio(speech_file)[:48000]
+    source = load_model("default")
+    assert_matches_kaldi(standalone.features(wave), source.model.frontend(torch.from_numpy(wave)).numpy())
+    with pytest.raises(AudioError, match="shorter than one analysis window"):
+        standalone.features(wave[:300])
+
+
+def test_the_fast_filterbank_is_bit_for_bit_the_differentiable_one(speech_file):
+    """LogMelFbank's inference path (preallocated buffers, in-place ops) gives exactly the frames of its
+    autograd path, batched or not, with and without pre-emphasis and DC removal."""
+    from voxprint.features import LogMelFbank
+
+    wave = torch.from_numpy(load_audio(speech_file)[:24000])
+    for options in ({}, {"n_mels": 80}, {"preemphasis": 0.0}, {"remove_dc_offset": False, "window": "hamming"}):
+        fbank = LogMelFbank(**options)
+        for x in (wave, torch.stack([wave[:16000], wave[-16000:]])):
+            frames = x.unfold(-1, fbank.frame_length, fbank.frame_shift) * fbank.input_scale
+            if fbank.remove_dc_offset:
+                frames = frames - frames.mean(dim=-1, keepdim=True)
+            assert torch.equal(fbank(x), fbank._differentiable(frames))
+        leaf = wave.clone().requires_grad_(True)
+        fbank(leaf).sum().backward()  # the autograd path still serves waveforms that require grad
+        assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
