@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
 """Identification benchmark: the bundled model vs Resemblyzer's embeddings in the eval-id protocol, same run.
 
-    .venv/bin/python bench/identification.py [--model default] [--draws 4] [--seed 0]
+    .venv/bin/python bench/identification.py [--model default] [--draws 4] [--seed 0] [--splits 10]
         [--results FILE] [--peer-results FILE]
 
 Needs the benchmark venv for the peer (`make bench-env`); the peer takes about 25 minutes on 2 cores, so
-``--results`` keeps the measurements and ``--peer-results`` reuses the peer's from such a file (they do not
-depend on voxprint's model) while voxprint is measured again. Writes docs/benchmarks.md, section
+``--results`` keeps the measurements and, beside them, the peer's embeddings (``FILE`` with ``.peer.npz``
+for ``.json``, written as soon as the peer has embedded), and ``--peer-results`` reuses those embeddings
+(from such a results file, or the ``.npz`` itself; they do not depend on voxprint's model) while voxprint
+is measured again. One split of the speakers decides a lot at this size (one probe is 0.7 % of top-1 at
+gallery 30, and the FPIR 1 % threshold rests on the 2-3 highest of 240 unknown probes), so both systems
+are also evaluated on ``--splits`` random splits (seeds ``seed``, ``seed + 1``, ...; the embeddings and
+calibration trials are made once, each split draws its own enrolled / unknown speakers, enrollment
+utterances, galleries and calibration folds) and the document gives their mean and standard error next
+to the figures of the first split. Writes docs/benchmarks.md, section
 "Identification: speechocean762 dev". The protocol is :mod:`voxprint.identification.evaluation`'s
 (``voxprint eval-id``): the 60 dev speakers (unseen in training) are split at random into 30 enrolled
 speakers (3 enrollment utterances each, their other 5 utterances probe) and 30 unknown speakers (all 8
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -33,8 +41,8 @@ from common import run_peer  # bench/common.py: `python bench/identification.py`
 
 from voxprint.data import read_data_folder
 from voxprint.identification.calibration import CrossFittedCalibration, calibration_by_bin
-from voxprint.identification.evaluation import IdentificationData, evaluate_identification, evaluate_model
-from voxprint.identification.scoring import cosine_scorer
+from voxprint.identification.evaluation import IdentificationData, evaluate_identification, load_identification_data
+from voxprint.identification.scoring import backend_scorer, cosine_scorer
 from voxprint.identification.trials import QualityTrials, render_segment
 from voxprint.inference import load_model
 from voxprint.paths import data_root
@@ -42,6 +50,72 @@ from voxprint.report import format_table, publish_benchmark
 
 SECTION = "Identification: speechocean762 dev"
 TOP1_TARGET, DIR_TARGET = 0.97, 0.85
+
+
+def peer_file(results: Path | None) -> Path | None:
+    """Where the peer's embeddings are kept beside a results file (``x.json`` -> ``x.peer.npz``)."""
+    return None if results is None else results.with_name(results.stem + ".peer.npz")
+
+
+def save_peer(path: Path, data: IdentificationData, version: str) -> None:
+    """Keep the peer's embeddings (utterances and calibration segments), so later runs can re-split them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        np.savez(handle, utterance_ids=np.array(data.utterance_ids), embeddings=data.embeddings,
+                 segment_names=np.array([seg.name for seg in data.plan.segments]),
+                 segment_embeddings=data.segment_embeddings, resemblyzer_version=np.array(version))
+
+
+def load_peer(path: Path, ours: IdentificationData) -> tuple[IdentificationData, str]:
+    """The peer's embeddings kept by :func:`save_peer` (``path``: that ``.npz``, or a results file naming it),
+    checked against our utterances and calibration segments."""
+    if path.suffix != ".npz":
+        results = json.loads(path.read_text())
+        if "peer_embeddings" not in results:
+            raise SystemExit(f"--peer-results {path} holds only the peer's final figures (an earlier version of this "
+                             "benchmark), which cannot be split again; run without --peer-results to embed the peer")
+        path = path.parent / results["peer_embeddings"]
+    with np.load(path, allow_pickle=False) as kept:
+        ids, names = [str(i) for i in kept["utterance_ids"]], [str(n) for n in kept["segment_names"]]
+        if ids != list(ours.utterance_ids) or names != [seg.name for seg in ours.plan.segments]:
+            raise SystemExit(f"{path} embeds other utterances or calibration segments than this run (another "
+                             "--draws or --seed?); run without --peer-results to embed the peer again")
+        data = IdentificationData(ours.utterance_ids, ours.speakers, kept["embeddings"], ours.seconds, ours.plan,
+                                  kept["segment_embeddings"])
+        return data, str(kept["resemblyzer_version"])
+
+
+def split_figures(report: dict) -> dict:
+    """The figures of one split that the document averages over splits."""
+    out = {}
+    for g in report["galleries"]:
+        points = {p["fpir_target"]: p for p in g["open_set"]}
+        out[str(g["gallery"])] = {"top1": g["top1"], "top5": g["top5"], "dir_1": points[0.01]["dir"],
+                                  "dir_01": points[0.001]["dir"], "threshold_1": points[0.01]["threshold"],
+                                  "cllr": g["cllr"]}
+    out["pooled_threshold"] = report["gallery_fpir"]["rule_threshold"]
+    return out
+
+
+def evaluate_splits(data: IdentificationData, scorer, seeds: list[int], trials,
+                    raw_is_llr: bool) -> tuple[dict, list[dict]]:
+    """The eval-id protocol on several random splits of the same embeddings and calibration trials: the full
+    report of the first split, and :func:`split_figures` of every split (the first included)."""
+    first, figures = None, []
+    for seed in seeds:
+        report = evaluate_identification(data, scorer, seed=seed, raw_is_llr=raw_is_llr, trials=trials)
+        first = report if first is None else first
+        figures.append({"seed": seed, **split_figures(report)})
+        print(f"split seed {seed}: " + ", ".join(f"gallery {g}: top-1 {pct(f['top1'])} %, DIR {pct(f['dir_1'])} %"
+                                                  for g, f in figures[-1].items() if isinstance(f, dict)),
+              file=sys.stderr)
+    return first, figures
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
 
 
 def peer_data(dev: Path, ours: IdentificationData, model, tmp: Path) -> tuple[IdentificationData, str]:
@@ -89,23 +163,65 @@ def pct(x: float, decimals: int = 1) -> str:
     return f"{100 * x:.{decimals}f}"
 
 
-def measure(model_name: str, draws: int, seed: int, peer_results: dict | None = None) -> dict:
-    """Run both systems through the protocol (the peer's figures taken from ``peer_results`` when given);
-    everything the document shows, as JSON-ready data."""
+def measure(model_name: str, draws: int, seed: int, splits: int, peer_from: Path | None,
+            keep_peer: Path | None) -> dict:
+    """Run both systems through the protocol on ``splits`` splits (the peer's embeddings read from
+    ``peer_from`` when given, else made and written to ``keep_peer`` at once); everything the document shows,
+    as JSON-ready data."""
     dev = data_root() / "speechocean762" / "dev"
     model = load_model(model_name)
-    run = evaluate_model(model, dev, seed=seed, draws=draws, progress=True)
-    if peer_results is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            peer, version = peer_data(dev, run.data, model, Path(tmp))
-        theirs, peer_name = evaluate_identification(peer, cosine_scorer, seed=seed), f"Resemblyzer {version} (cosine)"
+    data = load_identification_data(model, dev, draws=draws, seed=seed, progress=True)
+    if peer_from is not None:
+        peer, version = load_peer(peer_from, data)
     else:
-        theirs, peer_name = peer_results["theirs"], peer_results["peer"]
-    forms = {"as_is": form_summary(run.trials, None, seed), "offset_only": form_summary(run.trials, False, seed),
-             "interactions": form_summary(run.trials, True, seed)}
+        with tempfile.TemporaryDirectory() as tmp:
+            peer, version = peer_data(dev, data, model, Path(tmp))
+        if keep_peer is not None:
+            save_peer(keep_peer, peer, version)
+    seeds = list(range(seed, seed + splits))
+    scorer = backend_scorer(model.backend)
+    trials = data.quality_trials(scorer, seed=seed)
+    ours, ours_splits = evaluate_splits(data, scorer, seeds, trials, model.backend.calibration is not None)
+    theirs, theirs_splits = evaluate_splits(peer, cosine_scorer, seeds, peer.quality_trials(cosine_scorer, seed=seed),
+                                            False)
+    forms = {"as_is": form_summary(trials, None, seed), "offset_only": form_summary(trials, False, seed),
+             "interactions": form_summary(trials, True, seed)}
     return {"system": f"voxprint `{model_name}` ({model.config['model']['name']}, {model.backend.name})",
-            "peer": peer_name, "model": model_name, "ours": run.report, "theirs": theirs, "forms": forms,
-            "shipped_threshold": model.meta.get("identification", {}).get("threshold")}
+            "peer": f"Resemblyzer {version} (cosine)", "model": model_name,
+            "ours": {"backend": model.backend.name, **ours}, "theirs": theirs, "forms": forms,
+            "splits": {"seeds": seeds, "ours": ours_splits, "theirs": theirs_splits},
+            "peer_embeddings": None if keep_peer is None else keep_peer.name}
+
+
+def shipped_threshold(model_name: str) -> float | None:
+    """The identification threshold in the model's ``meta.json`` now (read when the document is written)."""
+    from voxprint.runs import resolve_model_dir
+
+    meta = json.loads((resolve_model_dir(model_name) / "meta.json").read_text())
+    return meta.get("identification", {}).get("threshold")
+
+
+def split_table(results: dict) -> str:
+    """Mean ± standard error over the splits, the first split's figure and the range, per system and gallery."""
+    splits = results["splits"]
+    first = splits["seeds"][0]
+    rows = []
+    for name, key in ((results["system"], "ours"), (results["peer"], "theirs")):
+        figures = splits[key]
+        for gallery in (g for g, f in figures[0].items() if isinstance(f, dict)):
+            row = [name, gallery]
+            for metric in ("top1", "dir_1", "dir_01"):
+                values = [f[gallery][metric] for f in figures]
+                mean, se = mean_se(values)
+                row += [f"{pct(mean)} ± {pct(se)}", pct(values[0]), f"{pct(min(values))}-{pct(max(values))}"]
+            values = [f[gallery]["threshold_1"] for f in figures]
+            mean, se = mean_se(values)
+            row += [f"{mean:.2f} ± {se:.2f}", f"{values[0]:.2f}", f"{min(values):.2f}-{max(values):.2f}"]
+            rows.append(row)
+    header = ["system", "gallery"]
+    for metric in ("top-1 %", "DIR @ FPIR 1 %", "DIR @ FPIR 0.1 %", "threshold for FPIR 1 %"):
+        header += [f"{metric}: mean ± s.e.", f"seed {first}", "range"]
+    return format_table(header, rows)
 
 
 def main() -> int:
@@ -113,25 +229,39 @@ def main() -> int:
     parser.add_argument("--model", default="default", help="model to evaluate (default: %(default)s)")
     parser.add_argument("--draws", type=int, default=4, help="calibration orderings per speaker (default: 4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the protocol (default: 0)")
+    parser.add_argument("--splits", type=int, default=10,
+                        help="random splits of the speakers to average over, seeds --seed, --seed + 1, ... "
+                             "(default: %(default)s)")
     parser.add_argument("--results", type=Path, default=None,
-                        help="JSON file of the measurements: written after measuring; with --reuse, read instead "
-                             "of measuring (the peer alone takes about 25 minutes on 2 cores)")
+                        help="JSON file of the measurements: written after measuring (the peer's embeddings beside "
+                             "it, as FILE.peer.npz); with --reuse, read instead of measuring")
     parser.add_argument("--reuse", action="store_true", help="re-render the document from --results")
     parser.add_argument("--peer-results", type=Path, default=None,
-                        help="JSON file of an earlier --results: reuse its peer measurement, measure voxprint only")
+                        help="an earlier --results file (or its .peer.npz): reuse the peer's embeddings instead of "
+                             "embedding again (the peer alone takes about 25 minutes on 2 cores)")
     parser.add_argument("--doc", default=None, help="markdown file to update (default docs/benchmarks.md)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.splits < 1:
+        parser.error("--splits must be at least 1")
     if args.reuse:
         if args.results is None or not args.results.is_file():
             parser.error("--reuse needs an existing --results file")
         results = json.loads(args.results.read_text())
+        if "splits" not in results:
+            parser.error(f"{args.results} was written by an earlier version of this benchmark (no splits); measure again")
     else:
-        peer = json.loads(args.peer_results.read_text()) if args.peer_results is not None else None
-        if peer is not None and (peer.get("model") != args.model or "theirs" not in peer):
-            parser.error(f"--peer-results {args.peer_results} is not a results file of this benchmark")
-        results = measure(args.model, args.draws, args.seed, peer)
+        if args.peer_results is not None and not args.peer_results.is_file():
+            parser.error(f"--peer-results {args.peer_results} not found")
+        keep = peer_file(args.results) if args.peer_results is None else None
+        results = measure(args.model, args.draws, args.seed, args.splits, args.peer_results, keep)
+        if args.peer_results is not None and args.results is not None:
+            # The peer's embeddings stay where they were; name them (relative to this results file when possible).
+            source = args.peer_results if args.peer_results.suffix == ".npz" else \
+                args.peer_results.parent / json.loads(args.peer_results.read_text())["peer_embeddings"]
+            results["peer_embeddings"] = os.path.relpath(source.resolve(), args.results.resolve().parent)
         if args.results is not None:
+            args.results.parent.mkdir(parents=True, exist_ok=True)
             args.results.write_text(json.dumps(results, indent=1))
     ours, theirs = results["ours"], results["theirs"]
 
@@ -154,11 +284,15 @@ def main() -> int:
                                "Cllr", "Cllr, back-end as is"], rows)
 
     everyone = ours["galleries"][-1]
-    top1_all = everyone["top1"]
-    dir_all = next(p["dir"] for p in everyone["open_set"] if p["fpir_target"] == 0.01)
-    verdict = (f"Targets (gallery of all {everyone['gallery']}): closed-set top-1 >= 97 %: {pct(top1_all)} %, "
-               f"{'met' if top1_all >= TOP1_TARGET else 'not met'}; open-set DIR @ FPIR 1 % >= 85 %: {pct(dir_all)} %, "
+    seeds = results["splits"]["seeds"]
+    over = [f[str(everyone["gallery"])] for f in results["splits"]["ours"]]
+    (top1_all, top1_se), (dir_all, dir_se) = mean_se([f["top1"] for f in over]), mean_se([f["dir_1"] for f in over])
+    verdict = (f"Targets (gallery of all {everyone['gallery']}, mean ± s.e. over {len(seeds)} splits; split seed "
+               f"{seeds[0]} in brackets): closed-set top-1 >= 97 %: {pct(top1_all)} ± {pct(top1_se)} % "
+               f"({pct(over[0]['top1'])} %), {'met' if top1_all >= TOP1_TARGET else 'not met'}; open-set DIR @ FPIR "
+               f"1 % >= 85 %: {pct(dir_all)} ± {pct(dir_se)} % ({pct(over[0]['dir_1'])} %), "
                f"{'met' if dir_all >= DIR_TARGET else 'not met'}.")
+    pooled = [f["pooled_threshold"] for f in results["splits"]["ours"]]
 
     # ---- calibration per bin (voxprint)
     cal = ours["calibration"]
@@ -193,8 +327,16 @@ def main() -> int:
         [[r["gallery"], r["nonmated"], f"{100 * r['fpir_fixed']:.2f}", f"{100 * r['fpir_rule']:.2f}",
           f"{100 * r['fpir_bound_rule']:.2f}"] for r in gf["sizes"]])
 
-    shipped = results["shipped_threshold"]
+    shipped = shipped_threshold(results["model"])
     tables = "\n".join([
+        f"**{len(seeds)} random splits** (seeds {seeds[0]}-{seeds[-1]}; the same embeddings and calibration trials, "
+        "each split drawing its enrolled and unknown speakers, enrollment utterances, galleries and calibration "
+        "folds): mean ± standard error of the mean over the splits, the first split's figure and the range. "
+        "\"Threshold for FPIR 1 %\" is the threshold on best - ln N that each split's unknown probes give.",
+        "",
+        split_table(results),
+        f"**Split seed {seeds[0]}** (every figure below is from this one split):",
+        "",
         main_table,
         f"\\* FPIR 0.1 % with {everyone['nonmated']} unknown probes allows no false positive: the threshold is above "
         "every unknown probe's statistic. \"Back-end as is\": the Cllr of the model's back-end scores before the "
@@ -226,7 +368,9 @@ def main() -> int:
         f"{gf['fixed_threshold']:.2f} on the best score; rule: {gf['rule_threshold']:.2f} on best - ln N). The "
         "unfitted threshold ln(1 / FPIR) is a bound for calibrated LLRs (no non-target exceeds t more often than "
         "exp(-t), so the best of N exceeds t + ln N at most N exp(-t - ln N) = exp(-t) of the time): safe at every "
-        "N, but it gives up detections.",
+        "N, but it gives up detections. Over the "
+        f"{len(pooled)} splits this pooled threshold (set on {gf['sizes'][0]['nonmated']} non-mated searches) is "
+        f"{mean_se(pooled)[0]:.2f} ± {mean_se(pooled)[1]:.2f} (range {min(pooled):.2f}-{max(pooled):.2f}).",
         "",
         size_table,
     ])
@@ -251,8 +395,10 @@ def main() -> int:
         "the probe's own speaker never is). The calibration shipped with the bundled model (`meta.json`, "
         "`identification`, written by `recipes/default/fit_identification.py`) is fitted on all 60 dev speakers, "
         "so these dev figures are the honest estimate for new speakers, not a measurement of the shipped map; "
-        "its threshold is the cross-fitted one for FPIR 1 % at gallery 30"
-        + (f" ({shipped:.3f})." if shipped is not None else "."),
+        "its threshold is the cross-fitted one for FPIR 1 % of the gallery-size folds (rule threshold below, seed "
+        f"{seeds[0]}: {gf['rule_threshold']:.3f}; set on {gf['sizes'][0]['nonmated']} non-mated searches, not on the "
+        f"{everyone['nonmated']} unknown probes of one split, whose threshold swings with the split as the table "
+        "shows)" + (f"; shipped: {shipped:.3f}." if shipped is not None else "."),
         "",
         "Resemblyzer embeds the same utterances and the same calibration segments (its preprocess_wav and "
         "embed_utterance, in `.venv-bench`), is scored with cosine and calibrated the same way; higher ratios are "

@@ -503,3 +503,27 @@ def test_plda_backend_load_rejects_foreign_files(tmp_path: Path):
     with pytest.raises(DataError, match="not a voxprint linear calibration"):
         (tmp_path / "x.json").write_text("{}")
         LinearCalibration.load(tmp_path / "x.json")
+
+
+def test_scoring_backend_scores_several_enrollments_with_the_exact_plda_model(embedding_data):
+    """`ScoringBackend.score` (what `verify --enroll` uses) scores the exact n-utterance PLDA model, as the
+    speaker store does, not the centroid of the enrollments as one utterance."""
+    from voxprint.backends.backend import ScoringBackend
+    from voxprint.identification.scoring import PLDAScoring
+
+    (_, train_x, train_labels), (eval_ids, eval_x, _) = embedding_data
+    plda = PLDABackend.fit(train_x, train_labels, lda_dim=12, n_iter=3)
+    backend = ScoringBackend(kind="plda", plda=plda, calibration=LinearCalibration(scale=0.8, offset=-1.5))
+    enroll, test = eval_x[:3], eval_x[4]
+    trial = Trials(labels=None, enroll=np.array(["m"]), test=np.array([eval_ids[4]]))
+    exact = plda.score_trials(eval_ids[:5], eval_x[:5], trial, enrollments={"m": eval_ids[:3]}, enroll_mode="exact")
+    pooled = plda.score_trials(eval_ids[:5], eval_x[:5], trial, enrollments={"m": eval_ids[:3]}, enroll_mode="mean")
+    score = backend.score(enroll, test)
+    assert score == pytest.approx(0.8 * exact[0] - 1.5, abs=1e-9)
+    assert abs(score - (0.8 * pooled[0] - 1.5)) > 0.1
+    scoring = PLDAScoring(backend)
+    models, counts = scoring.models([enroll])
+    assert score == pytest.approx(float(scoring.scores(models, counts, test[None])[0, 0]), abs=1e-12)
+    single = plda.score_trials(eval_ids[:5], eval_x[:5], Trials(labels=None, enroll=np.array([eval_ids[0]]),
+                                                                 test=np.array([eval_ids[4]])))
+    assert backend.score(enroll[:1], test) == pytest.approx(0.8 * single[0] - 1.5, abs=1e-9)

@@ -114,6 +114,35 @@ def test_verify_uses_every_enrollment_file_and_exits_3_on_reject(capsys, run_dir
     assert code == EXIT_REJECT and out.strip().endswith("reject") and "(cosine)" in out
 
 
+def test_verify_against_recordings_scores_the_stored_speakers_exact_plda_model(capsys, tmp_path, dev_dir):
+    """`verify --enroll a b c` and `verify --store` score one model: the exact 3-utterance PLDA model of the
+    bundled back-end, not the centroid of the three embeddings scored as one utterance."""
+    from voxprint.backends.scoring import mean_embedding
+    from voxprint.data import read_data_folder
+    from voxprint.data.trials import Trials
+
+    folder = read_data_folder(dev_dir)
+    utts = folder.spk2utt[folder.speakers[2]]
+    enroll, test = [folder.wav[u] for u in utts[:3]], folder.wav[utts[3]]
+    store = tmp_path / "speakers.db"
+    code, _, _ = run_cli(capsys, "enroll", "--store", store, "--speaker", "s", *enroll, "--json")
+    assert code == 0
+    flags = [arg for path in enroll for arg in ("--enroll", path)]
+    code, out, _ = run_cli(capsys, "verify", *flags, "--test", test, "--json")
+    by_recordings = json_lines(out)[0]
+    code_store, out, _ = run_cli(capsys, "verify", "--store", store, "--speaker", "s", "--test", test, "--json")
+    by_store = json_lines(out)[0]
+    assert by_recordings["score"] == pytest.approx(by_store["score"], abs=1e-4)
+    assert (code, by_recordings["decision"]) == (code_store, by_store["decision"])
+    assert by_recordings["scale"] == by_store["scale"] == "log-likelihood ratio"
+    model = voxprint.inference.load_model("default")
+    embeddings = model.extract_embeddings(enroll + [test])
+    trial = Trials(labels=None, enroll=np.array(["e"]), test=np.array(["t"]))
+    centroid = float(model.backend.score_trials(["e", "t"], np.stack([mean_embedding(embeddings[:3]), embeddings[3]]),
+                                                trial)[0])
+    assert abs(by_recordings["score"] - centroid) > 0.1
+
+
 def test_prepare_never_overwrites_a_data_folder_without_being_told(capsys, tmp_path, speech_file):
     (tmp_path / "tree" / "alice").mkdir(parents=True)
     (tmp_path / "tree" / "alice" / "one.flac").symlink_to(speech_file)

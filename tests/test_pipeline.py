@@ -89,11 +89,14 @@ def test_single_trial_scoring_equals_trial_list_scoring(fitted_run):
     rng = np.random.default_rng(0)
     backend = ScoringBackend.load(fitted_run, kind="plda")
     enroll, test = rng.normal(size=(2, 16)), rng.normal(size=16)
-    from voxprint.backends.scoring import mean_embedding
-
     trial = Trials(labels=None, enroll=np.array(["a"]), test=np.array(["b"]))
-    expected = backend.score_trials(["a", "b"], np.stack([mean_embedding(enroll), test]), trial)[0]
-    assert backend.score(enroll, test) == pytest.approx(expected)
+    expected = backend.score_trials(["a", "b"], np.stack([enroll[0], test]), trial)[0]
+    assert backend.score(enroll[:1], test) == pytest.approx(expected)
+    # Several enrollments: the exact n-utterance PLDA model, as the speaker store scores it.
+    model = Trials(labels=None, enroll=np.array(["m"]), test=np.array(["b"]))
+    exact = backend.plda.score_trials(["a1", "a2", "b"], np.vstack([enroll, test]), model,
+                                      enrollments={"m": ["a1", "a2"]}, enroll_mode="exact")[0]
+    assert backend.score(enroll, test) == pytest.approx(exact)
 
 
 def test_backend_errors_say_what_to_run(tmp_path):

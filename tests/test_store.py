@@ -110,6 +110,16 @@ def exact_plda_score(model, enroll: list, test) -> float:
     return float(exact_plda_scores(model, [embeddings[:-1]], embeddings[-1])[0])
 
 
+def centroid_score(model, enroll: np.ndarray, test: np.ndarray) -> float:
+    """The back-end's score of ``test`` against the centroid of ``enroll`` taken as one utterance (the pooled model
+    ``verify --enroll`` used before it scored the exact ``n``-utterance model)."""
+    from voxprint.backends.scoring import mean_embedding
+    from voxprint.data.trials import Trials
+
+    trial = Trials(labels=None, enroll=np.array(["e"]), test=np.array(["t"]))
+    return float(model.backend.score_trials(["e", "t"], np.stack([mean_embedding(enroll), test]), trial)[0])
+
+
 def answer(result) -> tuple:
     """An identification's answer, its candidates and their scores (to 6 decimals: models derived in one batch
     may differ from those stored one by one in the last bits)."""
@@ -258,8 +268,11 @@ def test_store_verification_scores_the_exact_plda_model_of_the_enrollments(tmp_p
     stored = SpeakerStore(enrolled, model, create=False).verify(speaker, test)
     assert stored["score"] == pytest.approx(exact_plda_score(model, enroll, test), abs=1e-4)
     assert stored["decision"] == "accept" and stored["scale"] == "log-likelihood ratio"
+    # Verifying against the recordings themselves scores the same exact model (`verify --enroll`).
+    assert model.verification_score(enroll, test) == pytest.approx(stored["score"], abs=1e-4)
     # Three recordings are not pooled into one: the centroid scored as one utterance gives another score.
-    assert abs(stored["score"] - model.verification_score(enroll, test)) > 0.1
+    embeddings = model.extract_embeddings(enroll + [test])
+    assert abs(stored["score"] - centroid_score(model, embeddings[:-1], embeddings[-1])) > 0.1
     # With one enrollment recording the two are the same model.
     single = SpeakerStore(copy_store(enrolled, tmp_path / "copy.db"), model, create=False)
     first = folder.wav[folder.spk2utt[folder.speakers[5]][0]]

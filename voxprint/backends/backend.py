@@ -140,7 +140,20 @@ class ScoringBackend:
         return self.calibration.transform(scores) if self.calibration is not None else scores
 
     def score(self, enroll: np.ndarray, test: np.ndarray) -> float:
-        """Score one test embedding against one or more enrollment embeddings (rows of ``enroll``)."""
+        """Score one test embedding against one or more enrollment embeddings (rows of ``enroll``).
+
+        The speaker model is the one the speaker store keeps for this back-end
+        (:func:`voxprint.identification.scoring.speaker_scoring`): with PLDA, the exact ``n``-utterance
+        model of all the enrollments (:meth:`~voxprint.backends.plda.TwoCovariancePLDA.speaker_vectors`),
+        so ``voxprint verify --enroll a b c`` and ``voxprint verify --store`` give the same score; with
+        cosine back-ends, the centroid of the unit enrollment embeddings scored as one embedding.
+        """
+        if self.kind == "plda":
+            from voxprint.identification.scoring import speaker_scoring
+
+            scoring = speaker_scoring(self)
+            models, counts = scoring.models([np.atleast_2d(enroll)])
+            return float(scoring.scores(models, counts, np.atleast_2d(test))[0, 0])
         speaker = mean_embedding(np.atleast_2d(enroll))
         trial = Trials(labels=None, enroll=np.array(["enroll"]), test=np.array(["test"]))
         return float(self.score_trials(["enroll", "test"], np.stack([speaker, test]), trial)[0])
