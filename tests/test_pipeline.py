@@ -99,6 +99,24 @@ def test_single_trial_scoring_equals_trial_list_scoring(fitted_run):
     assert backend.score(enroll, test) == pytest.approx(exact)
 
 
+def test_trial_lists_score_enrolled_models_as_verify_does(fitted_run):
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(4, 16))
+    ids = ["a1", "a2", "a3", "b"]
+    trials = Trials(labels=None, enroll=np.array(["m", "a1"]), test=np.array(["b", "b"]))  # a model, an utterance
+    enrollments = {"m": ["a1", "a2", "a3"]}
+    for kind in ("plda", "cosine"):
+        backend = ScoringBackend.load(fitted_run, kind=kind)
+        scores = backend.score_trials(ids, rows, trials, enrollments=enrollments)
+        # `voxprint eval --enroll` and `voxprint verify --enroll a1 a2 a3` give the same score.
+        assert scores[0] == pytest.approx(backend.score(rows[:3], rows[3]))
+        assert scores[1] == pytest.approx(backend.score(rows[:1], rows[3]))
+    # With PLDA that is the exact 3-utterance model, not the averaged embedding scored as one utterance.
+    backend_plda = ScoringBackend.load(fitted_run, kind="plda")
+    averaged = backend_plda.score_trials(*add_enrollment_models(ids, rows, enrollments), trials)[0]
+    assert abs(backend_plda.score_trials(ids, rows, trials, enrollments=enrollments)[0] - averaged) > 1e-3
+
+
 def test_backend_errors_say_what_to_run(tmp_path):
     with pytest.raises(ConfigError, match="fit-backend"):
         ScoringBackend.load(tmp_path, kind="plda")

@@ -24,14 +24,14 @@ import os
 import secrets
 import shutil
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from voxprint.backends.scoring import cosine_score_trials, mean_embedding
+from voxprint.backends.scoring import add_enrollment_models, cosine_score_trials, mean_embedding
 from voxprint.data.embeddings import load_embeddings, save_embeddings
 from voxprint.data.trials import Trials, make_calibration_trials
 from voxprint.errors import ConfigError, DataError, ModelError
@@ -124,19 +124,41 @@ class ScoringBackend:
             return "PLDA log-likelihood ratio, uncalibrated"
         return "cosine" if self.norm == "none" else f"{self.norm}-normalised cosine"
 
-    def raw_scores(self, ids: Sequence[str], embeddings: np.ndarray, trials: Trials) -> np.ndarray:
-        """Scores of a trial list before calibration (cosine, normalised cosine or PLDA LLRs)."""
+    def raw_scores(self, ids: Sequence[str], embeddings: np.ndarray, trials: Trials,
+                   enrollments: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
+        """Scores of a trial list before calibration (cosine, normalised cosine or PLDA LLRs).
+
+        Args:
+            ids: the utterance id of each embedding row.
+            embeddings: ``(len(ids), d)`` utterance embeddings.
+            trials: the trials; an enrollment id is an utterance or a model of ``enrollments``.
+            enrollments: model id -> its enrollment utterances (an ``enroll.txt``). Each model is the one the
+                speaker store keeps for this back-end (as :meth:`score` uses): with PLDA the exact
+                ``n``-utterance model, else the centroid of its unit utterance embeddings.
+
+        Raises:
+            DataError: a model names an utterance without an embedding, or a model id is also an utterance id.
+        """
+        if enrollments:
+            with_models = add_enrollment_models(ids, embeddings, enrollments)  # also checks the names
+            if self.kind != "plda":
+                ids, embeddings = with_models
         if self.kind == "plda":
-            return self.plda.score_trials(ids, embeddings, trials)
+            if not enrollments:
+                return self.plda.score_trials(ids, embeddings, trials)
+            models = {**{e: [e] for e in np.unique(trials.enroll)}, **enrollments}  # an utterance: a 1-utterance model
+            return self.plda.score_trials(ids, embeddings, trials, enrollments=models)
         if self.norm == "none":
             return cosine_score_trials(ids, embeddings, trials)
         from voxprint.backends.score_norm import normalize_trial_scores
 
         return normalize_trial_scores(ids, embeddings, trials, self.cohort, method=self.norm, top_n=self.top_n)
 
-    def score_trials(self, ids: Sequence[str], embeddings: np.ndarray, trials: Trials) -> np.ndarray:
-        """Scores of a trial list, calibrated to log-likelihood ratios when the back-end has a calibration."""
-        scores = self.raw_scores(ids, embeddings, trials)
+    def score_trials(self, ids: Sequence[str], embeddings: np.ndarray, trials: Trials,
+                     enrollments: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
+        """Scores of a trial list (see :meth:`raw_scores`), calibrated to log-likelihood ratios when the back-end
+        has a calibration."""
+        scores = self.raw_scores(ids, embeddings, trials, enrollments)
         return self.calibration.transform(scores) if self.calibration is not None else scores
 
     def score(self, enroll: np.ndarray, test: np.ndarray) -> float:

@@ -349,14 +349,14 @@ class WindowedEmbedder(BackendVerification):
         embedded = self.embed_many([folder.wav[u] for u in needed], names=needed, on_error=on_error,
                                    progress=progress)
         ids, matrix = embedded.ids, embedded.embeddings
+        models = None
         if enrollments is not None:
-            from voxprint.backends.scoring import add_enrollment_models
-
             available = set(ids)
             usable = {m: [u for u in utts if u in available] for m, utts in enrollments.items()}
-            ids, matrix = add_enrollment_models(ids, matrix, {m: u for m, u in usable.items() if u})
-        kept, missing = keep_trials_with(trials, set(ids))
-        return [TrialScores(kept, backend.score_trials(ids, matrix, kept), missing, embedded.skipped)
+            models = {m: u for m, u in usable.items() if u}
+        kept, missing = keep_trials_with(trials, set(ids) | set(models or ()))
+        # Each back-end builds the enrolled models it scores with (PLDA: the exact n-utterance model).
+        return [TrialScores(kept, backend.score_trials(ids, matrix, kept, models), missing, embedded.skipped)
                 for backend in backends]
 
     def trial_recordings(self, data_dir: str | os.PathLike, trials: Any,
