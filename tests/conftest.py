@@ -1,6 +1,7 @@
 """Shared fixtures: small slices of the real speech in ../shared/data (override with VOXPRINT_DATA)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,20 @@ def tiny_run_factory(tmp_path_factory, tiny_train_folder: Path):
         return copy
 
     return make
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server (Debian's ``postgresql``, started on 127.0.0.1) for a module's tests; skipped when
+    there is none, unless ``VOXPRINT_REQUIRE_POSTGRES=1`` (CI) makes that a failure."""
+    from voxprint.errors import StoreError
+    from voxprint.service.postgres import TemporaryPostgres
+
+    try:
+        server = TemporaryPostgres().start()
+    except StoreError as exc:
+        if os.environ.get("VOXPRINT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"VOXPRINT_REQUIRE_POSTGRES=1 but {exc}")
+        pytest.skip(str(exc))
+    yield server
+    server.stop()

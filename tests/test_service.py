@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import io
 import itertools
-import os
 import sqlite3
 import threading
 import time
@@ -25,9 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import voxprint  # noqa: E402
 from voxprint.cli import main  # noqa: E402
-from voxprint.errors import StoreError  # noqa: E402
 from voxprint.service.app import create_app  # noqa: E402
-from voxprint.service.postgres import TemporaryPostgres  # noqa: E402
 from voxprint.service.process import ServerProcess  # noqa: E402
 from voxprint.service.settings import ServiceConfig  # noqa: E402
 from voxprint.service.storage import open_keys  # noqa: E402
@@ -57,19 +54,6 @@ def wav_bytes(wave: np.ndarray, rate: int = 16000) -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, wave, rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A PostgreSQL server for the module's tests."""
-    try:
-        server = TemporaryPostgres().start()
-    except StoreError as exc:
-        if os.environ.get("VOXPRINT_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"VOXPRINT_REQUIRE_POSTGRES=1 but {exc}")
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
 
 
 _databases = itertools.count()

@@ -194,35 +194,26 @@ def test_a_store_of_an_earlier_voxprint_gets_its_models_derived_and_kept(tmp_pat
     assert SpeakerStore(old, model, create=False).table.speaker_models(store.scoring)[3] == {}
 
 
-def test_postgresql_tables_keep_the_same_speaker_models(enrolled, model):
+def test_postgresql_tables_keep_the_same_speaker_models(enrolled, model, postgres):
     """The PostgreSQL tables derive and keep the back-end's model as SQLite does, and add the column to
     tables of an earlier voxprint."""
-    from voxprint.service.postgres import PostgresSpeakerStore, TemporaryPostgres
+    from voxprint.service.postgres import PostgresSpeakerStore
 
-    try:
-        server = TemporaryPostgres().start()
-    except StoreError as exc:
-        if os.environ.get("VOXPRINT_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"VOXPRINT_REQUIRE_POSTGRES=1 but {exc}")
-        pytest.skip(str(exc))
-    try:
-        sqlite_store = SpeakerStore(enrolled, model, create=False)
-        ids, models, counts, _ = sqlite_store.table.speaker_models(sqlite_store.scoring)
-        store = PostgresSpeakerStore(server.url, model)
-        for speaker in ids:
-            store.table.add(speaker, sqlite_store.table.enrollments(speaker), identity=model.identity)
-        got_ids, got, got_counts, derived = store.table.speaker_models(store.scoring)
-        assert (got_ids, got_counts.tolist(), derived) == (ids, counts.tolist(), {})
-        np.testing.assert_allclose(got, models, atol=1e-12)
-        store.table._db.execute("ALTER TABLE voxprint_speakers DROP COLUMN model")  # as an earlier voxprint made it
-        again = PostgresSpeakerStore(server.url, model)
-        assert sorted(again.table.speaker_models(again.scoring)[3]) == ids  # derived, then kept
-        again._speaker_index()
-        assert again.table.speaker_models(again.scoring)[3] == {}
-        store.table.close()
-        again.table.close()
-    finally:
-        server.stop()
+    sqlite_store = SpeakerStore(enrolled, model, create=False)
+    ids, models, counts, _ = sqlite_store.table.speaker_models(sqlite_store.scoring)
+    store = PostgresSpeakerStore(postgres.url, model)
+    for speaker in ids:
+        store.table.add(speaker, sqlite_store.table.enrollments(speaker), identity=model.identity)
+    got_ids, got, got_counts, derived = store.table.speaker_models(store.scoring)
+    assert (got_ids, got_counts.tolist(), derived) == (ids, counts.tolist(), {})
+    np.testing.assert_allclose(got, models, atol=1e-12)
+    store.table._db.execute("ALTER TABLE voxprint_speakers DROP COLUMN model")  # as an earlier voxprint made it
+    again = PostgresSpeakerStore(postgres.url, model)
+    assert sorted(again.table.speaker_models(again.scoring)[3]) == ids  # derived, then kept
+    again._speaker_index()
+    assert again.table.speaker_models(again.scoring)[3] == {}
+    store.table.close()
+    again.table.close()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")

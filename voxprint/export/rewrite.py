@@ -47,7 +47,7 @@ import copy
 import torch
 from torch import nn
 
-from voxprint.models.ecapa_tdnn import ConvReluBN, Res2Conv
+from voxprint.models.ecapa_tdnn import ConvReluBN, Res2Conv, res2_cascade
 from voxprint.models.sinc_conv import SincConv
 
 __all__ = ["StaticSplitRes2Conv", "UnprojectedLSTM", "exportable_encoder", "frozen_sinc_conv", "plain_frame_layer"]
@@ -97,13 +97,7 @@ class StaticSplitRes2Conv(nn.Module):
         self.width = int((first.conv if isinstance(first, ConvReluBN) else first[0]).in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        groups = x.split(self.width, dim=1)
-        outputs = [groups[0]]
-        y = None
-        for conv, group in zip(self.convs, groups[1:]):
-            y = conv(group if y is None else group + y)
-            outputs.append(y)
-        return torch.cat(outputs, dim=1)
+        return res2_cascade(self.convs, x.split(self.width, dim=1))
 
 
 def frozen_sinc_conv(sinc: SincConv) -> nn.Conv1d:

@@ -63,13 +63,18 @@ class Res2Conv(nn.Module):
         self.convs = nn.ModuleList(ConvReluBN(width, width, kernel_size, dilation) for _ in range(scale - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        groups = x.chunk(self.scale, dim=1)
-        outputs = [groups[0]]
-        y = None
-        for conv, group in zip(self.convs, groups[1:]):
-            y = conv(group if y is None else group + y)
-            outputs.append(y)
-        return torch.cat(outputs, dim=1)
+        return res2_cascade(self.convs, x.chunk(self.scale, dim=1))
+
+
+def res2_cascade(convs: nn.ModuleList, groups: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Res2Net's hierarchical convolutions over channel groups: the first passes through, each next one is
+    convolved after adding the previous output, and all are concatenated again."""
+    outputs = [groups[0]]
+    y = None
+    for conv, group in zip(convs, groups[1:]):
+        y = conv(group if y is None else group + y)
+        outputs.append(y)
+    return torch.cat(outputs, dim=1)
 
 
 class SqueezeExcitation(nn.Module):
