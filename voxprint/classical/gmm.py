@@ -195,13 +195,18 @@ class DiagonalGMM:
 
         Only the means differ from the UBM, so the adapted log-likelihoods are the UBM's plus
         ``a_c . x_t - b_c`` with ``a_c = (m_c - mu_c) / var_c`` and
-        ``b_c = (m_c^2 - mu_c^2) / (2 var_c)`` summed over dimensions: one matrix product per test.
+        ``b_c = (m_c^2 - mu_c^2) / (2 var_c)`` summed over dimensions. Only each frame's C top components
+        are needed: with few of them (C <= K / 8), C dot products per frame; else one matrix product.
         """
         delta = np.asarray(adapted_means, dtype=np.float64) - self.means
         linear = delta * self._precisions
         offsets = 0.5 * np.sum(linear * (np.asarray(adapted_means) + self.means), axis=1)
-        shift = np.asarray(frames, dtype=np.float64) @ linear.T - offsets
-        return _logsumexp(ubm_scores + np.take_along_axis(shift, index, axis=1))
+        x = np.asarray(frames, dtype=np.float64)
+        if 8 * index.shape[1] <= self.num_components:
+            shift = np.stack([np.einsum("td,td->t", x, linear[index[:, c]]) for c in range(index.shape[1])], axis=1)
+        else:
+            shift = np.take_along_axis(x @ linear.T, index, axis=1)
+        return _logsumexp(ubm_scores + shift - offsets[index])
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The parameters as named arrays (the form a model file stores)."""
