@@ -239,6 +239,59 @@ class SpeakerIndex:
         if version is not None:
             self.version = version
 
+    def replace(self, speaker_id: str, model: np.ndarray, version: int | None = None) -> None:
+        """Change one speaker's model in place (exact search only: FAISS files a row under a list it cannot move).
+
+        Raises:
+            StoreError: a FAISS index, or a speaker not in the index.
+            DataError: a malformed row (as :meth:`build`).
+        """
+        row = self._row(speaker_id, "change a speaker model")
+        self._buffer[row] = _model_matrix(np.atleast_2d(model), 1, self.metric, self.dim)[0]
+        if version is not None:
+            self.version = version
+
+    def remove(self, speaker_id: str, version: int | None = None) -> None:
+        """Drop one speaker (exact search only; later rows move up one).
+
+        Raises:
+            StoreError: a FAISS index, or a speaker not in the index.
+        """
+        row = self._row(speaker_id, "remove a speaker")
+        have = len(self.ids)
+        self._buffer[row:have - 1] = self._buffer[row + 1:have]
+        del self.ids[row]
+        self._known_ids().discard(speaker_id)
+        if version is not None:
+            self.version = version
+
+    def rename(self, speaker_id: str, new_id: str, version: int | None = None) -> None:
+        """Give a speaker's row a new id (either kind: rows map to ids through :attr:`ids`).
+
+        Raises:
+            StoreError: ``speaker_id`` is not in the index, or ``new_id`` already is.
+        """
+        if speaker_id not in self:
+            raise StoreError(f"speaker {speaker_id!r} is not in the index")
+        if new_id != speaker_id and new_id in self:
+            raise StoreError(f"speaker {new_id!r} is already in the index")
+        self.ids[self.ids.index(speaker_id)] = new_id
+        self._known_ids().discard(speaker_id)
+        self._known_ids().add(new_id)
+        if version is not None:
+            self.version = version
+
+    def row(self, speaker_id: str) -> int:
+        """The row of a speaker (O(N))."""
+        if speaker_id not in self:
+            raise StoreError(f"speaker {speaker_id!r} is not in the index")
+        return self.ids.index(speaker_id)
+
+    def _row(self, speaker_id: str, action: str) -> int:
+        if self._faiss is not None:
+            raise StoreError(f"a FAISS index cannot {action} in place; rebuild it")
+        return self.row(speaker_id)
+
     def _known_ids(self) -> set[str]:
         """The ids in the index, as a set (kept up to date by :meth:`add`)."""
         if self._known is None:

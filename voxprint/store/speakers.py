@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -235,34 +236,72 @@ class SpeakerStore:
             return self.table.speaker(speaker_id)
         before = self.table.version
         record = self.table.add(speaker_id, enrollments, name=name, audio=kept, identity=self.model.identity)
-        self._extend_index(record, before)
+        self._update_index(before, self._enrolled_in_index(record.id))
         return record
 
-    def _extend_index(self, record: SpeakerRecord, before: int) -> None:
-        """Add a newly enrolled speaker to the cached search index instead of rebuilding it.
+    def _update_index(self, before: int, change: Callable[[Any, np.ndarray, np.ndarray], Any]) -> None:
+        """Apply this store's own write to the cached search index instead of rebuilding it.
 
-        Only when the index was current before this write and this write is the only one since
-        (the version moved by exactly one); a changed speaker model, or another writer in between,
-        leaves the index stale, and the next search rebuilds it.
+        Only when the index was current before the write and the write is the only one since (the version
+        moved by exactly one): a write by another process in between leaves the index stale, and the next
+        search rebuilds it. ``change(index, models, counts)`` updates the index and returns the new
+        ``(models, counts)`` in its row order, or None when the index cannot take the change in place (a
+        FAISS index cannot move or drop a row), which also leaves it to be rebuilt.
         """
         cached = self._index_cache
-        if cached is None or cached[0].version != before or record.id in cached[0] or not len(cached[0]):
-            return
-        after = self.table.version
-        if after != before + 1:
+        if cached is None or cached[0].version != before or self.table.version != before + 1:
             return
         index, models, counts = cached
-        _, model, count, _ = self.table.speaker_models(self.scoring, record.id)
-        index.add([record.id], self.scoring.search_vectors(model, count), version=after)
-        self._index_cache = (index, np.concatenate([models, model.astype(models.dtype)]), np.append(counts, count))
+        updated = change(index, models, counts)
+        if updated is not None:
+            index.version = before + 1
+            self._index_cache = (index, *updated)
+
+    def _enrolled_in_index(self, speaker_id: str) -> Callable[[Any, np.ndarray, np.ndarray], Any]:
+        """The index change of an enrollment: a new speaker's row added, an enrolled one's model replaced."""
+        def change(index: Any, models: np.ndarray, counts: np.ndarray) -> Any:
+            if speaker_id in index and index.kind != "exact" or not len(index):
+                return None
+            _, model, count, _ = self.table.speaker_models(self.scoring, speaker_id)
+            vector = self.scoring.search_vectors(model, count)
+            if speaker_id not in index:
+                index.add([speaker_id], vector)
+                return np.concatenate([models, model.astype(models.dtype)]), np.append(counts, count)
+            row = index.row(speaker_id)
+            index.replace(speaker_id, vector[0])
+            models, counts = models.copy(), counts.copy()
+            models[row], counts[row] = model[0], count[0]
+            return models, counts
+
+        return change
 
     def remove(self, speaker_id: str) -> None:
         """Delete a speaker."""
+        before = self.table.version
         self.table.remove(speaker_id)
+
+        def change(index: Any, models: np.ndarray, counts: np.ndarray) -> Any:
+            if index.kind != "exact" or speaker_id not in index:
+                return None
+            row = index.row(speaker_id)
+            index.remove(speaker_id)
+            return np.delete(models, row, axis=0), np.delete(counts, row)
+
+        self._update_index(before, change)
 
     def rename(self, speaker_id: str, new_id: str, name: str | None = None) -> SpeakerRecord:
         """Give a speaker a new id (and display name)."""
-        return self.table.rename(speaker_id, new_id, name)
+        before = self.table.version
+        record = self.table.rename(speaker_id, new_id, name)
+
+        def change(index: Any, models: np.ndarray, counts: np.ndarray) -> Any:
+            if speaker_id not in index:
+                return None
+            index.rename(speaker_id, new_id)
+            return models, counts
+
+        self._update_index(before, change)
+        return record
 
     def speakers(self) -> list[SpeakerRecord]:
         """Every enrolled speaker."""
