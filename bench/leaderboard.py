@@ -37,7 +37,7 @@ from voxprint.metrics import evaluate_scores
 from voxprint.metrics.plots import plot_det
 from voxprint.paths import data_root
 from voxprint.report import BENCHMARKS_DOC, format_table, machine_description, write_markdown_section
-from voxprint.runs import MODEL_FILE, resolve_model_dir
+from voxprint.runs import MODEL_FILE, is_builtin, resolve_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,6 +58,8 @@ SYSTEMS = [
      "voxprint train configs/ivector_256_100.yaml --out exp/ivector_256_100", None),
     ("i-vector, 512 Gaussians x rank 200", "exp/ivector_512_200",
      "voxprint train configs/ivector_512_200.yaml --out exp/ivector_512_200", None),
+    ("i-vector, 128 Gaussians x rank 64 (bundled `ivector`, the diarization partner)", "ivector",
+     "bash recipes/default/ivector.sh (shipped as `ivector`)", None),
 ]
 #: The fusion row: (label, the systems fused by name, the back-end of each).
 FUSION = ("fusion: ECAPA-TDNN (bundled default) + i-vector 512 x 200",
@@ -116,7 +118,7 @@ def main() -> int:
              f"{100 * ref.eer:.2f}", f"{ref.min_dcf_01:.3f}", f"{ref.min_dcf_001:.3f}", f"{peer['params'] / 1e6:.2f}", f"{ref_speed:.0f}",
              "-", "1.00", "1.00", "1.00"]]
     for name, run_name, command, parent in SYSTEMS:
-        run = resolve_model_dir(run_name) if run_name == "default" else REPO / run_name
+        run = resolve_model_dir(run_name) if is_builtin(run_name) else REPO / run_name
         if not (run / MODEL_FILE).is_file():
             kept = [cells for (system, _), cells in earlier.items() if system == name]
             print(f"{run} not trained: {len(kept)} row(s) of {name} carried over from the previous run")
