@@ -3,6 +3,7 @@ the metadata round trip, integrity, and loading through voxprint.load_model and 
 import ast
 import inspect
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -289,11 +290,11 @@ TORCH_PROBE = ("import json, sys; from voxprint.cli import main; code = main(sys
                "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))")
 
 
-def _without_torch(*argv, code: int = 0) -> list[dict]:
-    """`voxprint ARGV --json --threads 1` in a fresh process, which must exit with ``code`` never having
-    imported torch; its JSON records."""
+def _without_torch(*argv, code: int = 0, env: dict[str, str] | None = None) -> list[dict]:
+    """`voxprint ARGV --json --threads 1` in a fresh process (with ``env`` added to the environment), which must
+    exit with ``code`` never having imported torch; its JSON records."""
     ran = subprocess.run([sys.executable, "-c", TORCH_PROBE, *map(str, argv), "--json", "--threads", "1"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
     *records, state = (json.loads(line) for line in ran.stdout.strip().splitlines())
     assert state == {"code": code, "torch": False}, ran.stderr[-3000:]
     return records
@@ -324,6 +325,11 @@ def test_embed_on_an_export_runs_without_torch_and_matches_torch(exports, dev_di
         assert free[0]["embeddings"] == torch_run[0]["embeddings"] == (6 if name == "data" else 2)
         (ids, ours), (their_ids, theirs) = (load_embeddings(tmp_path / f"{name}-{k}.npz") for k in ("free", "torch"))
         assert ids == their_ids and _cosines(ours, theirs).min() >= 1 - 1e-4
+    # Sharded as torchrun starts a rank (one rank here, which also merges): still no torch, same output.
+    _without_torch("embed", "--data", data, "--out", tmp_path / "sharded.npz", "--model", exports["float32"],
+                   "--quiet", env={"RANK": "0", "WORLD_SIZE": "1", "OMP_NUM_THREADS": "1"})
+    (ids, sharded), (their_ids, whole) = (load_embeddings(tmp_path / f"{k}.npz") for k in ("sharded", "data-free"))
+    assert ids == their_ids and _cosines(sharded, whole).min() >= 1 - 1e-6
 
 
 def test_eval_on_an_export_runs_without_torch_and_matches_torch(exports, dev_dir, tmp_path, monkeypatch, capsys):

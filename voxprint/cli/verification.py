@@ -47,11 +47,9 @@ def _under_torchrun() -> bool:
 
 
 def _embed_torch_free(args: argparse.Namespace) -> bool:
-    """``embed`` runs an ONNX export without torch, except ``--data`` under torchrun: the sharding itself
-    needs no torch (ranks share only the output folder), but it lives in :mod:`voxprint.inference`, whose
-    package imports :class:`~voxprint.inference.SpeakerModel` and so torch; the export is still run by
-    the torch-free embedder there."""
-    return names_standalone_export(args) and not (args.data and _under_torchrun())
+    """``embed`` runs an ONNX export without torch, sharded under torchrun too (ranks share only the output
+    folder: :mod:`voxprint.inference.sharding` needs no torch)."""
+    return names_standalone_export(args)
 
 
 @verb("embed", "embed audio files or every utterance of a data folder (sharded under torchrun)",
