@@ -172,22 +172,9 @@ class DiagonalGMM:
             >>> ubm.llr_top_c(ubm.means, np.array([[0.3]]), top_c=2)
             0.0
         """
-        return float(np.mean(self.frame_llrs_top_c([adapted_means], frames, top_c)))
-
-    def frame_llrs_top_c(self, speaker_means: Sequence[np.ndarray], frames: np.ndarray, top_c: int = 5) -> np.ndarray:
-        """(T, S) per-frame top-C log-likelihood ratios of S MAP-adapted models against this UBM (the
-        top components are found once for all of them); :meth:`llr_top_c` is one column's mean.
-
-        Example:
-            >>> ubm = DiagonalGMM(np.array([0.5, 0.5]), np.array([[-1.0], [1.0]]), np.ones((2, 1)))
-            >>> ubm.frame_llrs_top_c([ubm.means, ubm.means + 1.0], np.array([[0.0], [2.0]]), top_c=2).round(2)
-            array([[ 0.  , -0.07],
-                   [ 0.  ,  0.61]])
-        """
         index, ubm_scores = self.top_components(frames, top_c)
-        base = _logsumexp(ubm_scores)
-        return np.stack([self.adapted_top_c_scores(means, frames, index, ubm_scores) - base
-                         for means in speaker_means], axis=1)
+        return float(np.mean(self.adapted_top_c_scores(adapted_means, frames, index, ubm_scores)
+                             - _logsumexp(ubm_scores)))
 
     def adapted_top_c_scores(self, adapted_means: np.ndarray, frames: np.ndarray, index: np.ndarray,
                              ubm_scores: np.ndarray) -> np.ndarray:
