@@ -45,7 +45,7 @@ import numpy as np
 from voxprint.audio import load_audio
 from voxprint.backends.rows import unit_rows
 from voxprint.diarization.clustering import ClusterMethod, cluster_embeddings
-from voxprint.diarization.resegment import frame_model, resegment as resegment_frames
+from voxprint.diarization.resegment import frame_model, has_speech_to_resegment, resegment as resegment_frames
 from voxprint.diarization.segments import Segment, format_rttm, labels_to_segments
 from voxprint.diarization.vad import VadMethod, speech_regions
 from voxprint.errors import VoxprintError
@@ -432,7 +432,7 @@ def diarize(model: Any, audio: AudioInput, sample_rate: int | None = None, *, nu
     labels = cluster_windows(windows, window_seconds, method=method, num_speakers=num_speakers,
                               min_speakers=min_speakers, max_speakers=max_speakers, threshold=ahc_threshold)
     frames = frame_labels(windows, labels)
-    if gmm is not None and wave is not None:
+    if gmm is not None and wave is not None and has_speech_to_resegment(frames):
         ubm, frames_of = gmm
         frames = resegment_frames(frames, frames_of(wave), ubm)
     # Number the speakers in order of first appearance in time (a short window may come before a long one).

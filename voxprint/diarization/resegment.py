@@ -33,7 +33,7 @@ from scipy.special import logsumexp
 from voxprint.classical.gmm import DiagonalGMM, FrameStatistics, map_adapt_means
 
 __all__ = ["ITERATIONS", "MIN_FRAMES", "MIN_SPEAKER_FRAMES", "RELEVANCE", "SMOOTH_FRAMES", "TOP_C", "frame_model",
-           "resegment"]
+           "has_speech_to_resegment", "resegment"]
 
 #: Rounds of adaptation and re-labelling.
 ITERATIONS = 4
@@ -108,6 +108,20 @@ class _FrameAlignment:
         return out - self.base
 
 
+def has_speech_to_resegment(labels: np.ndarray, min_speaker_frames: int = MIN_SPEAKER_FRAMES) -> bool:
+    """Whether :func:`resegment` would change anything: two speakers or more, each with ``min_speaker_frames``.
+
+    Callers check it before computing the UBM's frames, which short recordings then never need.
+
+    Example:
+        >>> enough, short = np.repeat([0, 1, -1], 1000), np.repeat([0, 1], [1000, 999])
+        >>> has_speech_to_resegment(enough), has_speech_to_resegment(short)
+        (True, False)
+    """
+    counts = np.bincount(np.asarray(labels)[np.asarray(labels) >= 0])
+    return len(counts) >= 2 and int(counts.min()) >= max(min_speaker_frames, MIN_FRAMES)
+
+
 def resegment(labels: np.ndarray, frames: np.ndarray, ubm: DiagonalGMM, iterations: int = ITERATIONS,
               relevance: float = RELEVANCE, smooth_frames: int = SMOOTH_FRAMES, top_c: int = TOP_C,
               min_speaker_frames: int = MIN_SPEAKER_FRAMES) -> np.ndarray:
@@ -137,12 +151,12 @@ def resegment(labels: np.ndarray, frames: np.ndarray, ubm: DiagonalGMM, iteratio
         (50, 10)
     """
     labels = np.asarray(labels, dtype=np.int64).copy()
-    count = int(labels.max(initial=-1)) + 1
     usable = min(len(labels), len(frames))
     current = labels[:usable].copy()
-    speech = current >= 0
-    if count < 2 or min(int((current == s).sum()) for s in range(count)) < max(min_speaker_frames, MIN_FRAMES):
+    if not has_speech_to_resegment(current, min_speaker_frames):
         return labels
+    count = int(labels.max()) + 1
+    speech = current >= 0
     alignment = _FrameAlignment(ubm, np.asarray(frames[:usable], dtype=np.float64)[speech], top_c)
     who = current[speech]
     for _ in range(iterations):
