@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from test_features import assert_matches_kaldi  # noqa: E402  (tests/ is on sys.path)
 from test_windows import _config_for
@@ -384,6 +385,17 @@ def test_store_verbs_on_an_export_run_without_torch_and_match_torch(exports, dev
 
     (_, ours, _), (_, theirs, _) = (EmbeddingTable(path, create=False).centroids() for path in (store, other))
     assert _cosines(ours, theirs).min() >= 1 - 1e-4
+    # The store's verbs that need the whole pipeline (diarize, spot) load the export with torch (the export is
+    # one the torch-free embedder supports, so that path is on offer) and name the claimed speaker in 15 s or so
+    # of their other recordings.
+    talk = tmp_path / "talk.wav"
+    soundfile.write(talk, np.concatenate([load_audio(dev.wav[u]) for u in dev.spk2utt[claimed][3:7]]), 16000)
+    for argv in (["diarize", talk, "--store", store], ["spot", talk, "--store", store, "--speaker", claimed]):
+        capsys.readouterr()
+        assert main([*map(str, argv), "--model", str(model), "--json", "--threads", "1"]) == 0
+        record = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+        assert (record["speakers"][0]["speaker"] if argv[0] == "diarize" else record["speaker"]) == claimed, record
+        assert argv[0] == "diarize" or record["found"] is True, record
 
 
 def test_eval_id_on_an_export_runs_without_torch_and_matches_torch(exports, dev_dir, tmp_path, monkeypatch, capsys):

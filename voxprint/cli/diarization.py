@@ -160,7 +160,7 @@ def _diarize(args: argparse.Namespace) -> int:
     if args.store:
         from voxprint.cli.store import open_store
 
-        store = open_store(args)
+        store = open_store(args, loader=load_cli_model)  # the pipeline needs the whole model
         model = store.model
     else:
         model = load_cli_model(args)
@@ -269,7 +269,7 @@ def _spot(args: argparse.Namespace) -> int:
     if args.store:
         from voxprint.cli.store import open_store
 
-        store = open_store(args)
+        store = open_store(args, loader=load_cli_model)  # the pipeline needs the whole model
         model, target, name = store.model, store.speaker(args.speaker).centroid, args.speaker
     else:
         model = load_cli_model(args)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from voxprint.cli.core import (
     EXIT_OK,
@@ -27,12 +29,17 @@ def store_option(p: argparse.ArgumentParser, must_exist: bool = False) -> None:
                    help="speaker store file (SQLite)" + ("" if must_exist else "; created when missing"))
 
 
-def open_store(args: argparse.Namespace, create: bool = False, keep_audio: bool = False):
-    """The store of ``--store`` with the model of ``--model`` (refused when the store holds another model's);
-    an ONNX export is run by the torch-free embedder (:func:`~voxprint.cli.core.load_cli_embedder`)."""
+def open_store(args: argparse.Namespace, create: bool = False, keep_audio: bool = False,
+               loader: Callable[[argparse.Namespace], Any] = load_cli_embedder):
+    """The store of ``--store`` with the model of ``--model`` (refused when the store holds another model's).
+
+    ``loader`` loads the model: by default an ONNX export is run by the torch-free embedder
+    (:func:`~voxprint.cli.core.load_cli_embedder`); verbs that need the whole
+    :class:`~voxprint.inference.SpeakerModel` (diarization, spot) pass :func:`~voxprint.cli.core.load_cli_model`.
+    """
     from voxprint.store import SpeakerStore
 
-    return SpeakerStore(args.store, load_cli_embedder(args), keep_audio=keep_audio, create=create)
+    return SpeakerStore(args.store, loader(args), keep_audio=keep_audio, create=create)
 
 
 def _enroll_args(p: argparse.ArgumentParser) -> None:
