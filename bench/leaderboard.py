@@ -83,7 +83,8 @@ def previous_rows(doc: Path) -> tuple[dict[tuple[str, str], list[str]], str | No
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| ") and len(cells) == 11 and cells[0] != "system" and not cells[0].startswith("-"):
             rows[(cells[0].removesuffix(CARRIED), cells[1])] = cells
-    carried_from = re.search(r"measured on: (.+?)\)", section)
+    # The machine line has parentheses of its own ("Intel(R)"): the note's closing words end it.
+    carried_from = re.search(r"measured on: (.+?)\), so compare", section)
     machine = re.search(r"^Machine: (.+?)\.$", section, re.MULTILINE)
     return rows, (carried_from or machine).group(1) if (carried_from or machine) else None
 
