@@ -30,6 +30,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -167,7 +168,12 @@ class PLDAScoring(SpeakerScoring):
     def __init__(self, backend: Any):
         super().__init__(backend)
         self.plda = backend.plda
-        self.tag = bytes.fromhex(self.plda.fingerprint()[:16])
+
+    @functools.cached_property
+    def tag(self) -> bytes:
+        """The back-end's fingerprint that stored models carry (hashing every parameter: only when a model is
+        stored or read, not on every score)."""
+        return bytes.fromhex(self.plda.fingerprint()[:16])
 
     def models(self, enrollments: Enrollments) -> tuple[np.ndarray, np.ndarray]:
         groups = enrollment_groups(enrollments)
