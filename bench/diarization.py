@@ -274,10 +274,13 @@ def main() -> int:
         hyps["peer"] = {f: [Segment(a, b, c) for a, b, c in segs] for f, segs in peer["files"].items()}
         seconds["peer"] = peer["wall_seconds"]
         acoustic_refs, acoustic_waves, _ = load_set(simulate_acoustic(work), with_sample=False)
-        acoustic_hyps = {f: diarize(model, w, sample_rate=16000).segments for f, w in acoustic_waves.items()}
-        acoustic_known = {f: diarize(model, w, sample_rate=16000,
-                                     num_speakers=len({s.speaker for s in acoustic_refs[f]})).segments
-                          for f, w in acoustic_waves.items()}
+        acoustic_hyps, acoustic_known = {}, {}
+        partner = diarization_partner(model)
+        for f, w in acoustic_waves.items():  # one embedding pass, clustered with and without the count
+            windows = embed_speech(model, w, fuse_with=partner)
+            acoustic_hyps[f] = diarize(model, w, sample_rate=16000, windows=windows).segments
+            acoustic_known[f] = diarize(model, w, sample_rate=16000, windows=windows,
+                                        num_speakers=len({s.speaker for s in acoustic_refs[f]})).segments
 
     simulated = [f for f in refs if f != "sample"]
     names = {"spectral": "voxprint, spectral (neighbour graph; default)",
