@@ -261,6 +261,25 @@ def test_similarity_and_verify_on_an_export_run_without_torch(exports, dev_dir):
     assert verdict["score"] == pytest.approx(reference.verification_score([a], b), abs=1e-3)
 
 
+def test_standalone_windows_of_a_long_recording_are_embedded_in_bounded_memory(exports):
+    """The torch-free embedder stacks one batch of windows at a time, never every window of a recording."""
+    import tracemalloc
+
+    from voxprint.export.standalone import StandaloneEmbedder
+
+    embedder = StandaloneEmbedder(exports["float32"])
+    windows = embedder.windows
+    frames = np.random.default_rng(0).normal(size=(30_000, 80)).astype(np.float32)  # 5 min of filterbanks
+    tracemalloc.start()
+    try:
+        result = windows._embed(frames)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    stacked = len(result.embeddings) * windows.window_frames * frames.shape[1] * 4  # all windows at once
+    assert len(result.embeddings) >= 15 and peak < stacked, (peak, stacked)  # stacking them all costs twice that
+
+
 def test_standalone_embedder_needs_no_torch_and_agrees(exports, dev_waves, dev_dir):
     """The torch-free path (kaldi-native-fbank + numpy + onnxruntime) gives voxprint's embeddings."""
     standalone, model = StandaloneEmbedder(exports["float32"]), load_exported(exports["float32"])

@@ -211,12 +211,15 @@ class StandaloneWindows:
         e = self.embedder
         length = min(self.window_frames, len(frames))
         starts = window_starts(len(frames), self.window_frames, self.overlap)
-        windows = np.stack([frames[s:s + length] for s in starts])
-        if e.normalize == "segment":
-            windows = windows - windows.mean(axis=1, keepdims=True)
         per_call = max(1, e.batch_frames // length)
-        outputs = [e.session.run(None, {e.input_name: np.ascontiguousarray(windows[i:i + per_call])})[0]
-                   for i in range(0, len(windows), per_call)]
+        outputs = []
+        # One batch of windows at a time: stacking every window of a long recording first would copy its
+        # frames 1 / (1 - overlap) times over.
+        for i in range(0, len(starts), per_call):
+            batch = np.stack([frames[s:s + length] for s in starts[i:i + per_call]])
+            if e.normalize == "segment":
+                batch = batch - batch.mean(axis=1, keepdims=True)
+            outputs.append(e.session.run(None, {e.input_name: np.ascontiguousarray(batch)})[0])
         embeddings = np.concatenate(outputs).astype(np.float32)
         embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         begin = np.asarray(starts, dtype=np.float64) * e.frame_shift
