@@ -169,6 +169,16 @@ def test_a_damaged_or_mismatched_export_is_refused_in_one_line(exports, tmp_path
     (folder / EXPORT_FILE).write_text(json.dumps(record))
     with pytest.raises(ModelError, match="format_version 99"):
         load_exported(folder)
+    # Window settings that would make every input exhaust memory are refused by both loaders.
+    from voxprint.export.standalone import StandaloneEmbedder
+
+    for key, value in (("overlap", 0.99999 + 1e-5), ("overlap", -0.5), ("window_frames", 0)):
+        record = json.loads((exports["float32"] / EXPORT_FILE).read_text())
+        record["inference"][key] = value
+        (folder / EXPORT_FILE).write_text(json.dumps(record))
+        for load in (load_exported, StandaloneEmbedder):
+            with pytest.raises(ModelError, match="out of range"):
+                load(folder)
     shutil.copy(exports["float32"] / EXPORT_FILE, folder / EXPORT_FILE)
     graph = bytearray((folder / "encoder.onnx").read_bytes())
     graph[len(graph) // 2] ^= 0xFF

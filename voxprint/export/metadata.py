@@ -230,9 +230,16 @@ def read_export_record(folder: str | os.PathLike, check_hash: bool = True) -> di
         raise ModelError(f"{path} has format_version {record.get('format_version')!r}; this voxprint reads "
                          f"version {FORMAT_VERSION}: export the model again with this version")
     for key, kind in (("format", str), ("file", str), ("sha256", str), ("config", dict), ("frontend", dict),
-                      ("embedding_dim", int)):
+                      ("inference", dict), ("embedding_dim", int)):
         if not isinstance(record.get(key), kind):
             raise ModelError(f"{path}: {key} is missing or not a {kind.__name__}; export the model again")
+    # The window settings size every recording's work: an overlap near 1 (a window per frame) or a window of
+    # no frames would make any input exhaust memory or time, so they are held to what a config allows.
+    window, overlap = record["inference"].get("window_frames"), record["inference"].get("overlap")
+    if not (isinstance(window, int) and window >= 1 and isinstance(overlap, (int, float)) and 0 <= overlap < 1
+            and isinstance(record["frontend"].get("frame_shift"), int) and record["frontend"]["frame_shift"] >= 1):
+        raise ModelError(f"{path}: inference.window_frames (a positive count), inference.overlap (in [0, 1)) or "
+                         "frontend.frame_shift is out of range; export the model again")
     if record["format"] not in ENCODER_FILES:
         raise ModelError(f"{path}: unknown format {record['format']!r} (known: {', '.join(ENCODER_FILES)})")
     name = record["file"]
