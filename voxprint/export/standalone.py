@@ -253,7 +253,7 @@ class StandaloneEmbedder(WindowedEmbedder):
     def __init__(self, folder: str | os.PathLike, threads: int = 1, max_seconds: float | None = 4 * 3600.0,
                  batch_frames: int = 16384):
         from voxprint.config import DEFAULTS, merge
-        from voxprint.export.metadata import kaldi_fbank_options, read_export_record
+        from voxprint.export.metadata import read_export_record
         from voxprint.runs import BACKEND_DIR, model_identity, read_meta
 
         self.folder = Path(folder)
@@ -264,9 +264,7 @@ class StandaloneEmbedder(WindowedEmbedder):
         self.normalize = frontend["normalization"]["mode"]
         if not self.supports(record):
             raise ModelError(f"{self.folder}: {self.normalize} normalisation needs voxprint's loader (load_model)")
-        self.options = kaldi_fbank_options(frontend)
-        self.fbank = KaldiFbank(frontend, threads)
-        self.scale = float(frontend["sample_scale"])
+        self.fbank = KaldiFbank(frontend, threads)  # checks the front-end's kind and options
         self.sample_rate = int(frontend["sample_rate"])
         self.frame_length, self.frame_shift = int(frontend["frame_length"]), int(frontend["frame_shift"])
         inference = record["inference"]
