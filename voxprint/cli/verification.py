@@ -46,15 +46,9 @@ def _under_torchrun() -> bool:
     return "RANK" in os.environ or "WORLD_SIZE" in os.environ
 
 
-def _embed_torch_free(args: argparse.Namespace) -> bool:
-    """``embed`` runs an ONNX export without torch, sharded under torchrun too (ranks share only the output
-    folder: :mod:`voxprint.inference.sharding` needs no torch)."""
-    return names_standalone_export(args)
-
-
 @verb("embed", "embed audio files or every utterance of a data folder (sharded under torchrun)",
       "voxprint embed --data data/dev --out dev.npz   |   voxprint embed a.flac b.flac --out ab.npz",
-      _embed_args, torch_free=_embed_torch_free)
+      _embed_args, torch_free=names_standalone_export)  # sharded under torchrun too: sharding needs no torch
 def _embed(args: argparse.Namespace) -> int:
     from voxprint.data.embeddings import save_embeddings
 
