@@ -43,9 +43,8 @@ torch filterbank), the sliding-window embedder and :class:`~voxprint.inference.S
 embeds with kaldi-native-fbank, numpy and onnxruntime only, and shares the rest of a model's interface
 (:class:`~voxprint.backends.verifier.WindowedEmbedder`: bulk embedding, trial lists, back-end, store identity).
 The CLI's ``embed``, ``eval``, ``eval-id``, ``similarity``, ``verify`` (files or ``--store``), ``enroll`` and
-``identify`` run an ONNX folder through it without importing torch (``embed --data`` under torchrun excepted:
-:mod:`voxprint.inference.sharding` is imported through the ``voxprint.inference`` package, which imports
-torch). ``diarize``, ``spot``, ``serve``, ``clean`` and ``store reembed`` still load it with ``load_model``.
+``identify`` run an ONNX folder through it without importing torch (``embed --data`` sharded under torchrun
+too). ``diarize``, ``spot``, ``serve``, ``clean`` and ``store reembed`` still load it with ``load_model``.
 
 onnx, onnxruntime and kaldi-native-fbank are optional (``pip install 'voxprint[onnx]'``): they are
 imported only when an ONNX model is exported or loaded (kaldi-native-fbank: by the standalone embedder).
