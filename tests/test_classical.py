@@ -103,6 +103,18 @@ def test_top_c_llr_with_every_component_is_the_exact_likelihood_ratio_and_the_ma
                                [[ubm.llr_top_c(m, t, top_c=2) for t in tests] for m in speakers], rtol=1e-9)
 
 
+def test_top_c_scores_of_a_large_mixture_take_only_each_frames_top_components():
+    # With C <= K / 8 the adapted scores are C dot products per frame: the textbook sum over those components.
+    rng = np.random.default_rng(4)
+    ubm = DiagonalGMM(np.full(64, 1 / 64), rng.standard_normal((64, 3)) * 2, rng.uniform(0.5, 1.5, (64, 3)))
+    adapted = ubm.means + rng.standard_normal((64, 3)) * 0.3
+    frames = rng.standard_normal((20, 3)) * 2
+    index, scores = ubm.top_components(frames, 5)
+    expected = [_naive_log_density(x[None], ubm.weights[i], adapted[i], ubm.variances[i])[0]
+                for x, i in zip(frames, index)]
+    np.testing.assert_allclose(ubm.adapted_top_c_scores(adapted, frames, index, scores), expected, rtol=1e-9)
+
+
 def test_deltas_and_normalisation():
     rng = np.random.default_rng(4)
     cepstra = rng.standard_normal((40, 3))

@@ -179,8 +179,14 @@ def test_bad_files_are_counted_up_front_or_skipped_and_reported(capsys, monkeypa
     assert code == 0 and result["missing_trials"] == 2 and result["trials"] == 153
 
 
-def test_decode_workers_give_the_same_embeddings_and_skips(capsys, run_dir, folder_with_a_bad_file, tmp_path):
+def test_decode_workers_give_the_same_embeddings_and_skips(capsys, run_dir, folder_with_a_bad_file, tmp_path,
+                                                            monkeypatch):
     """Decoding in worker processes changes where the work runs, not the result or the error report."""
+    from voxprint.audio import decoding
+
+    pools = []
+    real = decoding.decode_in_workers
+    monkeypatch.setattr(decoding, "decode_in_workers", lambda *a, **k: pools.append(a[2]) or real(*a, **k))
     outputs = {}
     for workers in ("0", "2"):
         code, out, err = run_cli(capsys, "embed", "--data", folder_with_a_bad_file, "--out",
@@ -188,7 +194,7 @@ def test_decode_workers_give_the_same_embeddings_and_skips(capsys, run_dir, fold
                                  "--json", "--decode-workers", workers)
         assert code == 0 and list(json_lines(out)[0]["skipped"]) == ["blip"] and "skipped blip" in err
         outputs[workers] = load_embeddings(tmp_path / f"w{workers}.npz")
-    assert outputs["0"][0] == outputs["2"][0]
+    assert outputs["0"][0] == outputs["2"][0] and pools == [2]  # only the second run decoded in workers
     np.testing.assert_allclose(outputs["0"][1], outputs["2"][1], atol=1e-6)
     code, _, err = run_cli(capsys, "embed", "--data", folder_with_a_bad_file, "--out", tmp_path / "x.npz",
                            "--model", run_dir, "--decode-workers", "-1")
