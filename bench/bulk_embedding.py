@@ -62,8 +62,8 @@ def main() -> None:
         "process's start and model loading. Two processes are ranks as `torchrun --nproc_per_node 2 -m voxprint",
         "embed --data DIR --out FILE` starts them: each embeds every second utterance, rank 0 merges.",
         "A decode worker (`--decode-workers 1`) decodes, resamples and trims the audio in a spawned process",
-        "while the rank's own thread runs the model. The machine has 2 cores, so 2 ranks, or 1 rank and its",
-        "worker, fill it.",
+        f"while the rank's own thread runs the model. The machine has {os.cpu_count()} cores; 2 ranks, or 1 rank",
+        "and its worker, use two of them.",
     ], table)
 
 

@@ -190,6 +190,7 @@ def calibrate(model: Any, work: Path) -> None:
                 rows.append(["resegment", f"iterations {iterations}, relevance {relevance}, smoothing {smooth} frames",
                              100 * s["der"], 100 * s["count"]])
     print(format_table(["method", "setting", "DER % (collar 0.25)", "exact count %"], rows))
+    print(resegmentation_by_speech(refs, labels, frames, ubm))
     for method in ("spectral", "ahc", "resegment"):
         mine = [r for r in rows if r[0] == method]
         lowest = min(round(r[2], 2) for r in mine)
@@ -197,6 +198,23 @@ def calibrate(model: Any, work: Path) -> None:
         ties = [r for r in mine if round(r[2], 2) == lowest]
         best = ties[len(ties) // 2]
         print(f"best {method}: {best[1]} (DER {best[2]:.2f} %, exact count {best[3]:.0f} %)")
+
+
+def resegmentation_by_speech(refs: dict, labels: dict, frames: dict, ubm: Any) -> str:
+    """The evidence for :data:`~voxprint.diarization.resegment.MIN_SPEAKER_FRAMES`: recordings whose DER at collar 0
+    re-segmentation (module settings, no minimum) lowers or raises, by their smallest speaker's speech."""
+    tally: dict[str, list[int]] = {}
+    for f, before in labels.items():
+        sizes = np.bincount(before[before >= 0])
+        if len(sizes) < 2:
+            continue
+        after = resegment(before, frames[f], ubm, min_speaker_frames=0)
+        change = (scores(refs, {f: frame_segments(after)}, [f])["der_0"]
+                  - scores(refs, {f: frame_segments(before)}, [f])["der_0"])
+        bucket = "smallest speaker >= 10 s" if sizes.min() >= 1000 else "smallest speaker < 10 s"
+        tally.setdefault(bucket, [0, 0])[0 if change < 0 else 1] += 1
+    return format_table(["re-segmentation (DER, collar 0)", "recordings better", "recordings not better"],
+                        [[bucket, better, worse] for bucket, (better, worse) in sorted(tally.items())])
 
 
 def run_ours(model: Any, waves: dict, counts: dict[str, int]) -> tuple[dict[str, dict], dict[str, float], float]:

@@ -14,12 +14,13 @@ re-segmentation of classical diarization systems, e.g. LIUM's and Kaldi's) refin
 and steps 1-3 run :data:`ITERATIONS` times. Only speech frames change, and only between the speakers the
 clustering found (one that keeps fewer than :data:`MIN_FRAMES` frames drops out). It runs only when every
 speaker has at least :data:`MIN_SPEAKER_FRAMES` frames (10 s): on the calibration half, recordings whose
-smallest speaker had less got worse as often as better (their GMMs adapt from too few frames), and all but
-two of those above 10 s got better. Because each speaker's
+smallest speaker had less got worse about as often as better (their GMMs adapt from too few frames), and
+nearly all of the others got better (``bench/diarization.py --calibrate`` prints the count of each). Because
+each speaker's
 model is trained on this recording, it adapts to the channel and voices in a way embeddings trained on
 other speakers cannot. The constants are the best of a sweep on the calibration half of the simulated
-conversations (``bench/diarization.py --calibrate``: DER 5.0 % before, 2.8 % after); the benchmark half
-measures the effect (docs/benchmarks.md, "Diarization").
+conversations (``bench/diarization.py --calibrate`` prints it); the benchmark half measures the effect
+(docs/benchmarks.md, "Diarization").
 """
 from __future__ import annotations
 

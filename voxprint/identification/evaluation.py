@@ -645,10 +645,8 @@ def fit_identification(trials: QualityTrials, report: Mapping[str, Any], target_
     of its folds (every speaker in turn unknown; 4800 searches on the 60 speakers of speechocean762 dev), and
     only when the report has none for ``target_fpir``, the one of the split's largest gallery. The latter
     rests on the few highest of one split's unknown probes (240 on speechocean762 dev: 2-3 of them at
-    FPIR 1 %): over 20 splits of speechocean762 dev it ranged 1.2-6.1 and, applied to the other splits,
-    missed the target FPIR with twice the spread of the pooled one, which ranged 2.3-5.4 and gave 1.0 %
-    FPIR on average at gallery 30 (4.05, seed 0's largest-gallery threshold, gave 0.5 % and 42 % instead
-    of 51 % DIR).
+    FPIR 1 %), so it swings with the split (``bench/identification.py`` prints each split's threshold), while
+    the pooled one rests on all 4800 searches.
 
     Args:
         trials: the scored calibration trials of the evaluated data.
