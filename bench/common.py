@@ -13,12 +13,14 @@ import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = REPO_ROOT / "bench" / "peers"
 BENCH_VENV = REPO_ROOT / ".venv-bench"
 
-__all__ = ["BENCH_VENV", "PEERS_DIR", "REPO_ROOT", "bench_python", "ensure_backend", "parameter_count", "run_peer",
-           "training_minutes"]
+__all__ = ["BENCH_VENV", "PEERS_DIR", "REPO_ROOT", "bench_python", "ensure_backend", "mean_se", "parameter_count",
+           "run_peer", "training_minutes"]
 
 
 def bench_python() -> Path:
@@ -105,3 +107,9 @@ def parameter_count(encoder: Any) -> int:
     whose buffers are what they learned (a neural model's buffers are batch-norm statistics)."""
     counted = list(encoder.parameters()) + (list(encoder.buffers()) if getattr(encoder, "statistical", False) else [])
     return sum(p.numel() for p in counted)
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import torch
-from common import run_peer  # bench/common.py: `python bench/identification.py` puts bench/ on the path
+from common import mean_se, run_peer  # bench/common.py: `python bench/identification.py` puts bench/ on the path
 
 from voxprint.data import read_data_folder
 from voxprint.identification.calibration import CrossFittedCalibration, calibration_by_bin
@@ -110,12 +110,6 @@ def evaluate_splits(data: IdentificationData, scorer, seeds: list[int], trials,
                                                   for g, f in figures[-1].items() if isinstance(f, dict)),
               file=sys.stderr)
     return first, figures
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (0 for a single value)."""
-    a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
 
 
 def peer_data(dev: Path, ours: IdentificationData, model, tmp: Path) -> tuple[IdentificationData, str]:

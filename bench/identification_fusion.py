@@ -22,10 +22,11 @@ import argparse
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
+from common import mean_se  # bench/common.py: `python bench/identification_fusion.py` puts bench/ on the path
 
 from voxprint.data import read_data_folder
 from voxprint.identification.evaluation import evaluate_galleries, split_protocol
-from voxprint.identification.scoring import speaker_scoring
+from voxprint.identification.scoring import backend_scorer
 from voxprint.inference import load_model
 from voxprint.paths import data_root
 from voxprint.report import format_table, publish_benchmark
@@ -36,11 +37,10 @@ MODELS = ("default", "ivector")
 
 def probe_scores(embeddings: dict[str, np.ndarray], backend: object, split: object) -> tuple[np.ndarray, list[str]]:
     """(P, N) calibrated scores of the split's probes (known first) against its enrolled speakers, and their names."""
-    scoring = speaker_scoring(backend)
     names = sorted(split.enrolled)
-    models, counts = scoring.models([np.stack([embeddings[u] for u in split.enrolled[s]]) for s in names])
     probes = split.known_probes + split.unknown_probes
-    return scoring.scores(models, counts, np.stack([embeddings[u] for u in probes])), names
+    return backend_scorer(backend)([np.stack([embeddings[u] for u in split.enrolled[s]]) for s in names],
+                                   np.stack([embeddings[u] for u in probes])), names
 
 
 def main() -> int:
@@ -75,9 +75,8 @@ def main() -> int:
               "fusion": "sum of the two LLRs"}
     rows = []
     for (name, gallery), values in figures.items():
-        array = 100 * np.array(values)
-        mean, error = array.mean(axis=0), array.std(axis=0, ddof=1) / np.sqrt(len(array))
-        rows.append([labels[name], gallery, f"{mean[0]:.1f} ± {error[0]:.1f}", f"{mean[1]:.1f} ± {error[1]:.1f}"])
+        cells = [mean_se([100 * v[i] for v in values]) for i in (0, 1)]
+        rows.append([labels[name], gallery, *(f"{m:.1f} ± {e:.1f}" for m, e in cells)])
     rows.sort(key=lambda r: (r[1], list(labels.values()).index(r[0])))
     table = format_table(["system", "gallery", "top-1 % (mean ± s.e.)", "DIR @ FPIR 1 % (mean ± s.e.)"], rows)
     print(table)
