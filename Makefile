@@ -47,6 +47,8 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) bench/threads.py
 	$(PY) bench/bulk_embedding.py
 	$(PY) bench/identification.py --model default
+	$(PY) bench/identification.py --model fused
+	$(PY) bench/fused.py
 	$(PY) bench/diarization.py
 
 # Retrain the bundled default model from scratch on CPU (time: docs/benchmarks.md).

@@ -14,7 +14,8 @@ are also evaluated on ``--splits`` random splits (seeds ``seed``, ``seed + 1``, 
 calibration trials are made once, each split draws its own enrolled / unknown speakers, enrollment
 utterances, galleries and calibration folds) and the document gives their mean and standard error next
 to the figures of the first split. Writes docs/benchmarks.md, section
-"Identification: speechocean762 dev". The protocol is :mod:`voxprint.identification.evaluation`'s
+"Identification: speechocean762 dev" (``--model default``; another model, such as the bundled fusion
+``fused``, gets a section of its own). The protocol is :mod:`voxprint.identification.evaluation`'s
 (``voxprint eval-id``): the 60 dev speakers (unseen in training) are split at random into 30 enrolled
 speakers (3 enrollment utterances each, their other 5 utterances probe) and 30 unknown speakers (all 8
 utterances probe); galleries of 10 (10 random draws, pooled) and of all 30. Each enrolled speaker is
@@ -49,6 +50,16 @@ from voxprint.paths import data_root
 from voxprint.report import format_table, publish_benchmark
 
 SECTION = "Identification: speechocean762 dev"
+
+
+def section(model_name: str) -> str:
+    """The document's section for a model: the bundled default's, or one of its own for another model."""
+    return SECTION if model_name == "default" else f"{SECTION}, model `{model_name}`"
+
+
+def architecture(model) -> str:
+    """The model's architecture, or its parts' for a fusion of models."""
+    return " + ".join(p.config["model"]["name"] for p in getattr(model, "parts", [model]))
 TOP1_TARGET, DIR_TARGET = 0.97, 0.85
 
 
@@ -180,7 +191,7 @@ def measure(model_name: str, draws: int, seed: int, splits: int, peer_from: Path
                                             False)
     forms = {"as_is": form_summary(trials, None, seed), "offset_only": form_summary(trials, False, seed),
              "interactions": form_summary(trials, True, seed)}
-    return {"system": f"voxprint `{model_name}` ({model.config['model']['name']}, {model.backend.name})",
+    return {"system": f"voxprint `{model_name}` ({architecture(model)}, {model.backend.name})",
             "peer": f"Resemblyzer {version} (cosine)", "model": model_name,
             "ours": {"backend": model.backend.name, **ours}, "theirs": theirs, "forms": forms,
             "splits": {"seeds": seeds, "ours": ours_splits, "theirs": theirs_splits},
@@ -399,7 +410,7 @@ def main() -> int:
         "better except for Cllr.",
     ]
     command = f".venv/bin/python bench/identification.py --model {results['model']}"
-    publish_benchmark(SECTION, command, "One torch thread.", notes, tables, doc_path=args.doc)
+    publish_benchmark(section(results["model"]), command, "One torch thread.", notes, tables, doc_path=args.doc)
     return 0
 
 

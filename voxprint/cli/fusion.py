@@ -1,7 +1,9 @@
-"""Verb of score fusion: ``fuse`` (:mod:`voxprint.backends.fusion`)."""
+"""Verbs of fusion: ``fuse`` (scores, :mod:`voxprint.backends.fusion`) and ``fuse-models`` (a model folder that
+uses several models as one, :mod:`voxprint.inference.fused`)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -162,4 +164,58 @@ def _fuse(args: argparse.Namespace) -> int:
                 lines.append(f"  {name:<{width}}  {format_metrics(m)}  Cllr {m['cllr']:.3f} "
                              f"(min {m['min_cllr']:.3f})")
     emit(args, record, "\n".join(lines))
+    return EXIT_OK
+
+
+def _fuse_models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="two or more built-in model names or model folders, the first setting the windows")
+    p.add_argument("--out", required=True, help="the fusion's folder (created; must be empty)")
+    p.add_argument("--weights", nargs="+", type=float, metavar="W",
+                   help="one weight per model on its calibrated log-likelihood ratio (default: 1 each, the sum "
+                        "of the models' LLRs)")
+    json_option(p)
+
+
+@verb("fuse-models", "make a model folder that uses several models as one: each embeds every recording, each scores "
+                     "with its own back-end, and their log-likelihood ratios are added (weighted)",
+      "voxprint fuse-models default ivector --out models/fused\n"
+      "  voxprint enroll --store speakers.db --model models/fused --speaker alice a1.flac a2.flac",
+      _fuse_models_args)
+def _fuse_models(args: argparse.Namespace) -> int:
+    import shutil
+
+    from voxprint.backends.fusion import LinearFusion
+    from voxprint.errors import DataError
+    from voxprint.inference.fused import FUSION_FILE
+    from voxprint.runs import is_builtin
+
+    if len(args.models) < 2:
+        raise VoxprintError("a fusion needs two or more models")
+    weights = args.weights or [1.0] * len(args.models)
+    if len(weights) != len(args.models):
+        raise VoxprintError(f"{len(weights)} --weights for {len(args.models)} models; give one weight per model")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise VoxprintError(f"{out} exists and is not an empty folder; choose another --out")
+    # Folders are named relative to the fusion's folder, so the two can move together.
+    systems = [name if is_builtin(name) else os.path.relpath(Path(name).resolve(), out.resolve())
+               for name in args.models]
+    try:
+        fusion = LinearFusion(weights=tuple(weights), offset=0.0, systems=tuple(systems))
+    except DataError as exc:
+        raise VoxprintError(str(exc)) from None
+    created = not out.exists()
+    fusion.save(out / FUSION_FILE)
+    try:
+        from voxprint.inference import load_model
+
+        model = load_model(out)  # every part loads and fits, or nothing is left behind
+    except VoxprintError:
+        shutil.rmtree(out) if created else (out / FUSION_FILE).unlink()
+        raise
+    emit(args, {"out": str(out), "models": systems, "weights": list(fusion.weights), "identity": model.identity,
+                "embedding_dim": model.embedding_dim},
+         f"wrote the fusion of {', '.join(args.models)} (weights {', '.join(f'{w:g}' for w in weights)}) to {out}; "
+         f"use it with --model {out}")
     return EXIT_OK

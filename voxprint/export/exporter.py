@@ -290,6 +290,11 @@ def export_model(model_dir_or_name: str | os.PathLike, out_dir: str | os.PathLik
     source_dir = resolve_model_dir(model_dir_or_name)
     if is_export(source_dir):
         raise ModelError(f"{source_dir} is already an exported model; export its source model instead")
+    from voxprint.inference.fused import is_fusion
+
+    if is_fusion(source_dir):
+        raise ModelError(f"{source_dir} is a fusion of models with no weights of its own; export each of its parts "
+                         "and fuse the exports with `voxprint fuse-models`")
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a folder")

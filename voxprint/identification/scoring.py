@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -40,7 +41,7 @@ from voxprint.backends.rows import as_matrix, as_rows, unit_rows
 from voxprint.backends.scoring import mean_embedding
 from voxprint.errors import DataError
 
-__all__ = ["CentroidScoring", "Enrollments", "PLDAScoring", "Scorer", "SpeakerScoring", "backend_scorer",
+__all__ = ["CentroidScoring", "Enrollments", "FusedScoring", "PLDAScoring", "Scorer", "SpeakerScoring", "backend_scorer",
            "cosine_scorer", "enrollment_groups", "speaker_scoring"]
 
 #: Each speaker's enrollment embeddings: ``(n_i, d)`` arrays, or one ``(M, d)`` array of one-utterance speakers.
@@ -99,6 +100,15 @@ class SpeakerScoring:
     def query_vectors(self, tests: np.ndarray) -> np.ndarray:
         """``(T, k')`` rows of test embeddings for :meth:`search_vectors`."""
         raise NotImplementedError
+
+    def model_width(self, embedding_dim: int) -> int:
+        """The size of one speaker model of this back-end for embeddings of ``embedding_dim`` values."""
+        return embedding_dim
+
+    @property
+    def tag(self) -> bytes:
+        """What a stored model of this back-end is tagged with, so one made by another back-end is not used."""
+        return self.kind.encode()
 
     def encode(self, model: np.ndarray, count: int) -> bytes | None:
         """The stored form of one speaker model (None: nothing beyond the centroid is stored)."""
@@ -175,6 +185,9 @@ class PLDAScoring(SpeakerScoring):
         stored or read, not on every score)."""
         return bytes.fromhex(self.plda.fingerprint()[:16])
 
+    def model_width(self, embedding_dim: int) -> int:
+        return int(self.plda.dim)
+
     def models(self, enrollments: Enrollments) -> tuple[np.ndarray, np.ndarray]:
         groups = enrollment_groups(enrollments)
         if not groups:
@@ -210,19 +223,102 @@ class PLDAScoring(SpeakerScoring):
         if blob is None or len(blob) != size or bytes(blob[:len(self.tag)]) != self.tag:
             return None
         values = np.frombuffer(bytes(blob), dtype=np.float64, offset=len(self.tag))
-        # Written by a voxprint that did not keep this model (or mid-way through a change): derive it again.
-        return values[1:].copy() if values[0] == count else None
+        # Written by a voxprint that did not keep this model (or mid-way through a change), or damaged:
+        # derive it again.
+        return values[1:].copy() if values[0] == count and np.isfinite(values).all() else None
+
+
+class FusedScoring(SpeakerScoring):
+    """A fusion of models (:class:`~voxprint.backends.fused.FusedBackend`): each part keeps the speaker model
+    its own back-end needs, made from its slice of the enrollments, and a test's score is the fusion of the
+    parts' scores. A speaker's model is the parts' models side by side.
+
+    Searched by inner product: a part's score is ``scale_i * (row_i . query_i) + offset_i`` (its linear
+    calibration, or none) and the fusion weighs it by ``w_i``, so rows ``[w_i scale_i row_i]`` and queries
+    ``[query_i]`` rank speakers exactly by the fused score when every part is searched exactly (PLDA parts,
+    plain cosine parts); a normalised-cosine part ranks by its cosine, and the store rescores the candidates.
+
+    Stored form: 8 bytes of a tag of the parts' back-ends and the fusion weights, then ``n`` and the model as
+    float64.
+    """
+
+    kind = "fused"
+    metric = "inner_product"
+    stores_model = True
+
+    def __init__(self, backend: Any):
+        super().__init__(backend)
+        self.parts = [speaker_scoring(part) for part in backend.parts]
+        self.widths = [part.model_width(dim) for part, dim in zip(self.parts, backend.dims)]
+
+    @functools.cached_property
+    def tag(self) -> bytes:
+        digest = hashlib.sha256(b"".join(part.tag for part in self.parts))
+        digest.update(np.asarray(self.backend.fusion.weights, dtype=np.float64).tobytes())
+        return digest.digest()[:8]
+
+    def model_width(self, embedding_dim: int) -> int:
+        return sum(self.widths)
+
+    def _model_parts(self, models: np.ndarray) -> list[np.ndarray]:
+        models = as_matrix(models, "speaker models")
+        models = models[None, :] if models.ndim == 1 else models
+        bounds = np.cumsum((0, *self.widths))
+        return [models[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _test_parts(self, tests: np.ndarray) -> list[np.ndarray]:
+        return self.backend.split(tests)
+
+    def models(self, enrollments: Enrollments) -> tuple[np.ndarray, np.ndarray]:
+        groups = enrollment_groups(enrollments)
+        if not groups:
+            raise DataError("no speaker to make a model of")
+        per_part = zip(*(self.backend.split(group) for group in groups))  # part -> each speaker's rows
+        made = [part.models(list(rows)) for part, rows in zip(self.parts, per_part)]
+        return np.concatenate([m.astype(np.float64) for m, _ in made], axis=1), made[0][1]
+
+    def scores(self, models: np.ndarray, counts: np.ndarray, tests: np.ndarray) -> np.ndarray:
+        columns = [part.scores(m, counts, t) for part, m, t in
+                   zip(self.parts, self._model_parts(models), self._test_parts(tests))]
+        stacked = np.stack(columns, axis=-1)
+        return self.backend.fusion.transform(stacked.reshape(-1, len(columns))).reshape(stacked.shape[:2])
+
+    def search_vectors(self, models: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        rows = []
+        for part, m, weight in zip(self.parts, self._model_parts(models), self.backend.fusion.weights):
+            slope = getattr(part.backend.calibration, "scale", 1.0)  # a linear calibration's slope
+            rows.append(weight * slope * np.asarray(part.search_vectors(m, counts), dtype=np.float64))
+        return np.concatenate(rows, axis=1)
+
+    def query_vectors(self, tests: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(part.query_vectors(t), dtype=np.float64)
+                               for part, t in zip(self.parts, self._test_parts(tests))], axis=1)
+
+    def encode(self, model: np.ndarray, count: int) -> bytes:
+        return self.tag + np.concatenate(([float(count)], np.asarray(model, dtype=np.float64))).tobytes()
+
+    def decode(self, blob: bytes | None, count: int) -> np.ndarray | None:
+        size = len(self.tag) + 8 * (sum(self.widths) + 1)
+        if blob is None or len(blob) != size or bytes(blob[:len(self.tag)]) != self.tag:
+            return None
+        values = np.frombuffer(bytes(blob), dtype=np.float64, offset=len(self.tag))
+        return values[1:].copy() if values[0] == count and np.isfinite(values).all() else None
+
+
+#: The speaker models of each back-end kind; any other kind (cosine, normalised or not) keeps centroids.
+SCORINGS: dict[str, type[SpeakerScoring]] = {"plda": PLDAScoring, "fused": FusedScoring}
 
 
 def speaker_scoring(backend: Any) -> SpeakerScoring:
-    """The speaker models a back-end needs: :class:`PLDAScoring` for PLDA, :class:`CentroidScoring` otherwise.
+    """The speaker models a back-end needs: :class:`PLDAScoring` for PLDA, :class:`FusedScoring` for a fusion of
+    models, :class:`CentroidScoring` otherwise.
 
     Example:
         >>> from voxprint.backends.backend import ScoringBackend
         >>> speaker_scoring(ScoringBackend()).kind
         'centroid'
     """
-    return PLDAScoring(backend) if getattr(backend, "kind", "cosine") == "plda" else CentroidScoring(backend)
+    return SCORINGS.get(getattr(backend, "kind", "cosine"), CentroidScoring)(backend)
 
 
 def cosine_scorer(enrollments: Enrollments, tests: np.ndarray) -> np.ndarray:

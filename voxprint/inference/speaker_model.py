@@ -190,10 +190,12 @@ def trace_encoder(model: EmbeddingModel, tolerance: float = 1e-4):
 
 def load_model(name_or_dir: str | os.PathLike = "default", device: str | torch.device = "cpu",
                max_seconds: float | None = DEFAULT_MAX_SECONDS) -> SpeakerModel:
-    """Load a built-in model (``"default"``) or a training run folder (its ``model.pt``).
+    """Load a built-in model (``"default"``, ``"ivector"``, ``"fused"``) or a training run folder (its ``model.pt``).
 
     The file is read without executing code (tensors and plain data only), its weights are checked
-    against the hash stored when it was written, and ``meta.json`` is checked.
+    against the hash stored when it was written, and ``meta.json`` is checked. An exported folder runs in
+    onnxruntime (:func:`voxprint.export.load_exported`); a fusion of models
+    (:mod:`voxprint.inference.fused`) loads each of its parts here.
 
     Args:
         name_or_dir: ``"default"``, a run folder, or its ``model.pt``.
@@ -209,7 +211,10 @@ def load_model(name_or_dir: str | os.PathLike = "default", device: str | torch.d
         192
     """
     from voxprint.export import load_exported  # an exported folder runs its graph in onnxruntime
+    from voxprint.inference.fused import is_fusion, load_fused
 
+    if is_fusion(resolve_model_dir(name_or_dir)):
+        return load_fused(resolve_model_dir(name_or_dir), lambda part: load_model(part, device, max_seconds))
     if (exported := load_exported(resolve_model_dir(name_or_dir), device, max_seconds)) is not None:
         return exported
     device = resolve_device(device)

@@ -21,7 +21,7 @@ MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
 
 #: Models shipped inside the package, by the name a user passes instead of a folder.
-BUILTIN_MODELS: dict[str, Path] = {name: PACKAGE_DIR / "pretrained" / name for name in ("default", "ivector")}
+BUILTIN_MODELS: dict[str, Path] = {name: PACKAGE_DIR / "pretrained" / name for name in ("default", "ivector", "fused")}
 
 _BACKEND_KEYS = {"kind": str, "norm": str, "calibrated": bool, "top_n": int}
 

@@ -1,0 +1,187 @@
+"""A fusion of models used as one (voxprint/inference/fused.py, voxprint/backends/fused.py): the fused
+embedding holds each part's own embedding, the fused score is the weighted sum of the parts' calibrated
+scores everywhere (verification, trial lists, the speaker store and its search index), and the folder,
+its CLI and its refusals, on real dev speech."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import voxprint
+from voxprint.backends.fused import join_parts, split_parts
+from voxprint.cli import main
+from voxprint.data import read_data_folder
+from voxprint.data.trials import Trials
+from voxprint.errors import DataError, ModelError
+from voxprint.identification.scoring import FusedScoring, PLDAScoring
+from voxprint.inference.fused import FUSION_FILE
+from voxprint.store import SpeakerStore
+from conftest import make_subset_folder
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return voxprint.load_model("default"), voxprint.load_model("ivector")
+
+
+@pytest.fixture(scope="module")
+def fused():
+    return voxprint.load_model("fused")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, dev_dir):
+    """Four unseen speakers with four utterances each."""
+    return read_data_folder(make_subset_folder(dev_dir, tmp_path_factory.mktemp("dev4"), speakers=4, utterances=4))
+
+
+@pytest.fixture(scope="module")
+def embedded(fused, parts, folder):
+    """Each utterance embedded by the fusion and by each part alone."""
+    utts = folder.utterances
+    wavs = [folder.wav[u] for u in utts]
+    return utts, fused.extract_embeddings(wavs), [p.extract_embeddings(wavs) for p in parts]
+
+
+def test_split_parts_inverts_join_parts_and_refuses_another_width():
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((3, d)) for d in (4, 2))
+    a, b = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b))
+    rows = join_parts([a, b])
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, rtol=1e-6)
+    for got, want in zip(split_parts(rows, (4, 2)), (a, b)):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    # The normalised mean of fused rows splits into each part's normalised mean (utterance embeddings).
+    mean = rows.mean(axis=0)
+    np.testing.assert_allclose(split_parts(mean / np.linalg.norm(mean), (4, 2))[1][0],
+                               b.mean(axis=0) / np.linalg.norm(b.mean(axis=0)), atol=1e-6)
+    with pytest.raises(DataError, match="6 values per row"):
+        split_parts(rows[:, :5], (4, 2))
+
+
+def test_fused_embedding_holds_each_parts_own_embedding(embedded):
+    _, fused_rows, part_rows = embedded
+    for got, want in zip(split_parts(fused_rows, (192, 64)), part_rows):
+        assert float(np.min(np.sum(got * want, axis=1))) > 0.9999
+
+
+def test_fused_trial_scores_are_the_sum_of_the_parts_calibrated_llrs(fused, parts, embedded):
+    utts, fused_rows, part_rows = embedded
+    trials = Trials(labels=None, enroll=np.array(utts[:6]), test=np.array(utts[6:12]))
+    want = sum(p.backend.score_trials(utts, rows, trials) for p, rows in zip(parts, part_rows))
+    np.testing.assert_allclose(fused.backend.score_trials(utts, fused_rows, trials), want, rtol=1e-4, atol=1e-3)
+    # One test against three enrollments: the sum of each part's exact 3-utterance PLDA score.
+    want = sum(p.backend.score(rows[:3], rows[3]) for p, rows in zip(parts, part_rows))
+    assert fused.backend.score(fused_rows[:3], fused_rows[3]) == pytest.approx(want, rel=1e-4, abs=1e-3)
+    assert fused.backend.scale.startswith("log-likelihood ratio")
+
+
+def test_search_vectors_rank_speakers_by_the_fused_score(fused, embedded):
+    _, rows, _ = embedded
+    scoring = FusedScoring(fused.backend)
+    models, counts = scoring.models([rows[0:3], rows[4:5], rows[8:12]])
+    scores = scoring.scores(models, counts, rows[12:16])
+    inner = scoring.query_vectors(rows[12:16]) @ scoring.search_vectors(models, counts).T
+    # Every part is calibrated linearly and searched exactly, so the two differ by one constant.
+    np.testing.assert_allclose(scores - inner, np.full_like(scores, (scores - inner)[0, 0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["fused", "plda"])
+def test_a_damaged_stored_model_is_derived_again(fused, embedded, kind):
+    _, rows, _ = embedded
+    scoring = FusedScoring(fused.backend) if kind == "fused" else PLDAScoring(fused.backend.parts[0])
+    enrollments = rows[:3] if kind == "fused" else split_parts(rows[:3], (192, 64))[0]
+    models, counts = scoring.models([enrollments])
+    blob = scoring.encode(models[0], 3)
+    np.testing.assert_array_equal(scoring.decode(blob, 3), models[0])
+    nan = bytearray(blob)
+    nan[-8:] = np.array([np.nan]).tobytes()
+    other_tag = bytes([blob[0] ^ 1]) + blob[1:]
+    for damaged in (blob[:-8], bytes(nan), other_tag):
+        assert scoring.decode(damaged, 3) is None
+    assert scoring.decode(blob, 4) is None  # made for another enrollment count
+
+
+def test_store_identifies_and_verifies_with_the_fused_score(tmp_path, fused, embedded, folder):
+    utts, rows, _ = embedded
+    store = SpeakerStore(tmp_path / "fused.db", fused)
+    for speaker in folder.speakers[:3]:
+        enroll = folder.spk2utt[speaker][:3]
+        store.enroll(speaker, [folder.wav[u] for u in enroll], sources=enroll)
+    held_out = {s: folder.spk2utt[s][3] for s in folder.speakers}
+    for speaker in folder.speakers[:3]:
+        result = store.identify(folder.wav[held_out[speaker]])
+        assert result.top[0].speaker == speaker
+        # verify --store scores the stored exact models as the back-end scores the same enrollments.
+        verdict = store.verify(speaker, folder.wav[held_out[speaker]])
+        index = {u: i for i, u in enumerate(utts)}
+        want = fused.backend.score(rows[[index[u] for u in folder.spk2utt[speaker][:3]]], rows[index[held_out[speaker]]])
+        assert verdict["score"] == pytest.approx(want, rel=1e-4, abs=1e-3)
+    # The store is bound to the fusion: a part alone is another model.
+    with pytest.raises(voxprint.errors.StoreError, match="model"):
+        SpeakerStore(tmp_path / "fused.db", fused.parts[0])
+
+
+def test_fusion_identity_depends_on_parts_and_weights(tmp_path, fused, capsys):
+    assert fused.identity not in {p.identity for p in fused.parts}
+    assert voxprint.load_model("fused").identity == fused.identity
+    assert main(["fuse-models", "default", "ivector", "--out", str(tmp_path / "heavy"), "--weights", "1", "2"]) == 0
+    heavy = voxprint.load_model(tmp_path / "heavy")
+    assert heavy.identity != fused.identity and heavy.fusion.weights == (1.0, 2.0)
+
+
+def test_fuse_models_writes_a_loadable_folder_and_leaves_nothing_when_refused(tmp_path, capsys, dev_dir):
+    out = tmp_path / "fz"
+    assert main(["fuse-models", "default", "ivector", "--out", str(out), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["models"] == ["default", "ivector"] and record["embedding_dim"] == 256
+    a, b = (str(dev_dir / "SPEAKER5017" / f"05017010{i}.flac") for i in (1, 2))
+    assert main(["verify", "--model", str(out), "--enroll", a, "--test", b, "--threshold", "0", "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["score"] == pytest.approx(voxprint.load_model("fused").verification_score([a], b), rel=1e-5)
+    for argv, message in ((["default"], "two or more models"),
+                          (["default", "ivector", "--weights", "1"], "one weight per model"),
+                          (["default", str(tmp_path / "missing")], "neither a built-in model")):
+        target = tmp_path / f"refused{len(argv)}{len(message)}"
+        assert main(["fuse-models", *argv, "--out", str(target)]) != 0
+        assert message in capsys.readouterr().err
+        assert not target.exists()
+    assert main(["fuse-models", "default", "ivector", "--out", str(out)]) != 0  # not an empty folder
+    assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_a_fusion_refuses_what_does_not_apply(tmp_path, capsys, fused, dev_dir):
+    assert main(["eval", "--model", "fused", "--data", str(dev_dir), "--backend", "cosine"]) != 0
+    assert "own back-end" in capsys.readouterr().err
+    with pytest.raises(ModelError, match="no back-end of its own"):
+        fused.require_embedding_backend("fit-backend")
+    assert main(["export", "--model", "fused", "--out", str(tmp_path / "onnx")]) != 0
+    assert "fusion" in capsys.readouterr().err
+    nested = tmp_path / "nested"
+    nested.mkdir()
+    (nested / FUSION_FILE).write_text(json.dumps({"format": "voxprint-linear-fusion", "version": 1, "offset": 0.0,
+                                                  "p_target": 0.01, "systems": [{"name": "fused", "weight": 1.0},
+                                                                                {"name": "ivector", "weight": 1.0}]}))
+    with pytest.raises(ModelError, match="itself a fusion"):
+        voxprint.load_model(nested)
+    (nested / FUSION_FILE).write_text("{not json")
+    with pytest.raises(ModelError, match="not a readable fusion"):
+        voxprint.load_model(nested)
+
+
+def test_fused_windows_embed_each_window_as_each_part_would(fused, parts, folder):
+    wave = fused.load_waveform(folder.wav[folder.utterances[0]])
+    windows = fused.with_inference(window_frames=150, overlap=0.5).windows(wave)
+    first = parts[0].with_inference(window_frames=150, overlap=0.5).windows(wave)
+    assert len(windows) == len(first) >= 3
+    np.testing.assert_array_equal(windows.starts, first.starts)
+    ours, theirs = split_parts(windows.embeddings, (192, 64))
+    np.testing.assert_allclose(ours, first.embeddings, atol=1e-5)
+    rate = fused.sample_rate
+    last = wave[int(round(windows.starts[-1] * rate)):]  # the last window's samples run to the end
+    # The i-vector reads the window as it reads a recording: its own voice activity detection first.
+    from voxprint.audio.vad import remove_silence
+
+    want = parts[1].windows(remove_silence(last, rate, threshold_db=parts[1].vad_threshold_db)).utterance_embedding()
+    assert float(theirs[-1] @ want) > 0.9999
