@@ -87,8 +87,8 @@ def main() -> int:
         f"a fusion) gives the i-vector a weight of {learned.weights[1]:.3f} against the ECAPA's "
         f"{learned.weights[0]:.3f}, because the ECAPA was trained on those speakers and separates them almost "
         "perfectly; on unseen speakers that fusion is little better than the ECAPA alone (last row). The sum is "
-        "what the two LLRs give if the models' errors were independent; they are not quite, so the sum is "
-        "over-confident (its Cllr) and its accept threshold is set on dev like every bundled model's "
+        "what the two LLRs give if the models' errors were independent; they are not quite, so the sum is not "
+        "a calibrated LLR (its Cllr) and its accept threshold is set on dev like every bundled model's "
         "(`meta.json`). Its identification figures: the section \"Identification: speechocean762 dev, model "
         "`fused`\".",
         "",

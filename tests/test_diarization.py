@@ -350,7 +350,7 @@ def test_named_speakers_from_a_store(model, dev, conversation, tmp_path):
 
 def test_spot_finds_the_target_speakers_segments(model, dev, conversation):
     target_name, other = SPEAKERS
-    target = model.enroll([dev.wav[u] for u in dev.spk2utt[target_name][3:6]])
+    target = model.extract_embeddings([dev.wav[u] for u in dev.spk2utt[target_name][3:6]])
     result = spot(model, conversation[0] / "conv.wav", target, target_name)
     truth = [s for s in conversation[1].segments if s.speaker == target_name]
     others = [s for s in conversation[1].segments if s.speaker == other]
@@ -361,8 +361,34 @@ def test_spot_finds_the_target_speakers_segments(model, dev, conversation):
     assert shared(result.segments, truth) > 0.8 * sum(s.duration for s in truth)
     assert shared(result.segments, others) < 0.2 * sum(s.duration for s in others)
     assert [v["target"] for v in result.voices].count(True) == 1
-    stranger = model.enroll([dev.wav[u] for u in dev.spk2utt["so5220"][:2]])
+    stranger = model.extract_embeddings([dev.wav[u] for u in dev.spk2utt["so5220"][:2]])
     assert spot(model, conversation[0] / "conv.wav", stranger, "nobody").segments == []
+
+
+def test_spot_scores_a_stored_speaker_as_verify_does(model, dev, conversation, tmp_path):
+    # A speaker enrolled three times is scored by the exact 3-utterance model, not by its centroid as one
+    # utterance: the voice spot finds has the score verify --store gives to the same audio.
+    from voxprint.diarization.spot import MIN_SCORED_SECONDS
+
+    target_name = SPEAKERS[0]
+    store = SpeakerStore(tmp_path / "s.db", model)
+    enroll = dev.spk2utt[target_name][3:6]
+    store.enroll("alice", [dev.wav[u] for u in enroll], sources=enroll)
+    rows = store.enrollment_embeddings("alice")
+    assert rows.shape == (3, model.embedding_dim)
+    wave = model.load_waveform(conversation[0] / "conv.wav")
+    result = spot(model, wave, rows, "alice", sample_rate=model.sample_rate)
+    voice = next(v for v in result.voices if v["target"])
+    rate = model.sample_rate
+    pieces = []
+    for seg in (s for s in result.segments if s.end - s.start >= MIN_SCORED_SECONDS):
+        pieces.append(wave[int(round(seg.start * rate)):int(round(seg.end * rate))])
+    assert len(pieces) == len(result.segments)  # every segment long enough: the join is spot's
+    verified = store.verify("alice", np.concatenate(pieces))["score"]
+    assert voice["score"] == pytest.approx(verified, abs=1e-3)
+    one_utterance = float(model.backend.score(store.speaker("alice").centroid[None], model.extract_embedding(
+        np.concatenate(pieces), sample_rate=rate)))
+    assert abs(one_utterance - verified) > 0.1  # the centroid as one utterance is another score
 
 
 # --------------------------------------------------------------------------------------------------- CLI

@@ -270,11 +270,11 @@ def _spot(args: argparse.Namespace) -> int:
         from voxprint.cli.store import open_store
 
         store = open_store(args, loader=load_cli_model)  # the pipeline needs the whole model
-        model, target, name = store.model, store.speaker(args.speaker).centroid, args.speaker
+        model, target, name = store.model, store.enrollment_embeddings(args.speaker), args.speaker
     else:
         model = load_cli_model(args)
         model.check_files({f: f for f in [*args.enroll, args.audio]}, "the command line")
-        target, name = model.enroll(args.enroll), args.speaker or "target"
+        target, name = model.extract_embeddings(args.enroll), args.speaker or "target"
     with _blas_threads():
         result = spot(model, args.audio, target, name, threshold=args.threshold, **options)
     text = [f"{name}: {'found' if result.segments else 'not found'}, {result.seconds:.1f} s in {len(result.segments)} "

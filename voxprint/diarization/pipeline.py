@@ -50,8 +50,8 @@ from voxprint.diarization.segments import Segment, format_rttm, labels_to_segmen
 from voxprint.diarization.vad import VadMethod, speech_regions
 from voxprint.errors import VoxprintError
 
-__all__ = ["FRAME_SECONDS", "FUSION_WEIGHT", "Diarization", "SpeechWindows", "cluster_windows", "diarization_partner",
-           "diarize", "embed_speech", "frame_labels", "partner_space"]
+__all__ = ["FRAME_SECONDS", "FUSION_WEIGHT", "Diarization", "SpeechWindows", "cluster_windows", "clustering_models",
+           "diarization_partner", "diarize", "embed_speech", "frame_labels", "partner_space"]
 
 AudioInput = str | os.PathLike | np.ndarray
 
@@ -368,6 +368,26 @@ def diarization_partner(model: Any, fuse_with: Any = "auto") -> Any:
     return _load_partner(location)
 
 
+def clustering_models(model: Any, fuse_with: Any = "auto") -> tuple[Any, Any]:
+    """The model whose windows the diarization clusters, and the second model fused with them.
+
+    A fusion of models (:class:`~voxprint.inference.fused.FusedEmbedder`) clusters its first part's windows
+    fused with its second part's (``fuse_with="auto"``), the way the default model fuses the partner its
+    ``meta.json`` names; the whole fusion still names the speakers against a store of its own. Any other model
+    clusters its own windows with :func:`diarization_partner`'s.
+
+    Example:
+        >>> import voxprint
+        >>> [m.model_dir.name for m in clustering_models(voxprint.load_model("fused"))]
+        ['default', 'ivector']
+    """
+    parts = getattr(model, "parts", None)
+    if parts:
+        return parts[0], parts[1] if isinstance(fuse_with, str) and fuse_with == "auto" else \
+            diarization_partner(parts[0], fuse_with)
+    return model, diarization_partner(model, fuse_with)
+
+
 def diarize(model: Any, audio: AudioInput, sample_rate: int | None = None, *, num_speakers: int | None = None,
             min_speakers: int = 1, max_speakers: int = 8, method: ClusterMethod = "spectral",
             ahc_threshold: float | None = None, window_seconds: float = 1.5, hop_seconds: float = 0.75,
@@ -377,7 +397,7 @@ def diarize(model: Any, audio: AudioInput, sample_rate: int | None = None, *, nu
     """Who spoke when in one recording (see the module docstring for each step).
 
     Args:
-        model: a :class:`~voxprint.inference.SpeakerModel`.
+        model: a :class:`~voxprint.inference.SpeakerModel`, or a fusion of models (:func:`clustering_models`).
         audio: a file path, or a waveform array (then ``sample_rate`` is required).
         sample_rate: the rate of an array ``audio``.
         num_speakers: the number of speakers, when known.
@@ -418,14 +438,14 @@ def diarize(model: Any, audio: AudioInput, sample_rate: int | None = None, *, nu
         >>> result.speakers, result.segments[0].start
         (['spk1', 'spk2'], 6.75)
     """
-    partner = diarization_partner(model, fuse_with)
-    gmm = _frame_gmm(model, partner) if resegment else None
+    window_model, partner = clustering_models(model, fuse_with)
+    gmm = _frame_gmm(window_model, partner) if resegment else None
     wave = None
     if windows is None or store is not None or gmm is not None:
         wave = load_audio(audio, sample_rate=sample_rate, target_rate=model.sample_rate,
                           min_seconds=model.min_seconds, max_seconds=model.max_seconds)
     if windows is None:
-        windows = embed_speech(model, wave, window_seconds, hop_seconds, vad=vad, vad_threshold=vad_threshold,
+        windows = embed_speech(window_model, wave, window_seconds, hop_seconds, vad=vad, vad_threshold=vad_threshold,
                                min_speech=min_speech, min_silence=min_silence, fuse_with=partner)
     if not len(windows):
         return Diarization([], [], {}, windows.duration)

@@ -122,7 +122,9 @@ def spot(model: Any, audio: AudioInput, target: np.ndarray, speaker: str = "targ
     Args:
         model: a :class:`~voxprint.inference.SpeakerModel` (the one that made ``target``).
         audio: a file path, or a waveform array (then ``sample_rate`` is required).
-        target: the target speaker's unit embedding (e.g. a store's ``SpeakerRecord.centroid``).
+        target: the target speaker's enrollment embeddings, ``(n, d)`` (or one ``(d,)`` embedding), scored
+            as ``verify`` and the speaker store score a speaker (with PLDA, the exact ``n``-utterance model;
+            e.g. :meth:`~voxprint.store.SpeakerStore.enrollment_embeddings`).
         speaker: the target's name, for the result.
         sample_rate: the rate of an array ``audio``.
         threshold: the score a voice must reach (default: :func:`default_threshold`).
@@ -151,18 +153,18 @@ def spot(model: Any, audio: AudioInput, target: np.ndarray, speaker: str = "targ
     wave = load_audio(audio, sample_rate=sample_rate, target_rate=model.sample_rate, min_seconds=model.min_seconds,
                       max_seconds=model.max_seconds)
     result = diarize(model, wave, sample_rate=model.sample_rate, **options)
-    target = np.asarray(target, dtype=np.float32)
+    target = np.atleast_2d(np.asarray(target, dtype=np.float32))
     found: list[SpotSegment] = []
     voices = []
     seconds = result.speaker_seconds()
     for label in result.speakers:
         mine = [s for s in result.segments if s.speaker == label]
-        score = float(model.backend.score(target[None], _embed(model, wave, mine)))
+        score = float(model.backend.score(target, _embed(model, wave, mine)))
         accepted = score >= threshold
         voices.append({"speaker": label, "seconds": round(seconds[label], 3), "score": round(score, 4),
                        "target": accepted})
         if accepted:
-            found.extend(SpotSegment(s.start, s.end, float(model.backend.score(target[None], _embed(model, wave, [s]))))
+            found.extend(SpotSegment(s.start, s.end, float(model.backend.score(target, _embed(model, wave, [s]))))
                          for s in mine)
     return SpotResult(speaker, sorted(found, key=lambda s: s.start), float(threshold), model.backend.scale, voices,
                       result.duration)

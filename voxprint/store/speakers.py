@@ -313,6 +313,15 @@ class SpeakerStore:
 
     # ------------------------------------------------------------------------------------ scoring
 
+    def enrollment_embeddings(self, speaker_id: str) -> np.ndarray:
+        """``(n, d)`` embeddings of a speaker's enrollments, oldest first (what :func:`~voxprint.diarization.spot`
+        scores a stored speaker with, as :meth:`verify` does).
+
+        Raises:
+            StoreError: unknown speaker.
+        """
+        return np.stack([e.embedding for e in self.table.enrollments(speaker_id)])
+
     @property
     def identification_threshold(self) -> float:
         """The threshold of ``score - ln(gallery)`` (see the module docstring)."""
@@ -407,7 +416,8 @@ class SpeakerStore:
             StoreError: unknown speaker, or no threshold.
         """
         _, model, count, _ = self.table.speaker_models(self.scoring, speaker_id)
-        score = float(self.scoring.scores(model, count, self.model.extract_embedding(audio)[None])[0, 0])
+        rate = self.model.sample_rate if isinstance(audio, np.ndarray) else None  # arrays are at the model's rate
+        score = float(self.scoring.scores(model, count, self.model.extract_embedding(audio, rate)[None])[0, 0])
         threshold = self.model.threshold if threshold is None else threshold
         if threshold is None:
             raise StoreError("the model has no stored threshold; pass one")
