@@ -158,6 +158,10 @@ def test_a_fusion_refuses_what_does_not_apply(tmp_path, capsys, fused, dev_dir):
         fused.require_embedding_backend("fit-backend")
     assert main(["export", "--model", "fused", "--out", str(tmp_path / "onnx")]) != 0
     assert "fusion" in capsys.readouterr().err
+    from voxprint.inference import StreamingEmbedder
+
+    with pytest.raises(ModelError, match="does not stream"):
+        StreamingEmbedder(fused)
     nested = tmp_path / "nested"
     nested.mkdir()
     (nested / FUSION_FILE).write_text(json.dumps({"format": "voxprint-linear-fusion", "version": 1, "offset": 0.0,
@@ -185,3 +189,21 @@ def test_fused_windows_embed_each_window_as_each_part_would(fused, parts, folder
 
     want = parts[1].windows(remove_silence(last, rate, threshold_db=parts[1].vad_threshold_db)).utterance_embedding()
     assert float(theirs[-1] @ want) > 0.9999
+
+
+def test_cli_enroll_and_identify_with_the_fusion(tmp_path, capsys, folder):
+    data = tmp_path / "enroll"
+    data.mkdir()
+    enroll = {s: folder.spk2utt[s][:3] for s in folder.speakers}
+    (data / "wav.scp").write_text("".join(f"{u} {folder.wav[u]}\n" for us in enroll.values() for u in us))
+    (data / "utt2spk").write_text("".join(f"{u} {s}\n" for s, us in enroll.items() for u in us))
+    store = tmp_path / "fused.db"
+    assert main(["enroll", "--store", str(store), "--model", "fused", "--data", str(data), "--json", "--quiet"]) == 0
+    capsys.readouterr()
+    tests = [str(folder.wav[folder.spk2utt[s][3]]) for s in folder.speakers]
+    assert main(["identify", "--store", str(store), "--model", "fused", *tests, "--json"]) == 0
+    found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [f["top"][0]["speaker"] for f in found] == folder.speakers
+    # Another model's store is refused in one line, nothing written.
+    assert main(["identify", "--store", str(store), tests[0]]) != 0
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -79,13 +79,17 @@ class StreamingEmbedder:
             on every chunk).
 
     Raises:
-        ModelError: the model's features need future audio (``sliding`` normalisation, VAD).
+        ModelError: the model's features need future audio (``sliding`` normalisation, VAD), or it is a fusion
+            of models.
         ValueError: ``recent_seconds`` or ``whole_every`` is not positive.
     """
 
     def __init__(self, model: Any, recent_seconds: float = 3.0, whole_every: int = 1):
         if recent_seconds <= 0 or whole_every < 1:
             raise ValueError("recent_seconds must be positive and whole_every at least 1")
+        if getattr(model, "model", None) is None:
+            raise ModelError("streaming needs one model's front-end and encoder; a fusion of models does not stream "
+                             "(stream one of its parts)")
         if model.model.normalize == "sliding":
             raise ModelError("streaming needs features that do not depend on future audio; this model's sliding "
                              "mean normalisation uses frames on both sides")
