@@ -207,3 +207,14 @@ def test_cli_enroll_and_identify_with_the_fusion(tmp_path, capsys, folder):
     # Another model's store is refused in one line, nothing written.
     assert main(["identify", "--store", str(store), tests[0]]) != 0
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_register_recognize_and_diarize_on_the_fusion(tmp_path, fused, parts, folder, data_dir):
+    fused.attach_store(tmp_path / "wespeaker.db")
+    for speaker in folder.speakers[:2]:
+        fused.register(speaker, [folder.wav[u] for u in folder.spk2utt[speaker][:3]])
+    assert fused.recognize(folder.wav[folder.spk2utt[folder.speakers[1]][3]]).speaker == folder.speakers[1]
+    # Diarization clusters the first part's windows fused with the second part's: the default model's
+    # own diarization, which fuses the same partner.
+    sample = data_dir / "pyannote-sample" / "sample.wav"
+    assert fused.diarize(sample, num_speakers=2).segments == parts[0].diarize(sample, num_speakers=2).segments

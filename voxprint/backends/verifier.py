@@ -160,6 +160,47 @@ class WindowedEmbedder(BackendVerification):
         other.overlap = self.overlap if overlap is None else float(overlap)
         return other
 
+    # ------------------------------------------------------------------------ speaker store (WeSpeaker's verbs)
+
+    def attach_store(self, path: str | os.PathLike, keep_audio: bool = False) -> Any:
+        """Use the speaker store at ``path`` (created when missing) for :meth:`register` and :meth:`recognize`.
+
+        Returns:
+            The :class:`~voxprint.store.SpeakerStore`.
+        """
+        from voxprint.store import SpeakerStore
+
+        self._store = SpeakerStore(path, self, keep_audio=keep_audio)
+        return self._store
+
+    def _attached_store(self) -> Any:
+        store = getattr(self, "_store", None)
+        if store is None:
+            raise VoxprintError("no speaker store attached; call model.attach_store('speakers.db') first")
+        return store
+
+    def register(self, name: str, audio: AudioInput | Sequence[AudioInput]) -> Any:
+        """Enroll speaker ``name`` from one recording or several into the attached store (WeSpeaker's verb).
+
+        Example:
+            >>> import tempfile
+            >>> from voxprint.paths import data_root
+            >>> speaker = data_root() / "speechocean762" / "dev" / "SPEAKER5017"
+            >>> from voxprint import load_model
+            >>> model = load_model("default")
+            >>> _ = model.attach_store(Path(tempfile.mkdtemp()) / "speakers.db")
+            >>> model.register("5017", speaker / "050170101.flac").count
+            1
+            >>> model.recognize(speaker / "050170117.flac").speaker
+            '5017'
+        """
+        audios = list(audio) if isinstance(audio, (list, tuple)) else [audio]
+        return self._attached_store().enroll(name, audios)
+
+    def recognize(self, audio: AudioInput, top_k: int = 5) -> Any:
+        """Identify ``audio`` among the attached store's speakers (None when nobody enrolled matches)."""
+        return self._attached_store().identify(audio, top_k=top_k)
+
     # ------------------------------------------------------------------------------------------ decoding
 
     @property

@@ -177,6 +177,13 @@ class FusedEmbedder(WindowedEmbedder):
             raise ModelError("a fusion of models has no back-end of its own to fit: fit each part's "
                              f"({', '.join(self.fusion.systems)}), then write the fusion again")
 
+    def diarize(self, audio: Any, sample_rate: int | None = None, **options: Any) -> Any:
+        """Who spoke when (:func:`voxprint.diarization.diarize`): the first part's windows fused with the
+        second's (:func:`~voxprint.diarization.pipeline.clustering_models`), speakers named by the fusion."""
+        from voxprint.diarization import diarize
+
+        return diarize(self, audio, sample_rate=sample_rate, **options)
+
     def optimize(self) -> "FusedEmbedder":
         for part in self.parts:
             part.optimize()
