@@ -101,22 +101,33 @@ class SpeakerScoring:
         """``(T, k')`` rows of test embeddings for :meth:`search_vectors`."""
         raise NotImplementedError
 
-    def model_width(self, embedding_dim: int) -> int:
-        """The size of one speaker model of this back-end for embeddings of ``embedding_dim`` values."""
-        return embedding_dim
-
     @property
     def tag(self) -> bytes:
         """What a stored model of this back-end is tagged with, so one made by another back-end is not used."""
         return self.kind.encode()
 
+    def model_width(self, embedding_dim: int) -> int:
+        """The size of one speaker model of this back-end for embeddings of ``embedding_dim`` values."""
+        return embedding_dim
+
     def encode(self, model: np.ndarray, count: int) -> bytes | None:
-        """The stored form of one speaker model (None: nothing beyond the centroid is stored)."""
-        return None
+        """The stored form of one speaker model: :attr:`tag`, then ``count`` and the model as float64 (None when
+        nothing beyond the centroid is stored)."""
+        if not self.stores_model:
+            return None
+        return self.tag + np.concatenate(([float(count)], np.asarray(model, dtype=np.float64))).tobytes()
 
     def decode(self, blob: bytes | None, count: int) -> np.ndarray | None:
-        """A stored model, or None when ``blob`` is missing, of another back-end or of another enrollment count."""
-        return None
+        """A stored model, or None when ``blob`` is missing, damaged (wrong size, non-finite), of another back-end
+        (another tag) or of another enrollment count: the caller then derives it again."""
+        if not self.stores_model or blob is None:
+            return None
+        blob = bytes(blob)
+        # A stored model's width does not depend on the embedding size (PLDA: its dimension; a fusion: its parts').
+        if len(blob) != len(self.tag) + 8 * (self.model_width(0) + 1) or blob[:len(self.tag)] != self.tag:
+            return None
+        values = np.frombuffer(blob, dtype=np.float64, offset=len(self.tag))
+        return values[1:].copy() if values[0] == count and np.isfinite(values).all() else None
 
 
 class CentroidScoring(SpeakerScoring):
@@ -215,17 +226,6 @@ class PLDAScoring(SpeakerScoring):
         tests = as_matrix(tests, "test embeddings")
         return self.plda.plda.search_queries(self.plda.transform(tests[None, :] if tests.ndim == 1 else tests))
 
-    def encode(self, model: np.ndarray, count: int) -> bytes:
-        return self.tag + np.concatenate(([float(count)], np.asarray(model, dtype=np.float64))).tobytes()
-
-    def decode(self, blob: bytes | None, count: int) -> np.ndarray | None:
-        size = len(self.tag) + 8 * (self.plda.dim + 1)
-        if blob is None or len(blob) != size or bytes(blob[:len(self.tag)]) != self.tag:
-            return None
-        values = np.frombuffer(bytes(blob), dtype=np.float64, offset=len(self.tag))
-        # Written by a voxprint that did not keep this model (or mid-way through a change), or damaged:
-        # derive it again.
-        return values[1:].copy() if values[0] == count and np.isfinite(values).all() else None
 
 
 class FusedScoring(SpeakerScoring):
@@ -293,16 +293,6 @@ class FusedScoring(SpeakerScoring):
     def query_vectors(self, tests: np.ndarray) -> np.ndarray:
         return np.concatenate([np.asarray(part.query_vectors(t), dtype=np.float64)
                                for part, t in zip(self.parts, self._test_parts(tests))], axis=1)
-
-    def encode(self, model: np.ndarray, count: int) -> bytes:
-        return self.tag + np.concatenate(([float(count)], np.asarray(model, dtype=np.float64))).tobytes()
-
-    def decode(self, blob: bytes | None, count: int) -> np.ndarray | None:
-        size = len(self.tag) + 8 * (sum(self.widths) + 1)
-        if blob is None or len(blob) != size or bytes(blob[:len(self.tag)]) != self.tag:
-            return None
-        values = np.frombuffer(bytes(blob), dtype=np.float64, offset=len(self.tag))
-        return values[1:].copy() if values[0] == count and np.isfinite(values).all() else None
 
 
 #: The speaker models of each back-end kind; any other kind (cosine, normalised or not) keeps centroids.
