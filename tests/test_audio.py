@@ -265,3 +265,23 @@ def test_vad_mask_shape_and_dc_robustness(speech: np.ndarray) -> None:
 def test_vad_rejects_2d() -> None:
     with pytest.raises(AudioError, match="1-D"):
         energy_vad_mask(np.zeros((2, 100)), 16000)
+
+
+def test_decoding_ahead_is_bounded_by_audio_seconds(monkeypatch, fsdd_dir):
+    # Files are submitted to the workers as the encoder takes results: with a budget below one file's
+    # duration, one file is in flight at a time (the count limit alone would let 9 through).
+    from voxprint.audio import decoding
+
+    files = sorted((fsdd_dir / "george").glob("*.flac"))[:6]
+    read = []
+    monkeypatch.setattr(decoding, "_header_seconds", lambda path: read.append(path) or 0.4)
+    settings = decoding.DecodeSettings(16000, 0.1, None, None)
+    waves = decoding.decode_in_workers(files, settings, 2, ahead_seconds=0.3)
+    first = next(waves)
+    assert len(read) == 2 and len(first) == len(settings.decode(files[0]))  # the first, then the one after it
+    assert len(list(waves)) == 5 and len(read) == 6
+    read.clear()
+    unbounded = decoding.decode_in_workers(files, settings, 2, ahead_seconds=1e9)
+    next(unbounded)
+    assert len(read) == 6
+    unbounded.close()
