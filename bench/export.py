@@ -59,7 +59,8 @@ def best_time(run: Callable[[], Any], repeats: int) -> float:
 
 
 class GemmPeaks:
-    """GFLOP/s (GOP/s for int8) of one large matrix product: float32 in torch and onnxruntime, u8 x s8 in onnxruntime.
+    """GFLOP/s (GOP/s for int8) of one large matrix product: float32 in torch and onnxruntime, bfloat16 in torch,
+    u8 x s8 in onnxruntime.
 
     Measured again right before each system is timed, so on a shared machine each fraction of peak
     compares two measurements taken under the same load.
@@ -75,6 +76,7 @@ class GemmPeaks:
         self.scratch = tempfile.TemporaryDirectory()
         rng = np.random.default_rng(0)
         self.torch_inputs = (torch.randn(size, size), torch.randn(size, size))
+        self.bfloat16_inputs = tuple(x.to(torch.bfloat16) for x in self.torch_inputs)
         self.sessions = {}
         for name, op, a_type, b_array, out_type in (
                 ("onnxruntime float32", "MatMul", TensorProto.FLOAT, rng.standard_normal((size, size), np.float32),
@@ -94,8 +96,8 @@ class GemmPeaks:
 
     def measure(self, name: str, repeats: int = 3) -> float:
         """The peak of ``name`` now (and the best seen so far in :attr:`best`)."""
-        if name == "torch float32":
-            a, b = self.torch_inputs
+        if name.startswith("torch"):
+            a, b = self.torch_inputs if name == "torch float32" else self.bfloat16_inputs
             seconds = best_time(lambda: torch.mm(a, b), repeats)
         else:
             session, x = self.sessions[name]
@@ -109,6 +111,35 @@ class GemmPeaks:
         return max(self.measure("torch float32"), self.measure("onnxruntime float32"))
 
 
+class _Encode(torch.nn.Module):
+    """``model.encode`` as a module, for tracing."""
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(feats)
+
+
+def bfloat16_model() -> Any:
+    """The bundled model with its encoder traced and frozen in bfloat16 (oneDNN's AVX-512 BF16 kernels where the
+    CPU has them; the filterbank stays float32): the issue's "bf16 if it helps" row."""
+    import copy
+
+    import voxprint
+
+    model = voxprint.load_model("default")
+    encoder = copy.deepcopy(model.model).to(torch.bfloat16).eval()
+    frontend = model.model.frontend
+    example = torch.randn(1, 300, frontend.dim if hasattr(frontend, "dim") else frontend.n_mels, dtype=torch.bfloat16)
+    with torch.no_grad():
+        traced = torch.jit.freeze(torch.jit.trace(_Encode(encoder).eval(), example))
+    model._encode = lambda feats: traced(feats.to(torch.bfloat16)).float()
+    model._optimized = True  # bulk embedding's optimize() must not swap a float32 trace back in
+    return model
+
+
 def counted_flops(model: Any, waves: list[np.ndarray]) -> float:
     """Operations torch counts while the eager model embeds ``waves`` (features and encoder)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -116,6 +147,47 @@ def counted_flops(model: Any, waves: list[np.ndarray]) -> float:
     with FlopCounterMode(display=False) as counter:
         model.windows.embed_many(waves)
     return float(counter.get_total_flops())
+
+
+#: How the profiler's operator types are grouped in the time breakdown (any other type: "other float work").
+OPERATOR_GROUPS = {
+    "convolutions and matrix products": ("Conv", "FusedConv", "QLinearConv", "NhwcQLinearConv", "ConvInteger",
+                                         "MatMul", "Gemm", "FusedMatMul", "QLinearMatMul", "MatMulInteger",
+                                         "DynamicQuantizeMatMul", "QGemm", "MatMulIntegerToFloat"),
+    "quantize / dequantize": ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"),
+    "layout (transpose, split, concat, reshape)": ("Transpose", "Split", "Concat", "Reshape", "Slice", "Squeeze",
+                                                   "Unsqueeze", "Expand", "Shape", "Gather"),
+}
+
+
+def operator_shares(folder: Path, waves: list[np.ndarray]) -> dict[str, float]:
+    """Share of the exported graph's node time by operator group, from onnxruntime's profiler (one thread),
+    over the workload's windows (numpy filterbanks as the torch-free path computes them)."""
+    import json
+
+    import onnxruntime
+
+    from voxprint.export.standalone import StandaloneEmbedder
+
+    embedder = StandaloneEmbedder(folder, threads=1)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="voxprint-profile-")) / "ort")
+    session = onnxruntime.InferenceSession(str(embedder.folder / embedder.record["file"]), options,
+                                           providers=["CPUExecutionProvider"])
+    for wave in waves:
+        frames = embedder.features(wave)
+        frames = frames - frames.mean(axis=0) if embedder.normalize == "segment" else frames
+        session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(frames[None])})
+    group_of = {op: group for group, ops in OPERATOR_GROUPS.items() for op in ops}
+    totals: dict[str, float] = {}
+    for event in json.loads(Path(session.end_profiling()).read_text()):
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            group = group_of.get(event["args"]["op_name"], "other float work (statistics, softmax, norms, ...)")
+            totals[group] = totals.get(group, 0.0) + float(event["dur"])
+    whole = sum(totals.values())
+    return {group: value / whole for group, value in totals.items()}
 
 
 def child_seconds(code: list[str], repeats: int = 3) -> float:
@@ -201,20 +273,34 @@ def main() -> None:
     peaks = GemmPeaks()
     systems = {"PyTorch eager": voxprint.load_model("default"),
                "PyTorch traced (optimize)": voxprint.load_model("default").optimize(),
+               "PyTorch traced bfloat16": bfloat16_model(),
                "onnxruntime float32": load_exported(scratch / "float32"),
                "onnxruntime int8": load_exported(scratch / "int8")}
     torch_free = {"onnxruntime float32, torch-free (CLI)": StandaloneEmbedder(scratch / "float32", threads=1),
                   "onnxruntime int8, torch-free (CLI)": StandaloneEmbedder(scratch / "int8", threads=1)}
     flops = counted_flops(systems["PyTorch eager"], waves)
-    speed_rows = []
+    speed_rows, row_seconds = [], {}
     for name, model in {**systems, **torch_free}.items():
-        peak = peaks.measure("onnxruntime int8") if "int8" in name else peaks.fp32()
-        seconds = best_time(lambda: model.windows.embed_many(waves), args.repeats)
+        peak = (peaks.measure("onnxruntime int8") if "int8" in name else
+                peaks.measure("torch bfloat16") if "bfloat16" in name else peaks.fp32())
+        seconds = row_seconds[name] = best_time(lambda: model.windows.embed_many(waves), args.repeats)
         rate = flops / seconds / 1e9
         ceiling = peak / (flops / audio_seconds / 1e9)
         speed_rows.append([name, f"{audio_seconds / seconds:.0f}x", f"{rate:.1f}", f"{peak:.0f}",
                            f"{100 * rate / peak:.0f} %", f"{ceiling:.0f}x"])
         print(speed_rows[-1], flush=True)
+
+    # Where the time goes: the front-end's share of the int8 rows, and the graphs' node time by operator group.
+    front_end = []
+    for name in ("onnxruntime int8", "onnxruntime int8, torch-free (CLI)"):
+        model = {**systems, **torch_free}[name]
+        seconds = best_time(lambda: [model.windows.features(w) for w in waves], args.repeats)
+        front_end.append([f"front-end of the \"{name}\" row", f"{100 * seconds / row_seconds[name]:.0f} %"])
+    shares = {precision: operator_shares(scratch / precision, waves) for precision in ("float32", "int8")}
+    groups = sorted({g for share in shares.values() for g in share}, key=lambda g: -shares["int8"].get(g, 0.0))
+    breakdown_rows = [[group, *(f"{100 * shares[p].get(group, 0.0):.0f} %" for p in ("float32", "int8"))]
+                      for group in groups]
+    print(front_end, breakdown_rows, flush=True)
 
     a, b = (str(dev / "SPEAKER5017" / f"05017010{i}.flac") for i in (1, 2))
     first_seconds = len(load_audio(a)) / 16000
@@ -253,6 +339,7 @@ def main() -> None:
     reference = None
     eer_rows = []
     for name, model in (("PyTorch (traced, as `voxprint eval`)", voxprint.load_model("default")),
+                        ("PyTorch traced bfloat16", systems["PyTorch traced bfloat16"]),
                         ("ONNX float32", systems["onnxruntime float32"]), ("ONNX int8", systems["onnxruntime int8"])):
         result = dev_evaluation(model, dev, trials, reference)
         if reference is None:
@@ -270,10 +357,14 @@ def main() -> None:
         f"{gflop_per_second:.3f} GFLOP per second of audio):", "",
         format_table(["system", "x real time", "GFLOP/s", "peak just before (GFLOP/s)", "of peak",
                       "ceiling at peak"], speed_rows), "",
+        "**Where the time goes** (onnxruntime's profiler over the same recordings, one thread: each graph's "
+        "node time by operator group; and the front-end's share of the int8 rows, timed alone):", "",
+        format_table(["operator group", "float32 graph", "int8 graph"], breakdown_rows), "",
+        format_table(["part of a row", "share of its time"], front_end), "",
         "**Peak** (one 2048 x 2048 x 2048 matrix product, best of the run): "
         + ", ".join(f"{k} {v:.0f} G{'OP' if 'int8' in k else 'FLOP'}/s" for k, v in peaks.best.items())
-        + ". The float32 rows are compared with the faster float32 GEMM, the int8 row with the u8 x s8 GEMM "
-          "(GOP/s).", "",
+        + ". The float32 rows are compared with the faster float32 GEMM, the bfloat16 row with torch's bfloat16 "
+          "GEMM, the int8 rows with the u8 x s8 GEMM (GOP/s).", "",
         f"**Process start to first embedding** (fresh process, median of 3; a {first_seconds:.1f} s dev recording; "
         "`similarity` embeds two):", "",
         format_table(["command", "seconds"], startup_rows), "",
@@ -305,20 +396,19 @@ def main() -> None:
         "allows at most the \"ceiling\" column (every counted operation, front-end included, at peak); a",
         f"float32 speed of 500x would need {100 * 500 * gflop_per_second / peaks.best.get('onnxruntime float32', 1):.0f} % "
         "of onnxruntime's float32 peak over the whole",
-        "pipeline, and onnxruntime's profiler puts the float32 convolutions (conv + ReLU fused, at small",
-        "sizes: 24-channel Res2Net groups, a few hundred frames) at about 80 % of the graph's time. In int8 the quantized",
-        "convolutions run at about the int8 GEMM peak (the 576-channel aggregation alone, 24 GOP of the",
-        "workload, takes ~70-90 ms) and take about 40 % of the graph's time; the rest is float work between",
-        "them that int8 cannot remove: the attention softmax and weighted statistics, squeeze-excitation",
-        "products, batch norms after ReLU (they cannot fold into the convolution before them; moving their",
-        "scale into it leaves an add of the shift, and letting onnxruntime drop the layout transposes that",
-        "way made the float operations slower), quantize/dequantize conversions and transposes; the",
-        "front-end (torch filterbank) is about a sixth of the int8 row's time. Measured and kept: Res2Net",
-        "groups cut by one constant Split (54 fewer graph nodes, ~2 %), a filterbank with preallocated",
-        "buffers (~15 % faster, bit for bit the same frames), and numpy filterbanks on the torch-free path",
-        "(kaldi-native-fbank's frame-by-frame OnlineFbank cost more than the int8 encoder; about 5x faster).",
-        "Measured and not kept: QDQ instead of QOperator, quantizing ReLU/Add/Mul/Concat, leaving the small",
-        "Gemms in float32 (more accurate, 3 % slower), session options other than onnxruntime's defaults.",
+        "pipeline, and the float32 graph's time is mostly its convolutions (conv + ReLU fused, at small",
+        "sizes: 24-channel Res2Net groups, a few hundred frames; \"Where the time goes\" below). In int8 the",
+        "quantized convolutions are a smaller share; the rest is float work between them that int8 cannot",
+        "remove: the attention softmax and weighted statistics, squeeze-excitation products, batch norms",
+        "after ReLU (they cannot fold into the convolution before them; moving their scale into it leaves an",
+        "add of the shift, and letting onnxruntime drop the layout transposes that way made the float",
+        "operations slower), quantize/dequantize conversions and transposes, and the front-end. Measured and",
+        "kept in earlier runs: Res2Net groups cut by one constant Split (fewer graph nodes), a filterbank with",
+        "preallocated buffers (bit for bit the same frames), and numpy filterbanks on the torch-free path",
+        "(kaldi-native-fbank's frame-by-frame OnlineFbank cost more than the int8 encoder). Measured and not",
+        "kept: QDQ instead of QOperator, quantizing ReLU/Add/Mul/Concat, leaving the small Gemms in float32",
+        "(more accurate, slower), session options other than onnxruntime's defaults, and bfloat16 in PyTorch",
+        "(oneDNN's AVX-512 BF16 kernels: faster than PyTorch's float32, slower than onnxruntime's float32).",
         "Process start: importing torch alone takes about 3 s here, and `load_model`",
         "imports it whatever the model; `voxprint similarity` on an ONNX folder runs the torch-free",
         "`StandaloneEmbedder` (numpy filterbanks + onnxruntime) and never imports torch. Streaming re-embeds the end-aligned window on every",
