@@ -189,6 +189,10 @@ def test_fused_windows_embed_each_window_as_each_part_would(fused, parts, folder
 
     want = parts[1].windows(remove_silence(last, rate, threshold_db=parts[1].vad_threshold_db)).utterance_embedding()
     assert float(theirs[-1] @ want) > 0.9999
+    # Batched across recordings, the windows are those of each recording alone.
+    other = fused.load_waveform(folder.wav[folder.utterances[1]])
+    batched = fused.with_inference(window_frames=150, overlap=0.5).windows.embed_many([wave, other])
+    np.testing.assert_allclose(batched[0].embeddings, windows.embeddings, atol=1e-5)
 
 
 def test_cli_enroll_and_identify_with_the_fusion(tmp_path, capsys, folder):

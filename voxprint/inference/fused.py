@@ -99,8 +99,12 @@ class FusedWindows:
         results = embedder.embed_features([embedder.features(s) for s in segments])
         return np.stack([r.utterance_embedding() for r in results])
 
+    def embed_many(self, waves: Sequence[np.ndarray]) -> list[WindowEmbeddings]:
+        """The window embeddings of each waveform, batched across them."""
+        return self.embed_features([self.features(wave) for wave in waves])
+
     def __call__(self, wave: np.ndarray) -> WindowEmbeddings:
-        return self.embed_features([self.features(wave)])[0]
+        return self.embed_many([wave])[0]
 
 
 class FusedEmbedder(WindowedEmbedder):
