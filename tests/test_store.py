@@ -18,6 +18,7 @@ from voxprint.data import read_data_folder
 from voxprint.errors import AudioError, StoreError, VoxprintError
 from voxprint.identification.scoring import PLDAScoring
 from voxprint.store import EmbeddingTable, Enrollment, SpeakerStore
+from voxprint.store import sqlite as sqlite_table
 from conftest import make_subset_folder
 
 
@@ -214,6 +215,119 @@ def test_postgresql_tables_keep_the_same_speaker_models(enrolled, model, postgre
     assert again.table.speaker_models(again.scoring)[3] == {}
     store.table.close()
     again.table.close()
+
+
+def empty_database(postgres, name: str) -> str:
+    """The URL of a new database on the module's PostgreSQL server, so that a test starts from empty tables."""
+    import psycopg
+
+    with closing(psycopg.connect(postgres.url, autocommit=True)) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    return f"{postgres.url.rsplit('/', 1)[0]}/{name}"
+
+
+def test_postgresql_does_not_store_a_model_over_one_written_after_the_version_check(enrolled, model, postgres):
+    """A speaker enrolled again (as many recordings, another model) by another connection between save_models'
+    version check and its update: the derived model, now stale, is not stored over the writer's."""
+    from voxprint.service.postgres import PostgresSpeakerStore
+
+    source = SpeakerStore(enrolled, model, create=False)
+    speaker, other = (r.id for r in source.speakers()[:2])
+    url = empty_database(postgres, "voxprint_save_race")
+    reader, writer = PostgresSpeakerStore(url, model), PostgresSpeakerStore(url, model)
+    for spk in (speaker, other):
+        writer.table.add(spk, source.table.enrollments(spk), identity=model.identity)
+    reader.table._db.execute("UPDATE voxprint_speakers SET model = NULL")  # as a writer without the back-end
+    version = reader.table.version
+    _, _, _, derived = reader.table.speaker_models(reader.scoring)
+    assert sorted(derived) == sorted([speaker, other])
+    read_meta = reader.table.get_meta
+
+    def writer_enrolls_between(key: str) -> str | None:
+        value = read_meta(key)
+        if key == "version":  # save_models' check: then `speaker` is enrolled again from `other`'s recordings
+            reader.table.get_meta = read_meta
+            writer.table.remove(speaker)
+            writer.table.add(speaker, source.table.enrollments(other), identity=model.identity)
+        return value
+
+    reader.table.get_meta = writer_enrolls_between
+    assert not reader.table.save_models(reader.scoring, derived, version)
+    assert reader.table.get_meta == read_meta and reader.table.version == version + 2  # the write came between
+    ids, models, counts, derived = reader.table.speaker_models(reader.scoring)
+    assert speaker not in derived and counts[ids.index(speaker)] == 3  # the writer's model is the stored one ...
+    np.testing.assert_allclose(models[ids.index(speaker)],  # ... and it is the model of the current enrollments
+                               model.backend.plda.enrollment_mean(stored_embeddings(source, other)), atol=1e-12)
+    # Without a write in between, the models are stored.
+    assert reader.table.save_models(reader.scoring, derived, reader.table.version)
+    assert reader.table.speaker_models(reader.scoring)[3] == {}
+    reader.table.close()
+    writer.table.close()
+
+
+def test_deriving_missing_models_reads_only_those_speakers_enrollments(tmp_path, enrolled, model, monkeypatch):
+    store = SpeakerStore(copy_store(enrolled, tmp_path / "copy.db"), model, create=False)
+    for record in store.speakers():  # four more speakers, with stored models
+        store.table.add(f"{record.id}.again", store.table.enrollments(record.id))
+    ids, expected, expected_counts, derived = store.table.speaker_models(store.scoring)
+    assert len(ids) == 8 and derived == {}
+    lacking = [ids[1], ids[6]]
+    store.table._db.execute("UPDATE speakers SET model = NULL WHERE id IN (?, ?)", lacking)
+    queries: list[tuple[str, list[tuple]]] = []
+    query = store.table._query
+
+    def logged(sql: str, args=()) -> list[tuple]:
+        rows = query(sql, args)
+        queries.append((sql, rows))
+        return rows
+
+    monkeypatch.setattr(store.table, "_query", logged)
+
+    def enrollment_reads() -> list[list[tuple]]:
+        """The rows of each enrollment query that deriving the two models made, once the models are checked."""
+        queries.clear()
+        got_ids, models, counts, derived = store.table.speaker_models(store.scoring)
+        assert got_ids == ids and sorted(derived) == sorted(lacking) and counts.tolist() == expected_counts.tolist()
+        np.testing.assert_allclose(models, expected, atol=1e-12)
+        reads = [rows for sql, rows in queries if "enrollments" in sql]
+        assert sorted(row[0] for rows in reads for row in rows) == sorted(lacking * 3)  # theirs only, 3 each
+        return reads
+
+    assert len(enrollment_reads()) == 1
+    monkeypatch.setattr(sqlite_table, "MAX_IN_PARAMETERS", 1)  # in chunks of one id: one query per speaker
+    assert len(enrollment_reads()) == 2
+
+
+def test_a_tampered_stored_model_is_ignored_and_derived_from_the_enrollments(tmp_path, enrolled, model, folder):
+    """Stored models with another back-end's tag, the wrong length, a NaN, or another enrollment count are not
+    used: verification and identification score as on an untampered copy, and identification stores the
+    derived models over them."""
+    intact = SpeakerStore(copy_store(enrolled, tmp_path / "intact.db"), model, create=False)
+    path = copy_store(enrolled, tmp_path / "tampered.db")
+    ids = folder.speakers[:4]
+    tag = len(intact.scoring.tag)
+    with closing(sqlite3.connect(path)) as db:
+        blobs = dict(db.execute("SELECT id, model FROM speakers").fetchall())
+        values = {spk: np.frombuffer(blob, dtype=np.float64, offset=tag).copy() for spk, blob in blobs.items()}
+        values[ids[2]][5] = np.nan
+        values[ids[3]][0] = 2.0  # the count it was made for
+        tampered = {ids[0]: bytes([blobs[ids[0]][0] ^ 0xFF]) + blobs[ids[0]][1:],
+                    ids[1]: blobs[ids[1]][:-8],
+                    ids[2]: blobs[ids[2]][:tag] + values[ids[2]].tobytes(),
+                    ids[3]: blobs[ids[3]][:tag] + values[ids[3]].tobytes()}
+        db.executemany("UPDATE speakers SET model = ? WHERE id = ?", [(b, spk) for spk, b in tampered.items()])
+        db.commit()
+    store = SpeakerStore(path, model, create=False)
+    assert sorted(store.table.speaker_models(store.scoring)[3]) == sorted(ids)
+    tests = [folder.wav[folder.spk2utt[spk][3]] for spk in ids] + [folder.wav[folder.spk2utt[folder.speakers[5]][0]]]
+    for spk, test in zip(ids, tests):  # verification does not store what it derives: each is tampered here
+        got, expected = store.verify(spk, test), intact.verify(spk, test)
+        assert got == {**expected, "score": pytest.approx(expected["score"], abs=1e-6)}
+    for test in tests:
+        assert answer(store.identify(test)) == answer(intact.identify(test))
+    ids_now, models, _, derived = store.table.speaker_models(store.scoring)
+    assert derived == {}  # identification stored the derived models
+    np.testing.assert_allclose(models, intact.table.speaker_models(intact.scoring)[1], atol=1e-12)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")

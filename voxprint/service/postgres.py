@@ -10,7 +10,9 @@ tables ``voxprint_meta``, ``voxprint_speakers``, ``voxprint_enrollments`` and
 - every write increments ``version`` in the same transaction, which is how each worker's search
   index (:meth:`voxprint.store.SpeakerStore.identify_embedding`) knows that another worker or host
   has written;
-- the store records the model of its embeddings and refuses another model's.
+- the store records the model of its embeddings and refuses another model's;
+- speaker models a reader derives are stored in one REPEATABLE READ transaction with the version check
+  (:meth:`PostgresTable.model_transaction`), so a write committed meanwhile is never overwritten.
 
 :class:`TemporaryPostgres` starts a throw-away server (Debian's ``postgresql`` package: ``initdb`` and
 ``pg_ctl``) for tests and benchmarks.
@@ -153,6 +155,18 @@ class PostgresTable(SpeakerReads):
         except psycopg.Error as exc:
             raise StoreError(f"speaker store {self.path}: {' '.join(str(exc).split())}") from None
 
+    @contextmanager
+    def model_transaction(self) -> Iterator[Any]:
+        """:meth:`save_models`' transaction: REPEATABLE READ, so that its version check and its updates see one
+        snapshot. At READ COMMITTED each statement sees the latest commit: a speaker enrolled again (as many
+        recordings, new model) between the check and the update would get the stale model written over its
+        new one. In this snapshot, updating a row that a writer changed since is a serialization failure, a
+        :class:`StoreError` here, which :meth:`save_models` takes as "not stored"."""
+        with self.transaction() as db:
+            # Before any query: the snapshot is taken at the transaction's first one (the version check).
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield db
+
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
         import psycopg
 
@@ -258,7 +272,9 @@ class PostgresTable(SpeakerReads):
             for row, embedding in embeddings.items():
                 db.execute("UPDATE voxprint_enrollments SET embedding = %s WHERE id = %s",
                            (_unit(embedding).tobytes(), row))
-            for (speaker_id,) in db.execute("SELECT id FROM voxprint_speakers").fetchall():
+            # In save_models' order (code points, as Python sorts, whatever the database's collation): the
+            # two cannot deadlock on each other's row locks.
+            for (speaker_id,) in db.execute('SELECT id FROM voxprint_speakers ORDER BY id COLLATE "C"').fetchall():
                 self._refresh_speaker(db, speaker_id)
             db.execute("UPDATE voxprint_meta SET value = %s WHERE key = 'model'", (identity,))
             db.execute("UPDATE voxprint_meta SET value = %s WHERE key = 'dim'", (str(dim),))

@@ -47,6 +47,9 @@ from voxprint.errors import StoreError
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_SECONDS = 60.0
+#: The most speaker ids one ``IN (...)`` query binds: far below SQLite's (32766) and PostgreSQL's (65535)
+#: parameter limits, and few enough queries for any gallery.
+MAX_IN_PARAMETERS = 500
 #: Speaker ids: what a URL path segment, a file name and a Kaldi id all accept.
 SPEAKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
 
@@ -135,18 +138,16 @@ def check_speaker_id(speaker_id: str) -> str:
     return speaker_id
 
 
-def speaker_model(rows: Sequence[tuple[bytes]]) -> tuple[bytes, int]:
-    """A speaker's stored model from its enrollment rows (``(embedding blob,)`` each): the normalised mean
-    embedding as bytes, and the number of enrollments; what both the SQLite and the PostgreSQL table keep.
+def speaker_model(embeddings: np.ndarray) -> tuple[bytes, int]:
+    """A speaker's stored centroid from its ``(n, D)`` enrollment embeddings: the normalised mean embedding
+    as bytes, and the number of enrollments; what both the SQLite and the PostgreSQL table keep.
 
     Example:
-        >>> blobs = [(np.array([1, 0], np.float32).tobytes(),), (np.array([0, 1], np.float32).tobytes(),)]
-        >>> centroid, count = speaker_model(blobs)
+        >>> centroid, count = speaker_model(np.array([[1, 0], [0, 1]], np.float32))
         >>> [round(float(v), 4) for v in np.frombuffer(centroid, np.float32)], count
         ([0.7071, 0.7071], 2)
     """
-    matrix = np.stack([np.frombuffer(blob, dtype=np.float32) for (blob,) in rows])
-    return _unit(matrix.mean(axis=0)).tobytes(), len(rows)
+    return _unit(embeddings.mean(axis=0)).tobytes(), len(embeddings)
 
 
 def _embedding_groups(rows: Sequence[tuple[Any, bytes]]) -> tuple[list[Any], list[np.ndarray]]:
@@ -274,11 +275,7 @@ class SpeakerReads:
         missing = [i for i, m in enumerate(models) if m is None]
         derived: dict[str, tuple[np.ndarray, int]] = {}
         if missing:
-            wanted = {ids[i] for i in missing}
-            where, args = ((f"WHERE speaker = {self.PARAMETER}", (ids[missing[0]],)) if len(missing) == 1 else ("", ()))
-            enrollment_rows = self._query(f"SELECT speaker, embedding FROM {self.ENROLLMENTS_TABLE} {where} "
-                                          "ORDER BY speaker, id", args)
-            speakers, groups = _embedding_groups([r for r in enrollment_rows if r[0] in wanted])
+            speakers, groups = _embedding_groups(self._enrollment_embeddings([ids[i] for i in missing]))
             if speakers:
                 made, made_counts = scoring.models(groups)
                 derived = {spk: (model, int(n)) for spk, model, n in zip(speakers, made, made_counts)}
@@ -293,9 +290,27 @@ class SpeakerReads:
             return [], np.zeros((0, 0)), counts, {}
         return ids, np.stack(models), counts, derived
 
+    def _enrollment_embeddings(self, speaker_ids: Sequence[str]) -> list[tuple]:
+        """``(speaker, embedding blob)`` of the enrollments of ``speaker_ids`` only, by speaker then age, in
+        queries of at most :data:`MAX_IN_PARAMETERS` ids (a store's other enrollments are not read)."""
+        rows: list[tuple] = []
+        for start in range(0, len(speaker_ids), MAX_IN_PARAMETERS):
+            chunk = speaker_ids[start:start + MAX_IN_PARAMETERS]
+            marks = ", ".join([self.PARAMETER] * len(chunk))
+            rows += self._query(f"SELECT speaker, embedding FROM {self.ENROLLMENTS_TABLE} WHERE speaker IN ({marks}) "
+                                "ORDER BY speaker, id", chunk)
+        return rows
+
     def transaction(self) -> Any:
         """A write transaction (see the subclasses)."""
         raise NotImplementedError
+
+    def model_transaction(self) -> Any:
+        """The transaction :meth:`save_models` checks the version and stores models in: one where no other
+        writer's commit can fall between the two. SQLite's :meth:`transaction` is one already (``BEGIN
+        IMMEDIATE`` takes the store's single write lock before the check, and holds it to the commit);
+        PostgreSQL overrides this."""
+        return self.transaction()
 
     def check_writable(self) -> None:
         """Raise the error a write would raise when the store cannot be written at all (a read-only file).
@@ -320,13 +335,19 @@ class SpeakerReads:
             return False
         p = self.PARAMETER
         try:
-            with self.transaction() as db:
+            # The check and the updates see one state of the store (see model_transaction): a write committed
+            # between them could otherwise leave a stale model that looks current (a speaker enrolled again
+            # with as many recordings) until the speaker's next write.
+            with self.model_transaction() as db:
                 if self.version != version:
                     return False
-                for speaker_id, (model, count) in models.items():
+                # In id order (code points): PostgreSQL locks each row updated, and replace_embeddings takes
+                # the same order, so neither another reader storing models nor it can deadlock with this one.
+                for speaker_id in sorted(models):
+                    model, count = models[speaker_id]
                     db.execute(f"UPDATE {self.SPEAKERS_TABLE} SET model = {p} WHERE id = {p} AND count = {p}",
                                (scoring.encode(model, count), speaker_id, count))
-        except StoreError:
+        except StoreError:  # busy, read-only, or (PostgreSQL) a writer came between: derived again next time
             return False
         return True
 
@@ -336,10 +357,11 @@ class SpeakerReads:
         p = self.PARAMETER
         rows = db.execute(f"SELECT embedding FROM {self.ENROLLMENTS_TABLE} WHERE speaker = {p} ORDER BY id",
                           (speaker_id,)).fetchall()
-        centroid, count = speaker_model(rows)
+        embeddings = np.stack([np.frombuffer(bytes(blob), dtype=np.float32) for (blob,) in rows])
+        centroid, count = speaker_model(embeddings)
         model = None
         if self.scoring is not None and self.scoring.stores_model:
-            made, _ = self.scoring.models([np.stack([np.frombuffer(bytes(b), dtype=np.float32) for (b,) in rows])])
+            made, _ = self.scoring.models([embeddings])
             model = self.scoring.encode(made[0], count)
         db.execute(f"UPDATE {self.SPEAKERS_TABLE} SET centroid = {p}, count = {p}, model = {p} WHERE id = {p}",
                    (centroid, count, model, speaker_id))
