@@ -208,9 +208,10 @@ def test_cli_enroll_and_identify_with_the_fusion(tmp_path, capsys, folder):
     assert main(["identify", "--store", str(store), "--model", "fused", *tests, "--json"]) == 0
     found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [f["top"][0]["speaker"] for f in found] == folder.speakers
-    # Another model's store is refused in one line, nothing written.
+    # Another model's store is refused in one line that names the model to use, nothing written.
     assert main(["identify", "--store", str(store), tests[0]]) != 0
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'fused'" in err and "--model fused" in err and "'default'" in err
 
 
 def test_register_recognize_and_diarize_on_the_fusion(tmp_path, fused, parts, folder, data_dir):

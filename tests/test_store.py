@@ -404,12 +404,17 @@ def test_a_store_refuses_another_model_and_moves_with_kept_audio(tmp_path, model
     store = SpeakerStore(path, model, keep_audio=True)
     speaker = folder.speakers[2]
     store.enroll(speaker, [folder.wav[u] for u in folder.spk2utt[speaker][:2]])
-    other = voxprint.load_model(tiny_run_factory("store_other"))
-    with pytest.raises(StoreError, match="holds embeddings of model vp1-.*store reembed"):
+    other_dir = tiny_run_factory("store_other")
+    other = voxprint.load_model(other_dir)
+    # The error names both models as --model takes them, so the user knows which one to pass.
+    with pytest.raises(StoreError, match=r"holds embeddings of model 'default' \(vp1-.*, not of the model given, "
+                                         r"'.*store_other.*' \(vp1-.*\(--model default\).*store reembed"):
         SpeakerStore(path, other)
     assert SpeakerStore(path, None).reembed(other) == 2
     moved = SpeakerStore(path, other)
     assert moved.table.model_identity == other.identity
+    with pytest.raises(StoreError, match=f"--model {Path(other_dir).resolve()}"):
+        SpeakerStore(path, model)  # reembed recorded the new model's name
     assert moved.speaker(speaker).centroid.shape == (other.embedding_dim,)
     plain = tmp_path / "plain.db"
     SpeakerStore(plain, model).enroll(speaker, [folder.wav[folder.spk2utt[speaker][0]]])

@@ -36,6 +36,20 @@ def is_builtin(name_or_dir: str | os.PathLike) -> bool:
     return str(name_or_dir) in BUILTIN_MODELS
 
 
+def model_label(model_dir: str | os.PathLike | None) -> str | None:
+    """How to name a loaded model's folder to a user: a built-in model's name, else the folder's path (None for
+    a model built in memory); what ``--model`` takes.
+
+    Example:
+        >>> model_label(BUILTIN_MODELS["fused"]), model_label(None)
+        ('fused', None)
+    """
+    if model_dir is None:
+        return None
+    folder = Path(model_dir).resolve()
+    return next((name for name, path in BUILTIN_MODELS.items() if path.resolve() == folder), str(folder))
+
+
 def resolve_model_dir(name_or_dir: str | os.PathLike) -> Path:
     """The folder of a built-in model name, a run folder, or a file inside one.
 

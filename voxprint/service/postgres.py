@@ -38,6 +38,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from voxprint.errors import StoreError
+from voxprint.runs.layout import model_label
 from voxprint.service.keys import KeyTable
 from voxprint.store import SpeakerStore
 from voxprint.store.sqlite import (
@@ -47,6 +48,7 @@ from voxprint.store.sqlite import (
     SpeakerRecord,
     _unit,
     check_speaker_id,
+    model_mismatch,
 )
 
 __all__ = ["PostgresKeyTable", "PostgresSpeakerStore", "PostgresTable", "TemporaryPostgres", "display_url",
@@ -180,15 +182,14 @@ class PostgresTable(SpeakerReads):
         rows = self._query("SELECT value FROM voxprint_meta WHERE key = %s", (key,))
         return rows[0][0] if rows else None
 
-    def bind_model(self, identity: str, dim: int) -> None:
-        """Record the model of the embeddings; refuse a different one."""
+    def bind_model(self, identity: str, dim: int, name: str | None = None) -> None:
+        """Record the model of the embeddings (identity, size, ``--model`` name); refuse a different one."""
         with self.transaction() as db:
-            db.execute("INSERT INTO voxprint_meta(key, value) VALUES ('model', %s), ('dim', %s) "
-                       "ON CONFLICT (key) DO NOTHING", (identity, str(dim)))
+            db.execute("INSERT INTO voxprint_meta(key, value) VALUES ('model', %s), ('dim', %s), ('model_name', %s) "
+                       "ON CONFLICT (key) DO NOTHING", (identity, str(dim), name or ""))
         stored, stored_dim = self.get_meta("model"), self.get_meta("dim")
         if stored != identity or int(stored_dim or 0) != dim:
-            raise StoreError(f"speaker store {self.path} holds embeddings of model {stored}, not of the model "
-                             f"given ({identity}); use the model it was made with")
+            raise model_mismatch(self.path, stored, self.get_meta("model_name"), identity, name)
 
     def has_source(self, speaker_id: str, source: str) -> bool:
         """Whether ``speaker_id`` already has an enrollment named ``source``."""
@@ -199,14 +200,15 @@ class PostgresTable(SpeakerReads):
         db.execute("UPDATE voxprint_meta SET value = (value::bigint + 1)::text WHERE key = 'version'")
 
     def add(self, speaker_id: str, enrollments: Sequence[Enrollment], name: str | None = None,
-            audio: Sequence[bytes | None] | None = None, identity: str | None = None) -> SpeakerRecord:
+            audio: Sequence[bytes | None] | None = None, identity: str | None = None,
+            model_name: str | None = None) -> SpeakerRecord:
         """Add enrollments to a speaker (created if new) and update its speaker model, in one transaction.
 
         Enrollments whose source the speaker already has are skipped.
         """
         check_speaker_id(speaker_id)
         if identity is not None and enrollments:
-            self.bind_model(identity, int(enrollments[0].embedding.shape[0]))
+            self.bind_model(identity, int(enrollments[0].embedding.shape[0]), model_name)
         audio = list(audio) if audio is not None else [None] * len(enrollments)
         now = time.time()
         with self.transaction() as db:
@@ -266,7 +268,8 @@ class PostgresTable(SpeakerReads):
         return [(row, speaker, None if audio is None else bytes(audio)) for row, speaker, audio in
                 self._query("SELECT id, speaker, audio FROM voxprint_enrollments ORDER BY id")]
 
-    def replace_embeddings(self, embeddings: dict[int, np.ndarray], identity: str, dim: int) -> None:
+    def replace_embeddings(self, embeddings: dict[int, np.ndarray], identity: str, dim: int,
+                           model_name: str | None = None) -> None:
         """Swap every enrollment embedding for a new model's, and rebind the store, in one transaction."""
         with self.transaction() as db:
             for row, embedding in embeddings.items():
@@ -278,6 +281,8 @@ class PostgresTable(SpeakerReads):
                 self._refresh_speaker(db, speaker_id)
             db.execute("UPDATE voxprint_meta SET value = %s WHERE key = 'model'", (identity,))
             db.execute("UPDATE voxprint_meta SET value = %s WHERE key = 'dim'", (str(dim),))
+            db.execute("INSERT INTO voxprint_meta(key, value) VALUES ('model_name', %s) "
+                       "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (model_name or "",))
             self._bump_version(db)
 
     def size(self) -> tuple[int, int, int]:
@@ -306,7 +311,7 @@ class PostgresSpeakerStore(SpeakerStore):
         self.keep_audio = keep_audio
         stored = self.table.model_identity
         if stored is not None and model is not None and stored != model.identity:
-            self.table.bind_model(model.identity, model.embedding_dim)  # raises with the explanation
+            self.table.bind_model(model.identity, model.embedding_dim, model_label(getattr(model, "model_dir", None)))
 
 
 class PostgresKeyTable(KeyTable):

@@ -36,6 +36,7 @@ import numpy as np
 
 from voxprint.audio import energy_vad_mask
 from voxprint.errors import AudioError, ModelError, StoreError
+from voxprint.runs.layout import model_label
 from voxprint.store.sqlite import (
     EmbeddingTable,
     Enrollment,
@@ -139,7 +140,7 @@ class SpeakerStore:
         self.keep_audio = keep_audio
         stored = self.table.model_identity
         if stored is not None and model is not None and stored != model.identity:
-            self.table.bind_model(model.identity, model.embedding_dim)  # raises with the explanation
+            self.table.bind_model(model.identity, model.embedding_dim, _model_name(model))  # raises
 
     @property
     def model(self) -> Any:
@@ -235,7 +236,8 @@ class SpeakerStore:
         if not enrollments:
             return self.table.speaker(speaker_id)
         before = self.table.version
-        record = self.table.add(speaker_id, enrollments, name=name, audio=kept, identity=self.model.identity)
+        record = self.table.add(speaker_id, enrollments, name=name, audio=kept, identity=self.model.identity,
+                                model_name=_model_name(self.model))
         self._update_index(before, self._enrolled_in_index(record.id))
         return record
 
@@ -442,11 +444,16 @@ class SpeakerStore:
         previous = self.model
         self.model = model  # the new model's back-end makes the speaker models in the same transaction
         try:
-            self.table.replace_embeddings(embeddings, model.identity, model.embedding_dim)
+            self.table.replace_embeddings(embeddings, model.identity, model.embedding_dim, _model_name(model))
         except BaseException:
             self.model = previous
             raise
         return len(embeddings)
+
+
+def _model_name(model: Any) -> str | None:
+    """What ``--model`` calls ``model`` (a built-in name or its folder), recorded by the store to name it in errors."""
+    return model_label(getattr(model, "model_dir", None))
 
 
 def _source_name(audio: AudioInput) -> str:

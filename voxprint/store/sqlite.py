@@ -150,6 +150,24 @@ def speaker_model(embeddings: np.ndarray) -> tuple[bytes, int]:
     return _unit(embeddings.mean(axis=0)).tobytes(), len(embeddings)
 
 
+def model_mismatch(path: Any, stored: str, stored_name: str | None, identity: str, name: str | None) -> StoreError:
+    """The error for a store opened with another model than the one its embeddings came from, naming both (by
+    ``--model`` name where the store recorded one) so the user can act.
+
+    Example:
+        >>> str(model_mismatch("s.db", "vp1-a", "fused", "vp1-b", "default"))[:90]
+        "speaker store s.db holds embeddings of model 'fused' (vp1-a), not of the model given, 'default'"
+    """
+    def named(label: str | None, identity: str) -> str:
+        return f"{label!r} ({identity})" if label else identity
+
+    return StoreError(f"speaker store {path} holds embeddings of model {named(stored_name, stored)}, not of the model "
+                      f"given, {named(name, identity)}; use the model it was made with"
+                      + (f" (--model {stored_name})" if stored_name else "")
+                      + ", or move it to this model with `voxprint store reembed` (needs audio kept at enrollment: "
+                        "--keep-audio)")
+
+
 def _embedding_groups(rows: Sequence[tuple[Any, bytes]]) -> tuple[list[Any], list[np.ndarray]]:
     """``(key, embedding blob)`` rows, grouped by key in order of first appearance, as ``(n, D)`` arrays."""
     groups: dict[Any, list[np.ndarray]] = {}
@@ -495,34 +513,35 @@ class EmbeddingTable(SpeakerReads):
     def _bump_version(self) -> None:
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
 
-    def bind_model(self, identity: str, dim: int) -> None:
-        """Record the model of the embeddings (inside a transaction); refuse a different one."""
+    def bind_model(self, identity: str, dim: int, name: str | None = None) -> None:
+        """Record the model of the embeddings (its identity, size and ``--model`` name; inside a transaction);
+        refuse a different one."""
         stored, stored_dim = self.get_meta("model"), self.get_meta("dim")
         if stored is None:
             self._set_meta("model", identity)
             self._set_meta("dim", str(dim))
+            self._set_meta("model_name", name or "")
         elif stored != identity or int(stored_dim or 0) != dim:
-            raise StoreError(f"speaker store {self.path} holds embeddings of model {stored}, not of the model "
-                             f"given ({identity}); use the model it was made with, or move it to this model with "
-                             "`voxprint store reembed` (needs audio kept at enrollment: --keep-audio)")
+            raise model_mismatch(self.path, stored, self.get_meta("model_name"), identity, name)
 
     def has_source(self, speaker_id: str, source: str) -> bool:
         """Whether ``speaker_id`` already has an enrollment named ``source``."""
         return bool(self._query("SELECT 1 FROM enrollments WHERE speaker = ? AND source = ?", (speaker_id, source)))
 
     def add(self, speaker_id: str, enrollments: Sequence[Enrollment], name: str | None = None,
-            audio: Sequence[bytes | None] | None = None, identity: str | None = None) -> SpeakerRecord:
+            audio: Sequence[bytes | None] | None = None, identity: str | None = None,
+            model_name: str | None = None) -> SpeakerRecord:
         """Add enrollments to a speaker (created if new) and update its speaker model, in one transaction.
 
         Enrollments whose source the speaker already has are skipped, so repeating an enrollment changes
-        nothing.
+        nothing. ``identity`` and ``model_name`` bind the store to the model (:meth:`bind_model`).
         """
         check_speaker_id(speaker_id)
         audio = list(audio) if audio is not None else [None] * len(enrollments)
         now = time.time()
         with self.transaction() as db:
             if identity is not None:
-                self.bind_model(identity, int(enrollments[0].embedding.shape[0]) if enrollments else 0)
+                self.bind_model(identity, int(enrollments[0].embedding.shape[0]) if enrollments else 0, model_name)
             exists = db.execute("SELECT name FROM speakers WHERE id = ?", (speaker_id,)).fetchone()
             if exists is None:
                 if not enrollments:
@@ -584,7 +603,8 @@ class EmbeddingTable(SpeakerReads):
         """(enrollment row, speaker id, FLAC bytes or None) of every enrollment."""
         return self._query("SELECT id, speaker, audio FROM enrollments ORDER BY id")
 
-    def replace_embeddings(self, embeddings: dict[int, np.ndarray], identity: str, dim: int) -> None:
+    def replace_embeddings(self, embeddings: dict[int, np.ndarray], identity: str, dim: int,
+                           model_name: str | None = None) -> None:
         """Swap every enrollment embedding for a new model's, and rebind the store, in one transaction."""
         with self.transaction() as db:
             for row, embedding in embeddings.items():
@@ -593,6 +613,7 @@ class EmbeddingTable(SpeakerReads):
                 self._refresh_speaker(speaker_id)
             self._set_meta("model", identity)
             self._set_meta("dim", str(dim))
+            self._set_meta("model_name", model_name or "")
             self._bump_version()
 
 
