@@ -174,7 +174,10 @@ def test_a_fusion_refuses_what_does_not_apply(tmp_path, capsys, fused, dev_dir):
         voxprint.load_model(nested)
 
 
-def test_fused_windows_embed_each_window_as_each_part_would(fused, parts, folder):
+def test_fused_windows_embed_each_window_as_each_part_would(fused, parts, folder, monkeypatch):
+    from voxprint.inference import fused as fused_module
+
+    monkeypatch.setattr(fused_module, "SEGMENTS_PER_CALL", 2)  # the second part's windows in several calls
     wave = fused.load_waveform(folder.wav[folder.utterances[0]])
     windows = fused.with_inference(window_frames=150, overlap=0.5).windows(wave)
     first = parts[0].with_inference(window_frames=150, overlap=0.5).windows(wave)

@@ -33,6 +33,8 @@ __all__ = ["FUSION_FILE", "FusedEmbedder", "FusedWindows", "is_fusion", "load_fu
 
 #: The file that makes a folder a fusion of models.
 FUSION_FILE = "fusion.json"
+#: Windows whose features a second part computes in one call (bounds memory on long recordings).
+SEGMENTS_PER_CALL = 32
 
 
 def is_fusion(folder: str | os.PathLike) -> bool:
@@ -93,11 +95,14 @@ class FusedWindows:
         """``part``'s embedding of each segment, read as the part reads a recording (its VAD, its windows)."""
         from voxprint.audio.vad import remove_silence
 
-        embedder = part.windows
-        if part.vad_threshold_db is not None:
-            segments = [remove_silence(s, part.sample_rate, threshold_db=part.vad_threshold_db) for s in segments]
-        results = embedder.embed_features([embedder.features(s) for s in segments])
-        return np.stack([r.utterance_embedding() for r in results])
+        embedder, rows = part.windows, []
+        # A few segments' features at a time: a 4-hour recording has a thousand 30 s windows.
+        for start in range(0, len(segments), SEGMENTS_PER_CALL):
+            chunk = segments[start:start + SEGMENTS_PER_CALL]
+            if part.vad_threshold_db is not None:
+                chunk = [remove_silence(s, part.sample_rate, threshold_db=part.vad_threshold_db) for s in chunk]
+            rows += [r.utterance_embedding() for r in embedder.embed_features([embedder.features(s) for s in chunk])]
+        return np.stack(rows)
 
     def embed_many(self, waves: Sequence[np.ndarray]) -> list[WindowEmbeddings]:
         """The window embeddings of each waveform, batched across them."""
