@@ -79,6 +79,10 @@ _TRAIN_POINTS_PER_LIST = 64
 _EXACT_BLOCK_CELLS = 1 << 24
 
 
+#: FAISS rows are zero-padded to a multiple of this many values (see :func:`_lifted`).
+SCAN_ALIGNMENT = 8
+
+
 def _faiss() -> Any:
     """The ``faiss`` module, imported on first use (the exact index needs none)."""
     try:
@@ -363,13 +367,26 @@ class SpeakerIndex:
 
 
 def _lifted(rows: np.ndarray, radius: float | None) -> np.ndarray:
-    """``rows`` with the extra coordinate of the inner-product FAISS index (see the module docstring):
-    ``sqrt(radius^2 - |row|^2)`` (at least 0) for speaker rows, 0 for queries (``radius=0``); unchanged for
-    cosine (``radius=None``)."""
-    if radius is None:
-        return rows
-    extra = np.sqrt(np.maximum(radius * radius - np.einsum("ij,ij->i", rows, rows, dtype=np.float64), 0.0))
-    return np.ascontiguousarray(np.hstack([rows, extra[:, None].astype(np.float32)]), dtype=np.float32)
+    """``rows`` as the FAISS index holds them: with the extra coordinate of the inner-product index (see the
+    module docstring; ``sqrt(radius^2 - |row|^2)``, at least 0, for speaker rows, 0 for queries: ``radius=0``;
+    none for cosine: ``radius=None``), then zeros up to a multiple of 8 values, which change no inner product
+    but let FAISS's 8-bit code scanner take its vectorised path (it has one only for such widths: a 249-wide
+    PLDA row scanned about 8 times slower).
+
+    Example:
+        >>> _lifted(np.array([[3.0, 4.0]], np.float32), 5.0).round(3).tolist()
+        [[3.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+        >>> _lifted(np.zeros((1, 16), np.float32), None).shape
+        (1, 16)
+    """
+    columns = [rows]
+    if radius is not None:
+        extra = np.sqrt(np.maximum(radius * radius - np.einsum("ij,ij->i", rows, rows, dtype=np.float64), 0.0))
+        columns.append(extra[:, None].astype(np.float32))
+    width = sum(c.shape[1] for c in columns)
+    if width % SCAN_ALIGNMENT:
+        columns.append(np.zeros((len(rows), SCAN_ALIGNMENT - width % SCAN_ALIGNMENT), dtype=np.float32))
+    return rows if len(columns) == 1 else np.ascontiguousarray(np.hstack(columns), dtype=np.float32)
 
 
 def _model_matrix(matrix: np.ndarray, count: int, metric: str, dim: int | None = None) -> np.ndarray:
