@@ -212,7 +212,10 @@ def _fuse_models(args: argparse.Namespace) -> int:
 
         model = load_model(out)  # every part loads and fits, or nothing is left behind
     except VoxprintError:
-        shutil.rmtree(out) if created else (out / FUSION_FILE).unlink()
+        if created:
+            shutil.rmtree(out)
+        else:
+            (out / FUSION_FILE).unlink()
         raise
     emit(args, {"out": str(out), "models": systems, "weights": list(fusion.weights), "identity": model.identity,
                 "embedding_dim": model.embedding_dim},

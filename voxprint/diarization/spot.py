@@ -3,17 +3,17 @@
 The recording is diarized first (:func:`~voxprint.diarization.pipeline.diarize`), so each decision
 rests on all the speech of a voice rather than on one 1.5 s window: the speech of each found speaker
 is embedded as one recording (the model's own inference settings, as enrollments are) and scored
-against the target with the model's back-end (for the bundled model a calibrated log-likelihood
-ratio). Every speaker whose score reaches the threshold is the target; their segments are returned,
+against the target's enrollments with the model's back-end, as ``verify`` scores them (for the bundled
+model the exact n-utterance PLDA model, a calibrated log-likelihood ratio). Every speaker whose score reaches the threshold is the target; their segments are returned,
 each with its own score (the segment embedded alone, so short segments get less decisive scores).
 
 The default threshold is the model's equal-error-rate threshold from its evaluation (``meta.json``,
 ``eval.eer_threshold``, when that evaluation used the model's back-end), else its verification
 threshold. The verification threshold is set for a 1 % false-accept rate on single utterances; a
 voice found in a conversation is a harder test (its speech is cut at turns and mixed with others',
-and a cluster may hold a little of another voice), and with the bundled model the target's own voice
-scored -0.8 to -6 against a two-utterance enrollment on simulated conversations while other voices
-scored below -17, so the stricter threshold would miss most targets.
+and a cluster may hold a little of another voice), so the target's own voice scores lower there than
+in verification, and the lower equal-error-rate threshold is the default; pass ``threshold`` (``--threshold``)
+for another operating point.
 """
 from __future__ import annotations
 
