@@ -155,7 +155,7 @@ def model_mismatch(path: Any, stored: str, stored_name: str | None, identity: st
     ``--model`` name where the store recorded one) so the user can act.
 
     Example:
-        >>> str(model_mismatch("s.db", "vp1-a", "fused", "vp1-b", "default"))[:90]
+        >>> str(model_mismatch("s.db", "vp1-a", "fused", "vp1-b", "default"))[:95]
         "speaker store s.db holds embeddings of model 'fused' (vp1-a), not of the model given, 'default'"
     """
     def named(label: str | None, identity: str) -> str:
