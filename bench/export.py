@@ -111,30 +111,20 @@ class GemmPeaks:
         return max(self.measure("torch float32"), self.measure("onnxruntime float32"))
 
 
-class _Encode(torch.nn.Module):
-    """``model.encode`` as a module, for tracing."""
-
-    def __init__(self, model: Any):
-        super().__init__()
-        self.model = model
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(feats)
-
-
 def bfloat16_model() -> Any:
     """The bundled model with its encoder traced and frozen in bfloat16 (oneDNN's AVX-512 BF16 kernels where the
     CPU has them; the filterbank stays float32): the issue's "bf16 if it helps" row."""
     import copy
 
     import voxprint
+    from voxprint.inference.speaker_model import EncodeModule
 
     model = voxprint.load_model("default")
     encoder = copy.deepcopy(model.model).to(torch.bfloat16).eval()
     frontend = model.model.frontend
     example = torch.randn(1, 300, frontend.dim if hasattr(frontend, "dim") else frontend.n_mels, dtype=torch.bfloat16)
     with torch.no_grad():
-        traced = torch.jit.freeze(torch.jit.trace(_Encode(encoder).eval(), example))
+        traced = torch.jit.freeze(torch.jit.trace(EncodeModule(encoder).eval(), example))
     model._encode = lambda feats: traced(feats.to(torch.bfloat16)).float()
     model._optimized = True  # bulk embedding's optimize() must not swap a float32 trace back in
     return model

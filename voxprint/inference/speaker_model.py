@@ -127,7 +127,9 @@ class SpeakerModel(WindowedEmbedder):
         return diarize(self, audio, sample_rate=sample_rate, **options)
 
 
-class _Encode(torch.nn.Module):
+class EncodeModule(torch.nn.Module):
+    """``model.encode`` (frames to embeddings) as a module of its own, for tracing."""
+
     def __init__(self, model: EmbeddingModel):
         super().__init__()
         self.model = model
@@ -142,7 +144,7 @@ def trace_encoder(model: EmbeddingModel, tolerance: float = 1e-4):
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         example = torch.randn(1, 300, dim, generator=generator)
-        traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(_Encode(model).eval(), example)))
+        traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(EncodeModule(model).eval(), example)))
         for frames in (30, 777):
             probe = torch.randn(2, frames, dim, generator=generator)
             if (traced(probe) - model.encode(probe)).abs().max() > tolerance:
