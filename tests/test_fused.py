@@ -226,3 +226,27 @@ def test_register_recognize_and_diarize_on_the_fusion(tmp_path, fused, parts, fo
     # own diarization, which fuses the same partner.
     sample = data_dir / "pyannote-sample" / "sample.wav"
     assert fused.diarize(sample, num_speakers=2).segments == parts[0].diarize(sample, num_speakers=2).segments
+
+
+def test_the_service_enrolls_and_identifies_with_the_fusion(tmp_path, fused, folder):
+    from fastapi.testclient import TestClient
+
+    from voxprint.service.app import create_app
+    from voxprint.service.settings import ServiceConfig
+    from voxprint.service.storage import open_keys
+
+    store = str(tmp_path / "service.db")
+    _, key = open_keys(store).create("admin")
+    client = TestClient(create_app(ServiceConfig(store=store, optimize=False, rate_limit=0), fused),
+                        raise_server_exceptions=False)
+    headers = {"Authorization": f"Bearer {key}"}
+    for speaker in folder.speakers[:2]:
+        files = [("files", (Path(folder.wav[u]).name, Path(folder.wav[u]).read_bytes(), "audio/flac"))
+                 for u in folder.spk2utt[speaker][:3]]
+        assert client.post(f"/v1/speakers/{speaker}/enrollments", headers=headers, files=files).status_code == 200
+    test = Path(folder.wav[folder.spk2utt[folder.speakers[1]][3]])
+    found = client.post("/v1/identify", headers=headers, files=[("file", (test.name, test.read_bytes(), "audio/flac"))])
+    assert found.status_code == 200 and found.json()["speaker"] == folder.speakers[1]
+    # The score is the fusion's, as the store scores it.
+    assert found.json()["top"][0]["score"] == pytest.approx(
+        SpeakerStore(store, fused).identify(test).top[0].score, abs=1e-4)
