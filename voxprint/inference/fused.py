@@ -16,7 +16,6 @@ no torch (the parts may).
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -197,12 +196,6 @@ class FusedEmbedder(WindowedEmbedder):
         for part in self.parts:
             part.optimize()
         return self
-
-    def with_inference(self, window_frames: int | None = None, overlap: float | None = None) -> "FusedEmbedder":
-        other = copy.copy(self)
-        other.window_frames = self.window_frames if window_frames is None else int(window_frames)
-        other.overlap = self.overlap if overlap is None else float(overlap)
-        return other
 
 
 def _part_location(folder: Path, name: str) -> str | Path:
