@@ -212,7 +212,7 @@ def test_cli_enroll_and_identify_with_the_fusion(tmp_path, capsys, folder):
     found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [f["top"][0]["speaker"] for f in found] == folder.speakers
     # Another model's store is refused in one line that names the model to use, nothing written.
-    assert main(["identify", "--store", str(store), tests[0]]) != 0
+    assert main(["identify", "--store", str(store), "--model", "default", tests[0]]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'fused'" in err and "--model fused" in err and "'default'" in err
 
@@ -250,3 +250,25 @@ def test_the_service_enrolls_and_identifies_with_the_fusion(tmp_path, fused, fol
     # The score is the fusion's, as the store scores it.
     assert found.json()["top"][0]["score"] == pytest.approx(
         SpeakerStore(store, fused).identify(test).top[0].score, abs=1e-4)
+
+
+def test_store_verbs_use_the_model_a_store_was_made_with(tmp_path, capsys, folder):
+    store = tmp_path / "remembers.db"
+    speaker = folder.speakers[0]
+    enroll = [str(folder.wav[u]) for u in folder.spk2utt[speaker][:3]]
+    assert main(["enroll", "--store", str(store), "--model", "fused", "--speaker", "alice", *enroll, "--quiet"]) == 0
+    test = str(folder.wav[folder.spk2utt[speaker][3]])
+    capsys.readouterr()
+    # No --model: the store's own (the fusion), not the bundled default (which it would refuse).
+    assert main(["identify", "--store", str(store), test, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["speaker"] == "alice"
+    assert main(["verify", "--store", str(store), "--speaker", "alice", "--test", test, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scale"].startswith("log-likelihood ratio (fusion")
+    # An explicit --model still wins (and is refused for another model's store), and verbs without a store
+    # keep the bundled default.
+    assert main(["identify", "--store", str(store), "--model", "default", test]) != 0
+    assert "--model fused" in capsys.readouterr().err
+    assert main(["verify", *[a for f in enroll for a in ("--enroll", f)], "--test", test, "--json"]) == 0
+    assert "fusion" not in json.loads(capsys.readouterr().out)["scale"]
+    assert main(["store", "info", "--store", str(store), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_name"] == "fused"

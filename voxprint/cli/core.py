@@ -97,13 +97,21 @@ def rate(text: str) -> float:
     return value
 
 
-def model_options(p: argparse.ArgumentParser, required: bool = False) -> None:
-    """Add ``--model``, ``--device``, ``--threads`` and ``--max-seconds`` (every verb that runs a model)."""
+def model_options(p: argparse.ArgumentParser, required: bool = False, from_store: bool = False) -> None:
+    """Add ``--model``, ``--device``, ``--threads`` and ``--max-seconds`` (every verb that runs a model).
+
+    With ``from_store`` (verbs that open a ``--store``), a missing ``--model`` is the model the store was made
+    with (:func:`default_model`), so a store made with ``--model fused`` is used with it without repeating it.
+    """
     if required:
         p.add_argument("--model", required=True, help="trained run folder")
+    elif from_store:
+        p.add_argument("--model", default=None, help="trained run folder, or a built-in model ('default', 'ivector', "
+                                                     "'fused'); default: the model --store was made with, else "
+                                                     "'default'")
     else:
-        p.add_argument("--model", default="default", help="trained run folder, or 'default' for the bundled model "
-                                                          "(default: %(default)s)")
+        p.add_argument("--model", default="default", help="trained run folder, or a built-in model ('default', "
+                                                          "'ivector', 'fused'; default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA when available; default: cpu)")
     thread_option(p)
     p.add_argument("--max-seconds", type=positive_float, default=4 * 3600.0,
@@ -259,10 +267,21 @@ def set_torch_threads(args: argparse.Namespace) -> None:
         pass
 
 
+def default_model(args: argparse.Namespace) -> str:
+    """The model of a verb whose ``--model`` was not given: the one its ``--store`` records (its ``--model``
+    name, when the store has one), else the bundled ``default``."""
+    from voxprint.store.sqlite import recorded_model_name
+
+    store = getattr(args, "store", None)
+    return (recorded_model_name(store) if store else None) or "default"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code (see the module)."""
     args = build_parser().parse_args(argv)
     try:
+        if "model" in args and args.model is None:
+            args.model = default_model(args)
         chosen = VERBS[args.command]
         if chosen.torch_free is None or not chosen.torch_free(args):
             set_torch_threads(args)

@@ -123,7 +123,7 @@ def _diarize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="speaker store: voices identified as enrolled speakers get their ids, "
                                    "the others unknown-1, unknown-2...")
     _count_options(p)
-    model_options(p)
+    model_options(p, from_store=True)
     on_error_option(p)
     quiet_option(p)
     json_option(p)
@@ -251,7 +251,7 @@ def _spot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float,
                    help="score a voice must reach to be the target (default: the model's equal-error-rate threshold)")
     _count_options(p)
-    model_options(p)
+    model_options(p, from_store=True)
     json_option(p)
 
 

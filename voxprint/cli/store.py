@@ -50,7 +50,7 @@ def _enroll_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="enroll every speaker of a data folder's utt2spk from its utterances")
     p.add_argument("--keep-audio", action="store_true",
                    help="keep the audio (16 kHz FLAC) so `voxprint store reembed` can move the store to another model")
-    model_options(p)
+    model_options(p, from_store=True)
     on_error_option(p)
     quiet_option(p)
     json_option(p)
@@ -97,7 +97,7 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", help="recordings to identify")
     p.add_argument("--data", help="identify every utterance of a data folder (wav.scp)")
     p.add_argument("--top-k", type=positive_int, default=5, help="candidates to report (default: %(default)s)")
-    model_options(p)
+    model_options(p, from_store=True)
     on_error_option(p)
     quiet_option(p)
     json_option(p)
@@ -189,9 +189,10 @@ def _store(args: argparse.Namespace) -> int:
     table = EmbeddingTable(args.store, create=False)
     if args.action == "info":
         speakers = len(table.speakers())
-        emit(args, {"store": args.store, "model": table.model_identity, "speakers": speakers,
+        name = table.get_meta("model_name") or None  # recorded since stores name their model
+        emit(args, {"store": args.store, "model": table.model_identity, "model_name": name, "speakers": speakers,
                     "version": table.version},
-             f"{args.store}: model {table.model_identity}, {speakers} speakers")
+             f"{args.store}: model {name + ' ' if name else ''}{table.model_identity}, {speakers} speakers")
         return EXIT_OK
     model = load_cli_model(args)
     store = SpeakerStore(args.store, None, create=False)

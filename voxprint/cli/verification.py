@@ -257,7 +257,7 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="speaker store holding the claimed speaker (instead of --enroll)")
     p.add_argument("--speaker", help="with --store: the claimed speaker's id")
     p.add_argument("--test", required=True, help="recording to verify")
-    model_options(p)
+    model_options(p, from_store=True)
     p.add_argument("--threshold", type=float,
                    help="accept when the score is at least this (default: the model's stored threshold, on the "
                         "scale of its back-end: a log-likelihood ratio for the bundled model)")

@@ -36,7 +36,7 @@ import os
 import re
 import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -148,6 +148,24 @@ def speaker_model(embeddings: np.ndarray) -> tuple[bytes, int]:
         ([0.7071, 0.7071], 2)
     """
     return _unit(embeddings.mean(axis=0)).tobytes(), len(embeddings)
+
+
+def recorded_model_name(path: str | os.PathLike) -> str | None:
+    """The ``--model`` name a SQLite store recorded for the model of its embeddings (None when the file is
+    missing, not a store, or from before names were recorded); reads the file without creating or changing it.
+
+    Example:
+        >>> recorded_model_name("/nonexistent/speakers.db") is None
+        True
+    """
+    if not Path(path).is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'model_name'").fetchone()
+    except sqlite3.Error:  # not a store, or damaged: opening it for real says what is wrong
+        return None
+    return row[0] if row and row[0] else None
 
 
 def model_mismatch(path: Any, stored: str, stored_name: str | None, identity: str, name: str | None) -> StoreError:
