@@ -33,8 +33,9 @@ def _non_negative_float(text: str) -> float:
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", required=True, help="speaker store: a SQLite file (created when missing), or "
                                                   "postgresql://USER@HOST:PORT/DB for several workers or hosts")
-    p.add_argument("--model", default="default", help="trained run folder, or 'default' for the bundled model "
-                                                      "(default: %(default)s)")
+    p.add_argument("--model", default=None, help="trained run folder, or a built-in model ('default', 'ivector', "
+                                                 "'fused'); default: the model a SQLite --store was made with, "
+                                                 "else 'default'")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     thread_option(p)
     p.add_argument("--host", default="127.0.0.1",
