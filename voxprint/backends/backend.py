@@ -170,15 +170,9 @@ class ScoringBackend:
         so ``voxprint verify --enroll a b c`` and ``voxprint verify --store`` give the same score; with
         cosine back-ends, the centroid of the unit enrollment embeddings scored as one embedding.
         """
-        if self.kind == "plda":
-            from voxprint.identification.scoring import speaker_scoring
+        from voxprint.identification.scoring import speaker_scoring
 
-            scoring = speaker_scoring(self)
-            models, counts = scoring.models([np.atleast_2d(enroll)])
-            return float(scoring.scores(models, counts, np.atleast_2d(test))[0, 0])
-        speaker = mean_embedding(np.atleast_2d(enroll))
-        trial = Trials(labels=None, enroll=np.array(["enroll"]), test=np.array(["test"]))
-        return float(self.score_trials(["enroll", "test"], np.stack([speaker, test]), trial)[0])
+        return speaker_scoring(self).score(enroll, test)
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, kind: str = "cosine", norm: str = "none",

@@ -106,6 +106,4 @@ class FusedBackend:
         speaker model as the speaker store keeps it (:class:`~voxprint.identification.scoring.FusedScoring`)."""
         from voxprint.identification.scoring import FusedScoring
 
-        scoring = FusedScoring(self)
-        models, counts = scoring.models([np.atleast_2d(enroll)])
-        return float(scoring.scores(models, counts, np.atleast_2d(test))[0, 0])
+        return FusedScoring(self).score(enroll, test)

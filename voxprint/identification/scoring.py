@@ -41,8 +41,8 @@ from voxprint.backends.rows import as_matrix, as_rows, unit_rows
 from voxprint.backends.scoring import mean_embedding
 from voxprint.errors import DataError
 
-__all__ = ["CentroidScoring", "Enrollments", "FusedScoring", "PLDAScoring", "Scorer", "SpeakerScoring", "backend_scorer",
-           "cosine_scorer", "enrollment_groups", "speaker_scoring"]
+__all__ = ["CentroidScoring", "Enrollments", "FusedScoring", "PLDAScoring", "Scorer", "SpeakerScoring",
+           "backend_scorer", "cosine_scorer", "enrollment_groups", "speaker_scoring"]
 
 #: Each speaker's enrollment embeddings: ``(n_i, d)`` arrays, or one ``(M, d)`` array of one-utterance speakers.
 Enrollments = Sequence[np.ndarray] | np.ndarray
@@ -92,6 +92,12 @@ class SpeakerScoring:
     def scores(self, models: np.ndarray, counts: np.ndarray, tests: np.ndarray) -> np.ndarray:
         """``(T, M)`` back-end scores (its calibration applied when it has one) of tests against speaker models."""
         raise NotImplementedError
+
+    def score(self, enroll: np.ndarray, test: np.ndarray) -> float:
+        """The score of one test embedding against one speaker enrolled from the rows of ``enroll`` (what
+        ``verify`` computes, as the speaker store scores a stored speaker)."""
+        models, counts = self.models([np.atleast_2d(enroll)])
+        return float(self.scores(models, counts, np.atleast_2d(test))[0, 0])
 
     def search_vectors(self, models: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """``(M, k')`` rows whose inner product with :meth:`query_vectors` ranks like the back-end's raw score."""
