@@ -391,25 +391,13 @@ def _lifted(rows: np.ndarray, radius: float | None) -> np.ndarray:
 
 def _model_matrix(matrix: np.ndarray, count: int, metric: str, dim: int | None = None) -> np.ndarray:
     """``matrix`` checked to hold ``count`` finite rows (of ``dim`` values), as float32; L2-normalised for cosine."""
-    if metric == "cosine":
-        return _unit_matrix(matrix, count, dim)
     mat = as_matrix(matrix, "speaker models")
     if mat.ndim != 2 or mat.shape[0] != count or (dim is not None and mat.shape[1] != dim):
         want = f"({count}, {dim if dim is not None else 'D'})"
         raise DataError(f"need one speaker model per id: got {count} ids and models of shape {mat.shape}, "
                         f"want {want}")
-    return np.ascontiguousarray(mat, dtype=np.float32)
-
-
-def _unit_matrix(matrix: np.ndarray, count: int, dim: int | None = None) -> np.ndarray:
-    """``matrix`` checked to hold ``count`` rows (of ``dim`` values) and L2-normalised, as float32."""
-    mat = as_matrix(matrix, "speaker models")
-    if mat.ndim != 2 or mat.shape[0] != count or (dim is not None and mat.shape[1] != dim):
-        want = f"({count}, {dim if dim is not None else 'D'})"
-        raise DataError(f"need one speaker model per id: got {count} ids and models of shape {mat.shape}, "
-                        f"want {want}")
-    if count == 0:
-        return np.zeros((0, mat.shape[1]), dtype=np.float32)
+    if metric != "cosine" or count == 0:
+        return np.ascontiguousarray(mat, dtype=np.float32)
     norms = np.linalg.norm(mat, axis=1)
     if np.all(np.abs(norms - 1.0) <= 1e-6):
         # Store models are unit already: kept as they are, the rows vectors() returns for back-end
