@@ -38,9 +38,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from voxprint.errors import StoreError
-from voxprint.runs.layout import model_label
 from voxprint.service.keys import KeyTable
 from voxprint.store import SpeakerStore
+from voxprint.store.speakers import model_label_of
 from voxprint.store.sqlite import (
     SCHEMA_VERSION,
     Enrollment,
@@ -311,7 +311,7 @@ class PostgresSpeakerStore(SpeakerStore):
         self.keep_audio = keep_audio
         stored = self.table.model_identity
         if stored is not None and model is not None and stored != model.identity:
-            self.table.bind_model(model.identity, model.embedding_dim, model_label(getattr(model, "model_dir", None)))
+            self.table.bind_model(model.identity, model.embedding_dim, model_label_of(model))
 
 
 class PostgresKeyTable(KeyTable):

@@ -140,7 +140,7 @@ class SpeakerStore:
         self.keep_audio = keep_audio
         stored = self.table.model_identity
         if stored is not None and model is not None and stored != model.identity:
-            self.table.bind_model(model.identity, model.embedding_dim, _model_name(model))  # raises
+            self.table.bind_model(model.identity, model.embedding_dim, model_label_of(model))  # raises
 
     @property
     def model(self) -> Any:
@@ -237,7 +237,7 @@ class SpeakerStore:
             return self.table.speaker(speaker_id)
         before = self.table.version
         record = self.table.add(speaker_id, enrollments, name=name, audio=kept, identity=self.model.identity,
-                                model_name=_model_name(self.model))
+                                model_name=model_label_of(self.model))
         self._update_index(before, self._enrolled_in_index(record.id))
         return record
 
@@ -444,15 +444,16 @@ class SpeakerStore:
         previous = self.model
         self.model = model  # the new model's back-end makes the speaker models in the same transaction
         try:
-            self.table.replace_embeddings(embeddings, model.identity, model.embedding_dim, _model_name(model))
+            self.table.replace_embeddings(embeddings, model.identity, model.embedding_dim, model_label_of(model))
         except BaseException:
             self.model = previous
             raise
         return len(embeddings)
 
 
-def _model_name(model: Any) -> str | None:
-    """What ``--model`` calls ``model`` (a built-in name or its folder), recorded by the store to name it in errors."""
+def model_label_of(model: Any) -> str | None:
+    """What ``--model`` calls ``model`` (a built-in name or its folder), recorded by a store to name it in errors
+    and to default to it (:func:`voxprint.runs.model_label` of its folder)."""
     return model_label(getattr(model, "model_dir", None))
 
 

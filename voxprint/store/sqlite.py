@@ -161,11 +161,39 @@ def recorded_model_name(path: str | os.PathLike) -> str | None:
     if not Path(path).is_file():
         return None
     try:
-        with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+        with closing(_read_only_connection(Path(path))[0]) as db:
             row = db.execute("SELECT value FROM meta WHERE key = 'model_name'").fetchone()
     except sqlite3.Error:  # not a store, or damaged: opening it for real says what is wrong
         return None
     return row[0] if row and row[0] else None
+
+
+def _read_only_connection(path: Path) -> tuple[sqlite3.Connection, str | None]:
+    """A connection that only reads the store at ``path``, and its schema version.
+
+    SQLite's WAL mode keeps a shared-memory index in a ``-shm`` file beside the database; when the folder
+    is read-only and no writer has one open, it cannot be created and a normal (even ``mode=ro``)
+    connection fails. ``immutable=1`` reads the file without it, which is right for a store nobody can
+    write: a writer with permission would have left ``-wal`` and ``-shm`` files, which a normal read-only
+    connection uses (tried first).
+
+    Raises:
+        sqlite3.DatabaseError: neither connection can read the store's schema.
+    """
+    uri = path.absolute().as_uri()
+    error = sqlite3.DatabaseError("unable to open")
+    for options in ("mode=ro", "immutable=1"):
+        db = None
+        try:
+            db = sqlite3.connect(f"{uri}?{options}", uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
+                                 check_same_thread=False)
+            found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchall()
+            return db, found[0][0] if found else None
+        except sqlite3.DatabaseError as exc:
+            error = exc
+            if db is not None:
+                db.close()
+    raise error
 
 
 def model_mismatch(path: Any, stored: str, stored_name: str | None, identity: str, name: str | None) -> StoreError:
@@ -292,13 +320,11 @@ class SpeakerReads:
         Raises:
             StoreError: ``speaker_id`` is not enrolled.
         """
-        if speaker_id is not None:
-            self.speaker(speaker_id)
+        record = self.speaker(speaker_id) if speaker_id is not None else None  # refuses an unknown id
         if not scoring.stores_model:
-            if speaker_id is None:
+            if record is None:
                 ids, centroids, counts = self.centroids()
             else:
-                record = self.speaker(speaker_id)
                 ids, centroids, counts = [record.id], record.centroid[None], np.array([record.count])
             return ids, centroids, counts, {}
         where, args = (f"WHERE id = {self.PARAMETER}", (speaker_id,)) if speaker_id is not None else ("", ())
@@ -452,32 +478,12 @@ class EmbeddingTable(SpeakerReads):
             raise StoreError(_describe(self.path, exc)) from None
 
     def _open_read_only(self) -> None:
-        """Open a store that cannot be written, for reading only.
-
-        SQLite's WAL mode keeps a shared-memory index in a ``-shm`` file beside the database; when the folder
-        is read-only and no writer has one open, it cannot be created and a normal (even ``mode=ro``)
-        connection fails. ``immutable=1`` reads the file without it, which is right here: nobody without
-        write permission can change the file, and a writer with it would have left ``-wal`` and ``-shm``
-        files, which a normal read-only connection uses (tried first).
-        """
+        """Open a store that cannot be written, for reading only (:func:`_read_only_connection`)."""
         self.read_only = True
-        uri = self.path.absolute().as_uri()
-        error = sqlite3.DatabaseError("unable to open")
-        for options in ("mode=ro", "immutable=1"):
-            db = None
-            try:
-                db = sqlite3.connect(f"{uri}?{options}", uri=True, timeout=BUSY_TIMEOUT_SECONDS,
-                                     isolation_level=None, check_same_thread=False)
-                found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchall()
-                stored = found[0][0] if found else None
-                self._db = db
-                break
-            except sqlite3.DatabaseError as exc:
-                error = exc
-                if db is not None:
-                    db.close()
-        else:
-            raise StoreError(_describe(self.path, error)) from None
+        try:
+            self._db, stored = _read_only_connection(self.path)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_describe(self.path, exc)) from None
         if stored != str(SCHEMA_VERSION):
             raise StoreError(f"speaker store {self.path} has schema {stored}; this voxprint reads schema "
                              f"{SCHEMA_VERSION}")
