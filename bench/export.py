@@ -343,6 +343,7 @@ def main() -> None:
 
     gflop_per_second = flops / audio_seconds / 1e9
     speed = {name: audio_seconds / seconds for name, seconds in row_seconds.items()}
+    ort_peak = peaks.best.get("onnxruntime float32", 1)
     tables = "\n".join([
         f"**Speed** ({args.utterances} dev recordings, {audio_seconds:.0f} s of audio, decoded beforehand; "
         f"{gflop_per_second:.3f} GFLOP per second of audio):", "",
@@ -385,8 +386,8 @@ def main() -> None:
         f"What limits the speed: the operations themselves. At {gflop_per_second:.3f} GFLOP per second of audio, "
         "the GEMM peak",
         "allows at most the \"ceiling\" column (every counted operation, front-end included, at peak); a",
-        f"float32 speed of 500x would need {100 * 500 * gflop_per_second / peaks.best.get('onnxruntime float32', 1):.0f} % "
-        "of onnxruntime's float32 peak over the whole",
+        f"float32 speed of 500x would need {100 * 500 * gflop_per_second / ort_peak:.0f} % of onnxruntime's float32 "
+        "peak over the whole",
         "pipeline, and the float32 graph's time is mostly its convolutions (conv + ReLU fused, at small",
         "sizes: 24-channel Res2Net groups, a few hundred frames; \"Where the time goes\" below). In int8 the",
         "quantized convolutions are a smaller share; the rest is float work between them that int8 cannot",
@@ -405,7 +406,8 @@ def main() -> None:
         "peak line), but the small convolutions of this model get little of it).",
         "Process start: importing torch alone takes about 3 s here, and `load_model`",
         "imports it whatever the model; `voxprint similarity` on an ONNX folder runs the torch-free",
-        "`StandaloneEmbedder` (numpy filterbanks + onnxruntime) and never imports torch. Streaming re-embeds the end-aligned window on every",
+        "`StandaloneEmbedder` (numpy filterbanks + onnxruntime) and never imports torch. Streaming re-embeds",
+        "the end-aligned window on every",
         "chunk (up to one 30 s window for this model), so its cost grows to a 30 s embedding per chunk;",
         "`whole_every` trades freshness for cost.",
     ], tables)

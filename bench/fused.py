@@ -92,8 +92,8 @@ def main() -> int:
         "(`meta.json`). Its identification figures: the section \"Identification: speechocean762 dev, model "
         "`fused`\".",
         "",
-        f"Speed: one thread, features included, {len(waves)} dev recordings ({sum(len(w) for w in waves) / rate:.0f} s) "
-        "decoded beforehand, best of 3 passes.",
+        f"Speed: one thread, features included, {len(waves)} dev recordings "
+        f"({sum(len(w) for w in waves) / rate:.0f} s) decoded beforehand, best of 3 passes.",
     ]
     publish_benchmark(SECTION, ".venv/bin/python bench/fused.py", "One torch thread, one BLAS thread.", notes, table,
                       doc_path=args.doc)

@@ -254,7 +254,8 @@ def main() -> int:
             parser.error("--reuse needs an existing --results file")
         results = json.loads(args.results.read_text())
         if "splits" not in results:
-            parser.error(f"{args.results} was written by an earlier version of this benchmark (no splits); measure again")
+            parser.error(f"{args.results} was written by an earlier version of this benchmark (no splits); "
+                         "measure again")
     else:
         if args.peer_results is not None and not args.peer_results.is_file():
             parser.error(f"--peer-results {args.peer_results} not found")

@@ -4,8 +4,9 @@ The recording is diarized first (:func:`~voxprint.diarization.pipeline.diarize`)
 rests on all the speech of a voice rather than on one 1.5 s window: the speech of each found speaker
 is embedded as one recording (the model's own inference settings, as enrollments are) and scored
 against the target's enrollments with the model's back-end, as ``verify`` scores them (for the bundled
-model the exact n-utterance PLDA model, a calibrated log-likelihood ratio). Every speaker whose score reaches the threshold is the target; their segments are returned,
-each with its own score (the segment embedded alone, so short segments get less decisive scores).
+model the exact n-utterance PLDA model, a calibrated log-likelihood ratio). Every speaker whose score
+reaches the threshold is the target; their segments are returned, each with its own score (the segment
+embedded alone, so short segments get less decisive scores).
 
 The default threshold is the model's equal-error-rate threshold from its evaluation (``meta.json``,
 ``eval.eer_threshold``, when that evaluation used the model's back-end), else its verification

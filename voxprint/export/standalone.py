@@ -2,8 +2,8 @@
 
 :func:`voxprint.load_model` runs an export inside voxprint's torch pipeline; importing torch alone takes
 seconds. This module imports only numpy, soundfile/soxr (through :mod:`voxprint.audio`), onnxruntime
-and kaldi-native-fbank (threadpoolctl too, when installed), and computes the embedding from ``export.json`` alone, as a deployment in
-another language would:
+and kaldi-native-fbank (threadpoolctl too, when installed), and computes the embedding from ``export.json``
+alone, as a deployment in another language would:
 
 1. decode, mix down and resample (:func:`voxprint.audio.load_audio`; VAD when the model uses it);
 2. Kaldi filterbanks with the recorded options (:func:`~voxprint.export.metadata.kaldi_fbank_options`)

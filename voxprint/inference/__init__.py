@@ -8,13 +8,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["EmbeddedSet", "FusedEmbedder", "SlidingWindowEmbedder", "SpeakerModel", "StreamingEmbedder", "WindowEmbeddings",
+__all__ = ["EmbeddedSet", "FusedEmbedder", "SlidingWindowEmbedder", "SpeakerModel", "StreamingEmbedder",
+           "WindowEmbeddings",
            "load_model", "resolve_device", "window_starts"]
 
 #: Where each public name lives.
 _HOMES = {"EmbeddedSet": "speaker_model", "SpeakerModel": "speaker_model", "load_model": "speaker_model",
-          "resolve_device": "speaker_model", "FusedEmbedder": "fused", "StreamingEmbedder": "streaming", "SlidingWindowEmbedder": "windows",
-          "WindowEmbeddings": "windows", "window_starts": "windows"}
+          "resolve_device": "speaker_model", "FusedEmbedder": "fused", "StreamingEmbedder": "streaming",
+          "SlidingWindowEmbedder": "windows", "WindowEmbeddings": "windows", "window_starts": "windows"}
 
 
 def __getattr__(name: str) -> Any:

@@ -144,7 +144,8 @@ def trace_encoder(model: EmbeddingModel, tolerance: float = 1e-4):
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         example = torch.randn(1, 300, dim, generator=generator)
-        traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(EncodeModule(model).eval(), example)))
+        trace = torch.jit.trace(EncodeModule(model).eval(), example)
+        traced = torch.jit.optimize_for_inference(torch.jit.freeze(trace))
         for frames in (30, 777):
             probe = torch.randn(2, frames, dim, generator=generator)
             if (traced(probe) - model.encode(probe)).abs().max() > tolerance:
