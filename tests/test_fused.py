@@ -169,6 +169,12 @@ def test_a_fusion_refuses_what_does_not_apply(tmp_path, capsys, fused, dev_dir):
                                                                                 {"name": "ivector", "weight": 1.0}]}))
     with pytest.raises(ModelError, match="itself a fusion"):
         voxprint.load_model(nested)
+    # A folder naming thousands of models is refused before any is loaded (each would be a model in memory).
+    many = [{"name": f"part{i}", "weight": 1.0} for i in range(5000)]
+    (nested / FUSION_FILE).write_text(json.dumps({"format": "voxprint-linear-fusion", "version": 1, "offset": 0.0,
+                                                  "p_target": 0.01, "systems": many}))
+    with pytest.raises(ModelError, match="names 5000 models; a fusion holds at most 8"):
+        voxprint.load_model(nested)
     (nested / FUSION_FILE).write_text("{not json")
     with pytest.raises(ModelError, match="not a readable fusion"):
         voxprint.load_model(nested)

@@ -32,6 +32,9 @@ __all__ = ["FUSION_FILE", "FusedEmbedder", "FusedWindows", "is_fusion", "load_fu
 
 #: The file that makes a folder a fusion of models.
 FUSION_FILE = "fusion.json"
+#: The most parts a fusion may name: each is a whole model in memory, so a folder naming thousands would
+#: exhaust it.
+MAX_PARTS = 8
 #: Windows whose features a second part computes in one call (bounds memory on long recordings).
 SEGMENTS_PER_CALL = 32
 
@@ -209,7 +212,8 @@ def load_fused(folder: str | os.PathLike, loader: Callable[[str | Path], Windowe
     """Load the fusion in ``folder``, each part with ``loader`` (e.g. :func:`voxprint.load_model`).
 
     Raises:
-        ModelError: an unreadable ``fusion.json``, a part that is itself a fusion, or unusable parts.
+        ModelError: an unreadable ``fusion.json``, more than :data:`MAX_PARTS` parts, a part that is itself a
+            fusion, or unusable parts.
 
     Example:
         >>> from voxprint import load_model
@@ -227,6 +231,8 @@ def load_fused(folder: str | os.PathLike, loader: Callable[[str | Path], Windowe
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, DataError) as exc:
         raise ModelError(f"{path} is not a readable fusion of models ({str(exc).splitlines()[0] if str(exc) else exc})"
                          ) from None
+    if fusion.n_systems > MAX_PARTS:
+        raise ModelError(f"{path} names {fusion.n_systems} models; a fusion holds at most {MAX_PARTS}")
     parts = []
     for name in fusion.systems:
         location = _part_location(folder, name)
