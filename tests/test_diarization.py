@@ -93,6 +93,29 @@ def test_the_count_is_one_for_one_voice_and_the_constraints_hold():
         clustering.cluster_embeddings(x, "kmeans")
 
 
+def test_clusters_that_the_single_speaker_test_calls_one_voice_are_merged():
+    # One voice in two styles (centroids at cosine 0.85), each tight enough to be its own community in the
+    # neighbour graph, and a second voice: the eigengap counts three, the merge check two.
+    rng = np.random.default_rng(0)
+    a, other, b = rng.normal(size=(3, 32))
+    a /= np.linalg.norm(a)
+    other -= (other @ a) * a
+    a_style = 0.85 * a + np.sqrt(1 - 0.85 ** 2) * other / np.linalg.norm(other)
+    x, truth = turns(np.stack([a, a_style, b]), [0, 2, 1, 2, 0, 2, 1, 2], 10, rng, noise=0.08)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    values = np.linalg.eigvalsh(np.eye(len(x)) - _normalised(clustering.neighbour_graph(unit).toarray()))
+    assert int(np.argmax(np.diff(values[1:9]))) + 2 == 3
+    labels = clustering.spectral_clustering(x)
+    assert len(set(labels)) == 2 and len(set(zip(labels, np.where(truth == 1, 0, truth)))) == 2
+    # A given count is kept as given.
+    assert len(set(clustering.spectral_clustering(x, num_speakers=3))) == 3
+
+
+def _normalised(graph: np.ndarray) -> np.ndarray:
+    scale = 1.0 / np.sqrt(graph.sum(axis=1))
+    return scale[:, None] * graph * scale[None, :]
+
+
 def test_eigengap_count_and_the_neighbour_graph():
     assert clustering.eigengap_count(np.array([5.0, 4.8, 1.0, 0.9, 0.5])) == 2
     assert clustering.eigengap_count(np.array([5.0, 4.8, 4.7, 0.3, 0.2]), min_count=2, max_count=4) == 3

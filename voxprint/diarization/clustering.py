@@ -11,7 +11,11 @@ compares them on simulated conversations of unseen speakers):
   ``lambda_k - lambda_(k-1)``; the rows of the first ``k`` eigenvectors are clustered with cosine
   k-means (:func:`voxprint.clustering.spherical_kmeans`). Windows that share audio (overlapping
   windows) may not be each other's neighbours: otherwise each window's nearest neighbours are just
-  its two overlapping ones and a turn becomes its own community.
+  its two overlapping ones and a turn becomes its own community. The estimated count is then checked
+  cluster by cluster: two clusters whose windows together pass the single-speaker test below are one
+  voice (a speaker whose turns sound different enough to form two communities of the graph) and are
+  merged, the most alike pair first. With the constants already chosen for that test, this raised the
+  exact-count rate on the evaluation half and left the calibration half's unchanged.
 - ``wang``: the affinity refinement of Wang et al. ("Speaker Diarization with LSTM", ICASSP 2018,
   section 2.3), configured as Google's ``spectralcluster`` package does for that paper: the affinity
   ``(1 + cos) / 2`` goes through *crop diagonal*, *Gaussian blur* (sigma 1 window), *row-wise
@@ -241,8 +245,34 @@ def spectral_clustering(embeddings: np.ndarray, num_speakers: int | None = None,
         return np.zeros(len(unit), dtype=np.int64)
     low = max(low, 2)
     count = low if low == high else int(np.argmax(np.diff(values[low - 1:high + 1]))) + low
-    labels = _relabel(spherical_kmeans(_spectral_rows(vectors[:, :count]), count, seed=seed).labels)
-    return _kmeans_refine(unit, labels)
+    labels = _kmeans_refine(unit, _relabel(spherical_kmeans(_spectral_rows(vectors[:, :count]), count, seed=seed).labels))
+    if low == high:
+        return labels
+    return _merge_single_voices(unit, labels, low, starts, ends, connectivity, single_cosine, seed)
+
+
+def _merge_single_voices(unit: np.ndarray, labels: np.ndarray, min_count: int, starts: np.ndarray | None,
+                         ends: np.ndarray | None, connectivity: float = SINGLE_SPEAKER_CONNECTIVITY,
+                         single_cosine: float = SINGLE_SPEAKER_COSINE, seed: int = 0) -> np.ndarray:
+    """Merge two clusters whose windows together pass the single-speaker test, most alike pair first, until no
+    pair does (or ``min_count`` clusters are left): the eigengap's count checked cluster by cluster with the test
+    that decides one speaker against several for a whole recording."""
+    while int(labels.max()) + 1 > min_count:
+        sums = np.zeros((int(labels.max()) + 1, unit.shape[1]))
+        np.add.at(sums, labels, unit)
+        centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        alike = centroids @ centroids.T
+        pairs = sorted(((a, b) for a in range(len(alike)) for b in range(a + 1, len(alike))), key=lambda p: -alike[p])
+        for a, b in pairs:
+            members = (labels == a) | (labels == b)
+            both = unit[members]
+            found = _connectivity(both, None if starts is None else starts[members], None if ends is None else ends[members])
+            if _single_speaker(both, found, connectivity, single_cosine, seed):
+                labels = _kmeans_refine(unit, _relabel(np.where(labels == b, a, labels)))
+                break
+        else:
+            break
+    return labels
 
 
 def _spectral_rows(vectors: np.ndarray) -> np.ndarray:
