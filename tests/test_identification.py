@@ -253,6 +253,23 @@ def test_metrics_on_hand_computed_cases():
     assert result["cllr"] == pytest.approx(cllr(pairs, labels))
 
 
+def test_searches_are_ranked_by_one_map_and_the_cross_fitted_points_are_kept_apart():
+    # Two folds of probes calibrated by two maps that differ by an offset: the known probes of fold 1 and the
+    # unknown probes of fold 0 are shifted up by 3. Ranked by the scores as one map gives them, every known
+    # probe clears the 50 % FPIR threshold; the cross-fitted scores lose the two known probes of fold 0.
+    scores = np.array([[4.0, 0.0], [0.0, 4.0], [0.0, 3.5], [3.8, 0.0],   # known: speakers 0, 1, 1, 0
+                       [1.5, 0.0], [0.0, 2.0], [0.5, 0.0], [0.0, 0.2]])  # unknown
+    known = np.arange(8) < 4
+    truth = np.array([0, 1, 1, 0, -1, -1, -1, -1])
+    shift = np.array([0, 0, 3, 3, 3, 3, 0, 0])[:, None]
+    [result] = evaluate_galleries(scores + shift, known, truth, [None], fpirs=[0.5], ranking=scores)
+    assert result["top1"] == 1.0 and result["open_set"][0]["dir"] == 1.0
+    assert result["open_set_crossfitted"][0]["dir"] == 0.5
+    # The Cllr is that of the calibrated scores.
+    [calibrated] = evaluate_galleries(scores + shift, known, truth, [None], fpirs=[0.5])
+    assert result["cllr"] == calibrated["cllr"] and "open_set_crossfitted" not in calibrated
+
+
 def test_statistic_agrees_with_the_store_decision():
     rng = np.random.default_rng(0)
     best = rng.normal(3.0, 2.0, 200)

@@ -18,6 +18,16 @@ Protocol (:func:`split_protocol`, :func:`evaluate_identification`):
    numbers fitted on ~10^5 trials);
 4. galleries of 10 enrolled speakers (``gallery_draws`` random ones, results pooled) and of all of them.
 
+Which scores rank the searches: top-k and the open-set points use the scorer's own scores (for a
+calibrated back-end, its log-likelihood ratios; its calibration was fitted on the model's training
+speakers, so no parameter of the ranking saw the evaluated speakers), and the Cllr uses the
+cross-fitted calibrated scores. A deployment applies one calibration to every search, and the DIR at a
+given FPIR depends only on how that one map orders the searches; the cross-fitted scores instead give
+the probes of each fold a different map (each fitted on a different half of the speakers), which
+shifts one half of the searches against the other and costs DIR that no deployment loses. The
+open-set points of the cross-fitted scores are reported too (``open_set_crossfitted``), so the
+difference can be seen.
+
 Metrics per gallery size ``N``:
 
 - closed-set **top-1 / top-5 accuracy**: known probes whose speaker is the best / among the five best;
@@ -377,8 +387,8 @@ def _gallery_draws(n: int, size: int, draws: int, rng: np.random.Generator) -> l
 
 def evaluate_galleries(llr: np.ndarray, known: np.ndarray, truth: np.ndarray, gallery_sizes: Sequence[int | None],
                        fpirs: Sequence[float] = FPIRS, draws: int = 10, seed: int = 0,
-                       raw: np.ndarray | None = None) -> list[dict[str, Any]]:
-    """The protocol's metrics at each gallery size, from one score matrix.
+                       raw: np.ndarray | None = None, ranking: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """The protocol's metrics at each gallery size, from one score matrix (two when ``ranking`` is given).
 
     Args:
         llr: ``(P, N)`` calibrated scores of every probe against every enrolled speaker.
@@ -389,26 +399,35 @@ def evaluate_galleries(llr: np.ndarray, known: np.ndarray, truth: np.ndarray, ga
         draws: random galleries per size below all.
         seed: seed of the galleries.
         raw: the scores before calibration, when they are meant as LLRs too (their Cllr is reported).
+        ranking: ``(P, N)`` scores that rank the searches (top-k and the open-set points) when they are not
+            ``llr``; the open-set points of ``llr`` are then reported as ``open_set_crossfitted``.
 
     Returns:
         One dict per gallery size: ``gallery``, ``galleries`` (drawn), ``mated``, ``nonmated``,
         ``top1``, ``top5``, ``open_set`` (one :class:`OpenSetPoint` dict per FPIR), ``cllr`` and, with
-        ``raw``, ``cllr_uncalibrated``.
+        ``raw``, ``cllr_uncalibrated``; with ``ranking``, ``open_set_crossfitted``.
     """
     rng = np.random.default_rng(seed)
     n = llr.shape[1]
+    matrices = {"open_set": llr if ranking is None else ranking}
+    if ranking is not None:
+        matrices["open_set_crossfitted"] = llr
     results = []
     for size in dict.fromkeys(min(n, s or n) for s in gallery_sizes):
-        ranks, mated_stat, correct, nonmated_stat, pair_scores, pair_raw, pair_labels = [], [], [], [], [], [], []
+        ranks, pair_scores, pair_raw, pair_labels = [], [], [], []
+        searches: dict[str, tuple[list, list, list]] = {key: ([], [], []) for key in matrices}
         galleries = _gallery_draws(n, size, draws, rng)
         for columns in galleries:
             mated = known & np.isin(truth, columns)
             local = np.searchsorted(columns, truth[mated])
+            ranks.append(rank_of_truth(matrices["open_set"][:, columns][mated], local))
+            for key, matrix in matrices.items():
+                sub = matrix[:, columns]
+                mated_stat, correct, nonmated_stat = searches[key]
+                mated_stat.append(open_set_statistic(sub[mated].max(axis=1), size))
+                correct.append(sub[mated].argmax(axis=1) == local)
+                nonmated_stat.append(open_set_statistic(sub[~known].max(axis=1), size))
             sub = llr[:, columns]
-            ranks.append(rank_of_truth(sub[mated], local))
-            mated_stat.append(open_set_statistic(sub[mated].max(axis=1), size))
-            correct.append(sub[mated].argmax(axis=1) == local)
-            nonmated_stat.append(open_set_statistic(sub[~known].max(axis=1), size))
             used = mated | ~known
             labels = np.zeros((len(llr), size), dtype=np.int8)
             labels[np.flatnonzero(mated), local] = 1
@@ -417,14 +436,15 @@ def evaluate_galleries(llr: np.ndarray, known: np.ndarray, truth: np.ndarray, ga
             if raw is not None:
                 pair_raw.append(raw[:, columns][used].ravel())
         rank = np.concatenate(ranks)
-        mated_all, correct_all, nonmated_all = map(np.concatenate, (mated_stat, correct, nonmated_stat))
         labels_all = np.concatenate(pair_labels)
         entry: dict[str, Any] = {
             "gallery": int(size), "galleries": len(galleries), "mated": int(rank.size),
-            "nonmated": int(nonmated_all.size), "top1": float((rank < 1).mean()), "top5": float((rank < 5).mean()),
-            "open_set": [dir_at_fpir(mated_all, correct_all, nonmated_all, f).to_dict() for f in fpirs],
-            "cllr": cllr(np.concatenate(pair_scores), labels_all),
+            "nonmated": int(sum(len(x) for x in searches["open_set"][2])), "top1": float((rank < 1).mean()),
+            "top5": float((rank < 5).mean()), "cllr": cllr(np.concatenate(pair_scores), labels_all),
         }
+        for key, lists in searches.items():
+            mated_all, correct_all, nonmated_all = map(np.concatenate, lists)
+            entry[key] = [dir_at_fpir(mated_all, correct_all, nonmated_all, f).to_dict() for f in fpirs]
         if raw is not None:
             entry["cllr_uncalibrated"] = cllr(np.concatenate(pair_raw), labels_all)
         results.append(entry)
@@ -538,7 +558,7 @@ def evaluate_identification(data: IdentificationData, scorer: Scorer, enroll_utt
     Returns:
         ``{"speakers", "enrolled", "unknown", "known_probes", "unknown_probes", "enroll_utts", "galleries": [...],
         "calibration": {..., "bins": [...]}, "gallery_fpir": {...}}``: ``galleries`` as
-        :func:`evaluate_galleries`; each ``bins`` row has a bin's figures (``kind`` ``"duration"`` or
+        :func:`evaluate_galleries` (ranked by the scorer's own scores, with ``open_set_crossfitted``); each ``bins`` row has a bin's figures (``kind`` ``"duration"`` or
         ``"count"``) from :func:`~voxprint.identification.calibration.calibration_by_bin` after cross-fitted
         calibration, on trials whose both speakers are in one fold (so unseen by their calibration), and,
         with ``raw_is_llr``, the same figures of the back-end's own scores under ``"before"``;
@@ -571,7 +591,7 @@ def evaluate_identification(data: IdentificationData, scorer: Scorer, enroll_utt
     column = {s: i for i, s in enumerate(names)}
     truth = np.array([column.get(s, -1) for s in speakers.tolist()])
     galleries = evaluate_galleries(llr, known, truth, gallery_sizes, fpirs, gallery_draws, seed,
-                                   raw=raw if raw_is_llr else None)
+                                   raw=raw if raw_is_llr else None, ranking=raw)
     return {
         "speakers": len(data.spk2utt), "enrolled": len(names), "unknown": len(data.spk2utt) - len(names),
         "known_probes": len(split.known_probes), "unknown_probes": len(split.unknown_probes),
