@@ -111,6 +111,18 @@ def test_clusters_that_the_single_speaker_test_calls_one_voice_are_merged():
     assert len(set(clustering.spectral_clustering(x, num_speakers=3))) == 3
 
 
+def test_the_graph_spectrum_of_isolated_windows_is_found():
+    # A 9-window graph (from a one-speaker recording) with three isolated windows: its eigenvalues repeat exactly,
+    # and LAPACK's subset solver fails on it ("Internal Error"); the spectrum still comes out.
+    from scipy.sparse import csr_matrix
+
+    rows, cols, values = zip(*[(0, 4, 0.06584367810012967), (0, 8, 0.057106504695744235), (1, 8, 0.1738345747595603),
+                               (2, 5, 0.07935773333315393)])
+    graph = csr_matrix((values, (rows, cols)), shape=(9, 9))
+    eigenvalues, vectors = clustering._laplacian_eigen((graph + graph.T).tocsr(), 2)
+    assert np.allclose(eigenvalues, 0.0, atol=1e-9) and vectors.shape == (9, 2)
+
+
 def _normalised(graph: np.ndarray) -> np.ndarray:
     scale = 1.0 / np.sqrt(graph.sum(axis=1))
     return scale[:, None] * graph * scale[None, :]

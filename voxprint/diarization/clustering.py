@@ -163,9 +163,16 @@ def _laplacian_eigen(graph: "csr_matrix", count: int) -> tuple[np.ndarray, np.nd
     n = graph.shape[0]
     count = min(count, n)
     if n <= DENSE_LIMIT or count >= n - 1:
-        from scipy.linalg import eigh
+        from scipy.linalg import LinAlgError, eigh
 
-        return eigh(np.eye(n) - normalised.toarray(), subset_by_index=[0, count - 1])
+        laplacian = np.eye(n) - normalised.toarray()
+        try:
+            return eigh(laplacian, subset_by_index=[0, count - 1])
+        except LinAlgError:
+            # LAPACK's subset solvers (?syevr, ?syevx) can fail outright on exactly repeated eigenvalues, which a
+            # graph with isolated windows has (each adds an eigenvalue 1); the full solver does not.
+            values, vectors = np.linalg.eigh(laplacian)
+            return values[:count], vectors[:, :count]
     from scipy.sparse.linalg import eigsh
 
     # The smallest eigenvalues of I - M are the largest of the sparse M: Lanczos finds those fast.
