@@ -252,7 +252,8 @@ def spectral_clustering(embeddings: np.ndarray, num_speakers: int | None = None,
         return np.zeros(len(unit), dtype=np.int64)
     low = max(low, 2)
     count = low if low == high else int(np.argmax(np.diff(values[low - 1:high + 1]))) + low
-    labels = _kmeans_refine(unit, _relabel(spherical_kmeans(_spectral_rows(vectors[:, :count]), count, seed=seed).labels))
+    first = spherical_kmeans(_spectral_rows(vectors[:, :count]), count, seed=seed).labels
+    labels = _kmeans_refine(unit, _relabel(first))
     if low == high:
         return labels
     return _merge_single_voices(unit, labels, low, starts, ends, connectivity, single_cosine, seed)
@@ -273,7 +274,8 @@ def _merge_single_voices(unit: np.ndarray, labels: np.ndarray, min_count: int, s
         for a, b in pairs:
             members = (labels == a) | (labels == b)
             both = unit[members]
-            found = _connectivity(both, None if starts is None else starts[members], None if ends is None else ends[members])
+            found = _connectivity(both, None if starts is None else starts[members],
+                                  None if ends is None else ends[members])
             if _single_speaker(both, found, connectivity, single_cosine, seed):
                 labels = _kmeans_refine(unit, _relabel(np.where(labels == b, a, labels)))
                 break
