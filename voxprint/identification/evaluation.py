@@ -560,7 +560,8 @@ def evaluate_identification(data: IdentificationData, scorer: Scorer, enroll_utt
         "calibration": {..., "bins": [...]}, "gallery_fpir": {...}}``: ``galleries`` as
         :func:`evaluate_galleries` (ranked by the scorer's own scores, with ``open_set_crossfitted``); each
         ``bins`` row has a bin's figures (``kind`` ``"duration"`` or ``"count"``) from
-        :func:`~voxprint.identification.calibration.calibration_by_bin` after cross-fitted calibration, on trials whose both speakers are in one fold (so unseen by their calibration), and,
+        :func:`~voxprint.identification.calibration.calibration_by_bin` after cross-fitted calibration, on
+        trials whose both speakers are in one fold (so unseen by their calibration), and,
         with ``raw_is_llr``, the same figures of the back-end's own scores under ``"before"``;
         ``gallery_fpir`` as :func:`gallery_size_fpir` at the first FPIR.
 
