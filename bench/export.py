@@ -397,9 +397,11 @@ def main() -> None:
         "operations slower), quantize/dequantize conversions and transposes, and the front-end. Measured and",
         "kept in earlier runs: Res2Net groups cut by one constant Split (fewer graph nodes), a filterbank with",
         "preallocated buffers (bit for bit the same frames), and numpy filterbanks on the torch-free path",
-        "(kaldi-native-fbank's frame-by-frame OnlineFbank cost more than the int8 encoder). Measured and not",
-        "kept: QDQ instead of QOperator, quantizing ReLU/Add/Mul/Concat, leaving the small Gemms in float32",
-        "(more accurate, slower), session options other than onnxruntime's defaults, and bfloat16 in PyTorch",
+        "(kaldi-native-fbank's frame-by-frame OnlineFbank cost more than the int8 encoder), computed in float32",
+        "with scipy's FFT and one pre-emphasis pass over the waveform (numpy's FFT works in float64: 1.5x",
+        "slower). Measured and not kept: QDQ instead of QOperator, quantizing ReLU/Add/Mul/Concat, leaving the",
+        "small Gemms or Res2Net's 24-channel group convolutions in float32 (more accurate, slower), session",
+        "options other than onnxruntime's defaults, and bfloat16 in PyTorch",
         f"(oneDNN's AVX-512 BF16 kernels: {speed['PyTorch traced bfloat16']:.0f}x in this run, against "
         f"{speed['PyTorch traced (optimize)']:.0f}x for PyTorch's traced float32 and "
         f"{speed['onnxruntime float32']:.0f}x for onnxruntime's float32: its GEMM peak is well above float32's (the",
