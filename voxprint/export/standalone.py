@@ -161,6 +161,7 @@ class KaldiFbank:
         emphasised = np.empty_like(samples)
         np.multiply(samples[:-1], -c, out=emphasised[1:])
         emphasised[1:] += samples[1:]
+        emphasised[0] = (1 - c) * samples[0]  # as every frame's first sample is (each is set apart below)
         starts = np.arange(total) * self.frame_shift
         # A frame's first sample is emphasised against itself, (1 - c) x[0], not against the one before it.
         first = (1 - c) * samples[starts]
