@@ -91,7 +91,7 @@ class KaldiFbank:
     transforms float32 natively (numpy's converts to float64 and back, and was the largest cost here); it
     is imported with the first filterbank (about 0.05 s where scipy is already loaded, as the back-end
     loads it). The frames agree with ``OnlineFbank``'s to float32 rounding (at most ~0.01 in the log of
-    near-silent bands), about 9x faster. Frames are computed in blocks of :attr:`BLOCK_FRAMES`, so memory
+    near-silent bands), about 4x faster. Frames are computed in blocks of :attr:`BLOCK_FRAMES`, so memory
     stays bounded on long recordings and the work stays in cache.
 
     Args:
