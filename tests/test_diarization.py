@@ -349,6 +349,37 @@ def test_resegmentation_moves_turn_boundaries_to_the_voices(model, dev, conversa
     assert diarize(model, short).segments == diarize(model, short, resegment=False).segments
 
 
+@pytest.mark.parametrize("separated", [True, False])
+def test_frame_models_add_the_speaker_the_eigengap_missed(separated):
+    # Three speakers in 10 s turns; to the embedder two of them are nearly one voice, so the eigengap counts two.
+    # Their frames (here 1-D) differ when `separated`: the frame models then add the third speaker, and only then.
+    from voxprint.diarization.pipeline import SpeechWindows, _grow_count, cluster_windows, frame_labels
+
+    rng = np.random.default_rng(0)
+    turns = [0, 1, 2] * 3
+    seconds = 10.0 * len(turns)
+    starts = np.arange(0.0, seconds - 1.5 + 1e-9, 0.75)
+    voice = np.array([turns[int((start + 0.75) // 10)] for start in starts])
+    axes = np.eye(16)
+    centres = np.stack([axes[0], axes[1] + 0.35 * axes[2], axes[1] - 0.35 * axes[2]])
+    embeddings = centres[voice] + 0.3 * rng.normal(size=(len(voice), 16))
+    windows = SpeechWindows(np.array([[0.0, seconds]]), embeddings.astype(np.float32), starts, starts + 1.5,
+                            np.zeros(len(voice), dtype=np.int64), seconds)
+    labels = cluster_windows(windows, 1.5)
+    assert labels.max() + 1 == 2
+    truth = np.repeat(turns, 1000)
+    frames = (np.array([-2.0, 0.0, 2.0 if separated else 0.0])[truth] + rng.normal(size=len(truth)))[:, None]
+    ubm = DiagonalGMM(np.full(4, 0.25), np.array([[-3.0], [-1.0], [1.0], [3.0]]), np.full((4, 1), 1.5))
+    grown, per_frame = _grow_count(windows, 1.5, labels, resegment(frame_labels(windows, labels), frames, ubm),
+                                   frames, ubm, max_speakers=8, method="spectral")
+    assert grown.max() + 1 == (3 if separated else 2)
+    if separated:  # each speaker's frames mostly carry a label of their own
+        majority = [np.bincount(per_frame[:len(truth)][truth == s]).argmax() for s in range(3)]
+        assert sorted(majority) == [0, 1, 2]
+    assert _grow_count(windows, 1.5, labels, frame_labels(windows, labels), frames, ubm, max_speakers=2,
+                       method="spectral")[0].max() + 1 == 2  # the bound holds
+
+
 def test_resegment_relabels_speech_only_among_the_given_speakers():
     rng = np.random.default_rng(1)
     ubm = DiagonalGMM(np.array([0.5, 0.5]), np.array([[-1.0], [1.0]]), np.full((2, 1), 4.0))

@@ -33,8 +33,8 @@ from scipy.special import logsumexp
 
 from voxprint.classical.gmm import DiagonalGMM, FrameStatistics, map_adapt_means
 
-__all__ = ["ITERATIONS", "MIN_FRAMES", "MIN_SPEAKER_FRAMES", "RELEVANCE", "SMOOTH_FRAMES", "TOP_C", "frame_model",
-           "has_speech_to_resegment", "resegment"]
+__all__ = ["ITERATIONS", "MIN_FRAMES", "MIN_SPEAKER_FRAMES", "RELEVANCE", "SMOOTH_FRAMES", "TOP_C", "FrameAlignment",
+           "cross_likelihood_ratios", "frame_model", "has_speech_to_resegment", "resegment"]
 
 #: Rounds of adaptation and re-labelling.
 ITERATIONS = 4
@@ -76,9 +76,11 @@ def frame_model(model: Any) -> tuple[DiagonalGMM, Any] | None:
     return encoder.ubm, frames
 
 
-class _FrameAlignment:
+class FrameAlignment:
     """Each speech frame's top UBM components, their log-likelihoods and posteriors, computed once: they do not
-    change between rounds, so a round costs one small sparse product per speaker and one scoring pass."""
+    change between rounds, nor between labellings of the same speech (:func:`resegment` and
+    :func:`cross_likelihood_ratios` take one made by :meth:`of_speech`), so a round costs one small sparse
+    product per speaker and one scoring pass."""
 
     def __init__(self, ubm: DiagonalGMM, frames: np.ndarray, top_c: int):
         parts = [ubm.top_components(frames[first:first + CHUNK_FRAMES], top_c)
@@ -93,12 +95,23 @@ class _FrameAlignment:
         self.posteriors = csr_matrix((posteriors.ravel(), self.index.ravel(), np.arange(0, count * width + 1, width)),
                                      shape=(count, ubm.num_components))
 
+    @classmethod
+    def of_speech(cls, labels: np.ndarray, frames: np.ndarray, ubm: DiagonalGMM, top_c: int = TOP_C) -> FrameAlignment:
+        """The alignment of the speech frames of ``labels`` (those >= 0 among the first ``min(T, T')``)."""
+        usable = min(len(labels), len(frames))
+        speech = np.asarray(labels[:usable]) >= 0
+        return cls(ubm, np.asarray(frames[:usable], dtype=np.float64)[speech], top_c)
+
     def adapted_means(self, members: np.ndarray, relevance: float) -> np.ndarray:
         """MAP-adapted means from the frames in ``members`` (top-C posteriors, as the scores use)."""
         gamma = self.posteriors[members]
         stats = FrameStatistics(np.asarray(gamma.sum(axis=0)).ravel(), np.asarray(gamma.T @ self.frames[members]),
                                 None, 0.0, int(members.sum()))
         return map_adapt_means(self.ubm, stats, relevance)
+
+    def speaker_ratios(self, members: np.ndarray, relevance: float) -> np.ndarray:
+        """(T,) every frame's ratio under the GMM adapted to the frames in ``members``."""
+        return self.ratios(self.adapted_means(members, relevance))
 
     def ratios(self, means: np.ndarray) -> np.ndarray:
         """(T,) each frame's top-C log-likelihood ratio of the adapted model against the UBM."""
@@ -125,7 +138,7 @@ def has_speech_to_resegment(labels: np.ndarray, min_speaker_frames: int = MIN_SP
 
 def resegment(labels: np.ndarray, frames: np.ndarray, ubm: DiagonalGMM, iterations: int = ITERATIONS,
               relevance: float = RELEVANCE, smooth_frames: int = SMOOTH_FRAMES, top_c: int = TOP_C,
-              min_speaker_frames: int = MIN_SPEAKER_FRAMES) -> np.ndarray:
+              min_speaker_frames: int = MIN_SPEAKER_FRAMES, alignment: FrameAlignment | None = None) -> np.ndarray:
     """Speaker labels of every frame after GMM re-segmentation (see the module docstring).
 
     Args:
@@ -138,6 +151,7 @@ def resegment(labels: np.ndarray, frames: np.ndarray, ubm: DiagonalGMM, iteratio
         smooth_frames: frames over which the ratios are averaged.
         top_c: UBM components per frame.
         min_speaker_frames: the labels are returned unchanged when a speaker has fewer frames than this.
+        alignment: :meth:`FrameAlignment.of_speech` of the same speech frames, when already made.
 
     Returns:
         ``(T,)`` new labels: the same speech frames, each with one of the speakers of ``labels``.
@@ -158,16 +172,75 @@ def resegment(labels: np.ndarray, frames: np.ndarray, ubm: DiagonalGMM, iteratio
         return labels
     count = int(labels.max()) + 1
     speech = current >= 0
-    alignment = _FrameAlignment(ubm, np.asarray(frames[:usable], dtype=np.float64)[speech], top_c)
+    alignment = _checked(alignment, speech) or FrameAlignment(ubm, np.asarray(frames[:usable], dtype=np.float64)[speech],
+                                                             top_c)
     who = current[speech]
     for _ in range(iterations):
         ratios = np.full((len(who), count), -1e3)  # a speaker without a model never wins a frame
         for s in range(count):
             members = who == s
             if members.sum() >= MIN_FRAMES:
-                ratios[:, s] = alignment.ratios(alignment.adapted_means(members, relevance))
+                ratios[:, s] = alignment.speaker_ratios(members, relevance)
         # Averaging over neighbouring speech frames (silence between them left out) favours whole turns.
         who = uniform_filter1d(ratios, size=smooth_frames, axis=0, mode="nearest").argmax(axis=1)
     current[speech] = who
     labels[:usable] = current
     return labels
+
+
+def cross_likelihood_ratios(labels: np.ndarray, frames: np.ndarray, ubm: DiagonalGMM, relevance: float = RELEVANCE,
+                            top_c: int = TOP_C, alignment: FrameAlignment | None = None) -> np.ndarray:
+    """The cross likelihood ratio of every pair of speakers: how well each one's GMM explains the other's frames.
+
+    Every speaker's GMM is the UBM MAP-adapted to its frames (as :func:`resegment` adapts them). For speakers
+    ``a`` and ``b``, ``CLR(a, b)`` is the mean log-likelihood ratio, against the UBM, of ``a``'s frames under
+    ``b``'s GMM plus that of ``b``'s frames under ``a``'s GMM (the classical criterion for merging clusters of
+    one recording, Reynolds et al.'s cross likelihood ratio): above 0, each speaker's frames are better
+    explained by the other's model than by the UBM, as for one voice; below 0, neither model fits the other.
+
+    Args:
+        labels: ``(T,)`` speaker of each 10 ms frame (``-1``: no speech).
+        frames: ``(T', D)`` the UBM's frames of the same recording (the first ``min(T, T')`` are used).
+        ubm: the universal background model.
+        relevance: MAP relevance factor.
+        top_c: UBM components per frame.
+        alignment: :meth:`FrameAlignment.of_speech` of the same speech frames, when already made.
+
+    Returns:
+        ``(k, k)`` symmetric ratios (``k = labels.max() + 1``); the diagonal, and any pair with a speaker of
+        fewer than :data:`MIN_FRAMES` frames, is ``-inf``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> ubm = DiagonalGMM(np.array([0.5, 0.5]), np.array([[-1.0], [1.0]]), np.full((2, 1), 4.0))
+        >>> voices = np.repeat([0, 1, 2], 400)  # two voices; speakers 1 and 2 are the same one
+        >>> frames = np.where(voices == 0, -1.5, 1.5)[:, None] + rng.normal(size=(1200, 1))
+        >>> clr = cross_likelihood_ratios(voices, frames, ubm)
+        >>> bool(clr[1, 2] > 0 > clr[0, 1])
+        True
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    usable = min(len(labels), len(frames))
+    current = labels[:usable]
+    speech = current >= 0
+    count = int(labels.max()) + 1 if labels.size else 0
+    out = np.full((count, count), -np.inf)
+    who = current[speech]
+    models = [s for s in range(count) if (who == s).sum() >= MIN_FRAMES]
+    if len(models) < 2:
+        return out
+    alignment = _checked(alignment, speech) or FrameAlignment(ubm, np.asarray(frames[:usable], dtype=np.float64)[speech],
+                                                             top_c)
+    ratios = {s: alignment.speaker_ratios(who == s, relevance) for s in models}
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            out[a, b] = out[b, a] = float(ratios[b][who == a].mean() + ratios[a][who == b].mean())
+    return out
+
+
+def _checked(alignment: FrameAlignment | None, speech: np.ndarray) -> FrameAlignment | None:
+    """A given alignment, after checking that it covers as many frames as these labels have speech frames."""
+    if alignment is not None and len(alignment.frames) != int(speech.sum()):
+        raise ValueError(f"the alignment covers {len(alignment.frames)} frames, the labels {int(speech.sum())} speech "
+                         "frames; make it with FrameAlignment.of_speech from labels with the same speech")
+    return alignment
