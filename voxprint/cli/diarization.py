@@ -63,8 +63,9 @@ def _count_options(p: argparse.ArgumentParser) -> None:
                         "built-in model or a run folder, 'none' for none (default: auto, the one the model names; "
                         "the bundled model names the bundled i-vector extractor)")
     p.add_argument("--no-resegment", action="store_true",
-                   help="keep the window clustering's frame labels (default: re-segment the speech frames with "
-                        "per-speaker GMMs when a UBM is at hand, as with the bundled i-vector)")
+                   help="keep the window clustering's frame labels and count (default: re-segment the speech "
+                        "frames with per-speaker GMMs when a UBM is at hand, as with the bundled i-vector, and let "
+                        "those GMMs add a speaker the clustering missed)")
 
 
 def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -459,7 +459,8 @@ def diarize(model: Any, audio: AudioInput, sample_rate: int | None = None, *, nu
             (:func:`diarization_partner`: ``"auto"`` takes the one the model's ``meta.json`` names; None: none).
         resegment: re-label the speech frames with GMMs of each speaker adapted to this recording
             (:mod:`voxprint.diarization.resegment`), when the second model or the model has a UBM (the bundled
-            i-vector has); the audio is then read even when ``windows`` are given.
+            i-vector has), and, when the count is estimated, let those GMMs add a speaker the clustering missed;
+            the audio is then read even when ``windows`` are given.
 
     Returns:
         The :class:`Diarization`.
