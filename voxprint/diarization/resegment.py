@@ -21,6 +21,11 @@ model is trained on this recording, it adapts to the channel and voices in a way
 other speakers cannot. The constants are the best of a sweep on the calibration half of the simulated
 conversations (``bench/diarization.py --calibrate`` prints it); the benchmark half measures the effect
 (docs/benchmarks.md, "Diarization").
+
+The same recording-adapted GMMs compare speakers: :func:`cross_likelihood_ratios` tells whether two
+speakers' GMMs explain each other's frames better than the UBM does, which the pipeline uses to check an
+estimated count for a speaker the window clustering missed (:mod:`voxprint.diarization.pipeline`). Both
+work from one :class:`FrameAlignment` of the recording's speech frames, which every labelling shares.
 """
 from __future__ import annotations
 
@@ -172,8 +177,7 @@ def resegment(labels: np.ndarray, frames: np.ndarray, ubm: DiagonalGMM, iteratio
         return labels
     count = int(labels.max()) + 1
     speech = current >= 0
-    alignment = _checked(alignment, speech) or FrameAlignment(ubm, np.asarray(frames[:usable], dtype=np.float64)[speech],
-                                                             top_c)
+    alignment = _speech_alignment(alignment, current, frames, ubm, top_c)
     who = current[speech]
     for _ in range(iterations):
         ratios = np.full((len(who), count), -1e3)  # a speaker without a model never wins a frame
@@ -229,8 +233,7 @@ def cross_likelihood_ratios(labels: np.ndarray, frames: np.ndarray, ubm: Diagona
     models = [s for s in range(count) if (who == s).sum() >= MIN_FRAMES]
     if len(models) < 2:
         return out
-    alignment = _checked(alignment, speech) or FrameAlignment(ubm, np.asarray(frames[:usable], dtype=np.float64)[speech],
-                                                             top_c)
+    alignment = _speech_alignment(alignment, current, frames, ubm, top_c)
     ratios = {s: alignment.speaker_ratios(who == s, relevance) for s in models}
     for i, a in enumerate(models):
         for b in models[i + 1:]:
@@ -238,9 +241,13 @@ def cross_likelihood_ratios(labels: np.ndarray, frames: np.ndarray, ubm: Diagona
     return out
 
 
-def _checked(alignment: FrameAlignment | None, speech: np.ndarray) -> FrameAlignment | None:
-    """A given alignment, after checking that it covers as many frames as these labels have speech frames."""
-    if alignment is not None and len(alignment.frames) != int(speech.sum()):
-        raise ValueError(f"the alignment covers {len(alignment.frames)} frames, the labels {int(speech.sum())} speech "
+def _speech_alignment(given: FrameAlignment | None, labels: np.ndarray, frames: np.ndarray, ubm: DiagonalGMM,
+                      top_c: int) -> FrameAlignment:
+    """The alignment of the speech frames of ``labels`` (the usable ones): ``given`` once checked, else a new one."""
+    speech = labels >= 0
+    if given is None:
+        return FrameAlignment(ubm, np.asarray(frames[:len(labels)], dtype=np.float64)[speech], top_c)
+    if len(given.frames) != int(speech.sum()):
+        raise ValueError(f"the alignment covers {len(given.frames)} frames, the labels {int(speech.sum())} speech "
                          "frames; make it with FrameAlignment.of_speech from labels with the same speech")
-    return alignment
+    return given
