@@ -196,7 +196,8 @@ def calibrate(model: Any, work: Path) -> None:
     # The whole pipeline with the modules' settings, its count checks included (what the benchmark half measures).
     whole = scores(refs, {f: diarize(model, waves[f], sample_rate=16000, windows=w).segments
                           for f, w in windows.items()}, files)
-    print(f"pipeline (diarize, module settings): DER {100 * whole['der']:.2f} %, exact count {100 * whole['count']:.0f} %")
+    print(f"pipeline (diarize, module settings): DER {100 * whole['der']:.2f} %, "
+          f"exact count {100 * whole['count']:.0f} %")
     for method in ("spectral", "ahc", "resegment"):
         mine = [r for r in rows if r[0] == method]
         lowest = min(round(r[2], 2) for r in mine)
