@@ -348,8 +348,8 @@ def _grow_count(windows: SpeechWindows, window_seconds: float, labels: np.ndarra
         # The test re-segments whatever the speakers' speech; the kept frames are re-segmented only as diarize()
         # would (each speaker with MIN_SPEAKER_FRAMES).
         refined = resegment_frames(candidate, ubm_frames, ubm, min_speaker_frames=0, alignment=alignment)
-        sizes = np.bincount(refined[refined >= 0], minlength=count + 1)
-        if len(sizes) < count + 1 or sizes.min() < MIN_FRAMES \
+        # A speaker the re-segmentation emptied (or nearly) has no model: the larger count is not borne out.
+        if np.bincount(refined[refined >= 0], minlength=count + 1).min() < MIN_FRAMES \
                 or cross_likelihood_ratios(refined, ubm_frames, ubm, alignment=alignment).max() >= 0:
             break
         labels, frames, count = more, refined if has_speech_to_resegment(candidate) else candidate, count + 1

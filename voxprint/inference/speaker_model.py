@@ -178,12 +178,12 @@ def load_model(name_or_dir: str | os.PathLike = "default", device: str | torch.d
     from voxprint.export import load_exported  # an exported folder runs its graph in onnxruntime
     from voxprint.inference.fused import is_fusion, load_fused
 
-    if is_fusion(resolve_model_dir(name_or_dir)):
-        return load_fused(resolve_model_dir(name_or_dir), lambda part: load_model(part, device, max_seconds))
-    if (exported := load_exported(resolve_model_dir(name_or_dir), device, max_seconds)) is not None:
+    folder = resolve_model_dir(name_or_dir)
+    if is_fusion(folder):
+        return load_fused(folder, lambda part: load_model(part, device, max_seconds))
+    if (exported := load_exported(folder, device, max_seconds)) is not None:
         return exported
     device = resolve_device(device)
-    folder = resolve_model_dir(name_or_dir)
     path = folder / MODEL_FILE
     state = load_torch_file(path)
     if not isinstance(state.get("config"), dict) or not isinstance(state.get("state_dict"), dict):
