@@ -19,10 +19,16 @@ from voxprint.classical.frames import classical_frames
 from voxprint.classical.gmm import DiagonalGMM, train_ubm
 from voxprint.errors import ConfigError
 
-__all__ = ["StatisticalEncoder", "StepReport"]
+__all__ = ["StatisticalEncoder", "StepReport", "host_array"]
 
 #: Called after each EM step with (stage, iteration, figure): e.g. ("ubm 256", 3, -62.1).
 StepReport = Callable[[str, int, float], None]
+
+
+def host_array(tensor: torch.Tensor) -> np.ndarray:
+    """A buffer as a numpy array. The EM models compute in numpy on the CPU wherever the module was put
+    (``load_model(..., device="cuda")`` moves every buffer; a fused model's neural half runs there)."""
+    return tensor.detach().cpu().numpy()
 
 
 class StatisticalEncoder(nn.Module):
@@ -69,7 +75,7 @@ class StatisticalEncoder(nn.Module):
     def ubm(self) -> DiagonalGMM:
         """The universal background model held in the buffers."""
         if self._ubm is None:
-            self._ubm = DiagonalGMM(self.ubm_weights.numpy(), self.ubm_means.numpy(), self.ubm_variances.numpy())
+            self._ubm = DiagonalGMM(*(host_array(b) for b in (self.ubm_weights, self.ubm_means, self.ubm_variances)))
         return self._ubm
 
     def set_ubm(self, ubm: DiagonalGMM) -> None:
@@ -112,5 +118,6 @@ class StatisticalEncoder(nn.Module):
         raise NotImplementedError
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """Embeddings (B, E) of segments of cepstra (B, F, input_dim)."""
-        return torch.from_numpy(self.embed_frames([self.frames(segment) for segment in feats]).astype(np.float32))
+        """Embeddings (B, E) of segments of cepstra (B, F, input_dim), on the device of ``feats``."""
+        embeddings = self.embed_frames([self.frames(segment) for segment in feats]).astype(np.float32)
+        return torch.from_numpy(embeddings).to(feats.device)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from voxprint.classical.encoder import StatisticalEncoder, StepReport
+from voxprint.classical.encoder import StatisticalEncoder, StepReport, host_array
 from voxprint.classical.ivector import BaumWelch, component_grams, extract_ivectors, train_total_variability
 from voxprint.errors import ConfigError
 from voxprint.registry import MODELS
@@ -60,7 +60,7 @@ class IVectorExtractor(StatisticalEncoder):
     def grams(self) -> np.ndarray:
         """``T_c' T_c`` of every component, computed once per T (the bulk of one extraction otherwise)."""
         if self._grams is None:
-            self._grams = component_grams(self.total_variability.numpy())
+            self._grams = component_grams(host_array(self.total_variability))
         return self._grams
 
     def fit(self, recordings: list[np.ndarray], options: dict[str, Any], seed: int = 0,
@@ -76,4 +76,4 @@ class IVectorExtractor(StatisticalEncoder):
         return BaumWelch.of(self.ubm, segments, top_c=self.top_c)
 
     def embed_frames(self, segments: list[np.ndarray]) -> np.ndarray:
-        return extract_ivectors(self.statistics(segments), self.total_variability.numpy(), grams=self.grams)
+        return extract_ivectors(self.statistics(segments), host_array(self.total_variability), grams=self.grams)
