@@ -27,6 +27,7 @@ The windows start where :func:`voxprint.windowing.window_starts` puts them for e
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ class KaldiFbank:
     pre-emphasis within each frame (the first sample against itself), windowing, a zero-padded real FFT,
     power, mel weights, log with the recorded floor. Pre-emphasis is one pass over the waveform, not
     over every frame (frames overlap 2.5 times): inside a frame it is the waveform's own pre-emphasis,
-    except for the first sample, which is set apart; each frame's mean comes from one running sum, and
+    except for the first sample, which is set apart; each frame's mean comes from sums over blocks, and
     removing it shifts every pre-emphasised sample by ``(1 - c)`` times it. The FFT is scipy's, which
     transforms float32 natively (numpy's converts to float64 and back, and was the largest cost here); it
     is imported with the first filterbank (about 0.05 s where scipy is already loaded, as the back-end
@@ -142,6 +143,25 @@ class KaldiFbank:
         """Frames of ``num_samples`` samples (``snip_edges``: whole windows only)."""
         return 0 if num_samples < self.frame_length else 1 + (num_samples - self.frame_length) // self.frame_shift
 
+    def _frame_sums(self, samples: np.ndarray, total: int) -> np.ndarray:
+        """Each frame's sum of samples, float64. Frames start every ``frame_shift`` samples and span
+        ``frame_length``: both are whole numbers of blocks of their greatest common divisor (80 samples
+        at 16 kHz), so the samples are summed block by block (numpy's vectorised, pairwise reduction) and
+        only the few block sums go through a running sum; a running sum over every sample cost 4x more.
+
+        Example:
+            >>> fbank = KaldiFbank.__new__(KaldiFbank)
+            >>> fbank.frame_length, fbank.frame_shift = 4, 2
+            >>> fbank._frame_sums(np.arange(8, dtype=np.float32), 3).tolist()
+            [6.0, 14.0, 22.0]
+        """
+        block = math.gcd(self.frame_length, self.frame_shift)
+        used = (total - 1) * self.frame_shift + self.frame_length
+        blocks = samples[:used].reshape(-1, block).sum(axis=1, dtype=np.float64)
+        running = np.concatenate(([0.0], np.cumsum(blocks)))
+        first_block = np.arange(total) * (self.frame_shift // block)
+        return running[first_block + self.frame_length // block] - running[first_block]
+
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         """Log mel energies (F, n_mels), float32, of a waveform in [-1, 1] (F may be 0)."""
         if self._blas is None:
@@ -166,9 +186,7 @@ class KaldiFbank:
         # A frame's first sample is emphasised against itself, (1 - c) x[0], not against the one before it.
         first = (1 - c) * samples[starts]
         if self.remove_dc_offset:
-            running = np.concatenate(([0.0], np.cumsum(samples, dtype=np.float64)))
-            shift = ((1 - c) * (running[starts + self.frame_length] - running[starts]) / self.frame_length)
-            shift = shift.astype(np.float32)
+            shift = ((1 - c) * self._frame_sums(samples, total) / self.frame_length).astype(np.float32)
             first -= shift
         frames = np.lib.stride_tricks.sliding_window_view(emphasised, self.frame_length)[::self.frame_shift]
         # One zero-padded buffer for every block: the transform does not write into it, so the padding stays zero.
