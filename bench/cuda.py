@@ -16,7 +16,11 @@ Needs a CUDA device (it says so and exits otherwise); CI never runs it. In one r
    GPU, on the dev folder so that the run needs no other data (a check of the GPU path, not a model to
    keep): ``--train-epochs`` epochs, interrupted after the first and resumed from its checkpoint;
    seconds per epoch, the training loss of each epoch, and whether the GPU-trained run loads and
-   embeds on the CPU (a checkpoint written on a GPU must not need one to be read).
+   embeds on the CPU (a checkpoint written on a GPU must not need one to be read);
+4. bulk extraction, ``voxprint embed --data`` as a user runs it (a fresh process: start, model loading,
+   decoding and embedding): the dev set four times over (1,920 recordings, 2 h), on the CPU (one thread;
+   all the machine's cores) and on the GPU: one process with 0 or 8 decode worker processes, and four
+   ranks sharing the GPU (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as torchrun sets them).
 
 Writes docs/benchmarks.md, section "CUDA".
 """
@@ -25,6 +29,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -102,6 +109,31 @@ def training_run(device: str, dev: Path, epochs: int, out: Path) -> dict[str, An
             "cpu_embedding_ok": bool(np.isfinite(embedding).all() and abs(np.linalg.norm(embedding) - 1) < 1e-4)}
 
 
+def bulk_extraction(dev: Path, device: str, threads: int, decode_workers: int, work: Path, ranks: int = 1,
+                    copies: int = 4) -> float:
+    """Wall seconds of ``voxprint embed --data`` over ``copies`` copies of the dev set, in ``ranks`` processes
+    started as ``torchrun --nproc_per_node=ranks`` starts them (rank 0 merges)."""
+    from voxprint.data import read_data_folder
+
+    folder = read_data_folder(dev)
+    data = work / "bulk"
+    if not data.is_dir():
+        data.mkdir(parents=True)
+        (data / "wav.scp").write_text("".join(f"copy{c}-{u} {folder.wav[u]}\n" for c in range(copies)
+                                              for u in folder.utterances))
+    command = [sys.executable, "-m", "voxprint", "embed", "--data", str(data), "--out", str(work / "bulk.npz"),
+               "--quiet", "--device", device, "--threads", str(threads), "--decode-workers", str(decode_workers)]
+    torchrun = {"WORLD_SIZE": str(ranks)} if ranks > 1 else {}
+    start = time.perf_counter()
+    processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                  env={**os.environ, "OMP_NUM_THREADS": str(threads), **torchrun,
+                                       **({"RANK": str(rank), "LOCAL_RANK": str(rank)} if torchrun else {})})
+                 for rank in range(ranks)]
+    if any(p.wait() != 0 for p in processes):
+        raise SystemExit("an extraction process failed")
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="the GPU to measure (default: cuda)")
@@ -157,6 +189,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         training = training_run(args.device, dev, args.train_epochs, Path(tmp) / "run")
+        cores = len(os.sched_getaffinity(0))
+        bulk_rows = []
+        for device, ranks, threads, workers in (("cpu", 1, 1, 0), ("cpu", 1, cores, 0), (args.device, 1, 1, 0),
+                                                (args.device, 1, 1, 8), (args.device, 4, 1, 2)):
+            wall = bulk_extraction(dev, device, threads, workers, Path(tmp), ranks)
+            bulk_rows.append([device, str(ranks), str(threads), str(workers), f"{wall:.1f}", f"{4 * 480 / wall:.0f}",
+                              f"{4 * dev_seconds / wall:.0f}x"])
+            print(bulk_rows[-1], flush=True)
+    bulk_table = format_table(["device", "processes (ranks)", "torch threads per rank", "decode workers per rank", "wall time (s)", "recordings/s",
+                               "x real time"], bulk_rows)
     print(training, flush=True)
     train_table = format_table(
         ["epoch", "training loss", "seconds"],
@@ -177,12 +219,17 @@ def main() -> None:
         f"model to keep): the run was stopped after epoch {training['first_epochs']} and resumed from its "
         f"checkpoint to epoch {training['epochs']}; the GPU-trained run "
         f"{'loads and embeds on the CPU' if training['cpu_embedding_ok'] else 'FAILED to load or embed on the CPU'}.",
+        "",
+        train_table,
+        "**Bulk extraction** (`voxprint embed --data`, a fresh process each: start, model loading, decoding and "
+        "embedding of the dev set four times over, 1,920 recordings, 2 h of audio):",
     ]
     if args.dry_run:
         print("\n".join(notes))
-        print(train_table)
+        print(bulk_table)
         return
-    publish_benchmark(SECTION, "python bench/cuda.py", "One torch thread for the CPU rows.", notes, train_table)
+    publish_benchmark(SECTION, "python bench/cuda.py", "One torch thread for the CPU rows unless a table says otherwise.",
+                      notes, bulk_table)
 
 
 if __name__ == "__main__":

@@ -330,3 +330,27 @@ def test_embed_sharded_over_two_processes_equals_one_process(tmp_path, run_dir, 
     assert ids == single_ids
     np.testing.assert_allclose(matrix, single_matrix, atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded.npz", "single.npz"]  # parts removed
+
+
+def test_embed_ranks_under_torchrun_take_their_own_gpu(monkeypatch, dev_subset, tmp_path):
+    """`torchrun --nproc_per_node=N ... embed --device cuda` spreads the ranks over the machine's GPUs
+    (LOCAL_RANK modulo the GPU count) instead of piling them on the first; a named device is kept."""
+    import torch
+
+    import voxprint.cli.verification as verification
+
+    asked = []
+
+    def record(args):
+        asked.append(args.device)
+        raise verification.VoxprintError("stop here")
+
+    monkeypatch.setattr(verification, "load_cli_embedder", record)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    out = str(tmp_path / "e.npz")
+    for device in ("cuda", "auto", "cuda:0", "cpu"):
+        assert main(["embed", "--data", str(dev_subset), "--out", out, "--device", device]) == 1
+    assert asked == ["cuda:1", "cuda:1", "cuda:0", "cpu"]

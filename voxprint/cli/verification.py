@@ -57,14 +57,19 @@ def _embed(args: argparse.Namespace) -> int:
     if bool(args.files) == bool(args.data):
         raise VoxprintError("give either audio files or --data DIR (not both)")
     check_output_path(args.out, "--out", EMBEDDING_SUFFIXES)
+    shard = None
+    if args.data and _under_torchrun():
+        from voxprint.inference.sharding import Shard
+
+        shard = Shard.from_env()
+        if shard.world_size > 1 and str(args.device) in ("cuda", "auto"):
+            import torch
+
+            args.device = shard.device(str(args.device), torch.cuda.device_count())
     model = load_cli_embedder(args)  # an ONNX export: the torch-free embedder
     if args.data:
-        if _under_torchrun():
-            from voxprint.inference.sharding import Shard
-
-            shard = Shard.from_env()
-            if shard.world_size > 1:
-                return _embed_shard(args, model, shard)
+        if shard is not None and shard.world_size > 1:
+            return _embed_shard(args, model, shard)
         result = model.embed_folder(args.data, progress=not args.quiet, on_error=args.on_error,
                                     decode_workers=args.decode_workers)
     else:

@@ -29,10 +29,12 @@ class Shard:
 
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0
 
     @classmethod
     def from_env(cls) -> "Shard":
-        """The ``RANK`` and ``WORLD_SIZE`` that ``torchrun`` sets (one process when absent).
+        """The ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` that ``torchrun`` sets (one process when absent;
+        ``LOCAL_RANK`` defaults to ``RANK``, as on one machine).
 
         Example:
             >>> Shard.from_env().world_size >= 1
@@ -40,11 +42,28 @@ class Shard:
         """
         try:
             rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+            local = int(os.environ.get("LOCAL_RANK", rank))
         except ValueError:
-            raise VoxprintError("RANK and WORLD_SIZE must be whole numbers (as torchrun sets them)") from None
+            raise VoxprintError("RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers (as torchrun sets them)") \
+                from None
         if not 0 <= rank < world:
             raise VoxprintError(f"RANK {rank} is outside 0 .. WORLD_SIZE-1 ({world - 1})")
-        return cls(rank, world)
+        return cls(rank, world, local)
+
+    def device(self, requested: str, device_count: int) -> str:
+        """The device this rank embeds on: a bare ``cuda`` (or ``auto`` where there are GPUs) becomes the
+        rank's own GPU, ``cuda:{local_rank % device_count}``, so the ranks of a machine spread over its GPUs
+        (and share them when there are more ranks than GPUs) instead of all taking the first; a request
+        naming a device is kept.
+
+        Example:
+            >>> shard = Shard(rank=5, world_size=8, local_rank=3)
+            >>> shard.device("cuda", 2), shard.device("auto", 4), shard.device("cuda:0", 2), shard.device("auto", 0)
+            ('cuda:1', 'cuda:3', 'cuda:0', 'auto')
+        """
+        if requested in ("cuda", "auto") and device_count > 0:
+            return f"cuda:{self.local_rank % device_count}"
+        return requested
 
     def take(self, items: list) -> list:
         """This rank's slice: every ``world_size``-th item from ``rank``.
