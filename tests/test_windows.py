@@ -146,3 +146,58 @@ def test_a_file_over_the_duration_limit_is_refused_before_decoding(monkeypatch, 
         load_audio(speech_file, max_seconds=1.0)
     with pytest.raises(AudioError, match="limit"):
         load_audio(np.zeros(32000, dtype=np.float32), sample_rate=16000, max_seconds=1.0)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_an_encoder_that_claims_exact_padding_embeds_padded_segments_as_unpadded_ones(name, speech_file):
+    """Encoders declaring ``exact_padding`` take zero-padded segments with their lengths and give each one's
+    unpadded embedding; the others refuse lengths (they would let the padding change the embedding)."""
+    torch.manual_seed(0)
+    model = build_embedding_model(load_config(None, _config_for(name))).eval()
+    for module in model.modules():  # batch norms with a shift make any padding leak visibly
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    wave = load_audio(speech_file)[: 3 * 16000]
+    with torch.no_grad():
+        feats = model.features(torch.from_numpy(wave)[None])[0]
+        lengths = [120, 97, 60]
+        segments = [feats[:n] for n in lengths]
+        padded = torch.nn.utils.rnn.pad_sequence(segments, batch_first=True)
+        if not model.exact_padding:
+            with pytest.raises(ValueError, match="cannot embed padded segments"):
+                model.encode(padded, torch.tensor(lengths))
+            return
+        together = model.encode(padded, torch.tensor(lengths))
+        alone = torch.cat([model.encode(s[None]) for s in segments])
+        ignoring_lengths = model.encode(padded)
+    torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+    assert (ignoring_lengths[1:] - alone[1:]).abs().max() > 1e-2  # what the lengths prevent
+
+
+def test_windows_of_different_lengths_share_padded_calls_on_several_threads(dev_dir):
+    """With two torch threads the bundled ECAPA-TDNN embeds recordings of different lengths in shared
+    (padded) calls, traced, with each recording's own embedding; on one thread each length is its own call."""
+    import voxprint
+
+    waves = [load_audio(f) for f in sorted((dev_dir / "SPEAKER5017").glob("*.flac"))[:6]]
+    assert len({len(w) for w in waves}) == len(waves)
+    model = voxprint.load_model("default").optimize()
+    assert model._encode is not model.model.encode  # the trace takes the lengths and passed its checks
+    calls = []
+    embedder = model.windows
+    traced = embedder.encode
+    embedder.encode = lambda *args: calls.append(args[0].shape[0]) or traced(*args)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        shared = embedder.embed_many(waves)
+        calls_shared = list(calls)
+        torch.set_num_threads(1)
+        calls.clear()
+        separate = embedder.embed_many(waves)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == len(waves) and len(calls_shared) < len(waves) and max(calls_shared) > 1
+    for a, b in zip(shared, separate):
+        np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)

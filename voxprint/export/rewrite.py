@@ -96,8 +96,8 @@ class StaticSplitRes2Conv(nn.Module):
         first = res2.convs[0]
         self.width = int((first.conv if isinstance(first, ConvReluBN) else first[0]).in_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return res2_cascade(self.convs, x.split(self.width, dim=1))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return res2_cascade(self.convs, x.split(self.width, dim=1), mask)
 
 
 def frozen_sinc_conv(sinc: SincConv) -> nn.Conv1d:

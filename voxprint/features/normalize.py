@@ -41,14 +41,17 @@ def mean_normalize(feats: torch.Tensor, lengths: torch.Tensor | None = None) -> 
         return feats - feats.mean(dim=-2, keepdim=True)
     if feats.dim() != 3:
         raise ValueError("lengths can only be given with a batch of features shaped (batch, frames, dim).")
-    lengths = torch.as_tensor(lengths, device=feats.device).reshape(-1)
+    lengths = (lengths if isinstance(lengths, torch.Tensor) else torch.as_tensor(lengths)).to(feats.device).reshape(-1)
     num_frames = feats.shape[-2]
-    if lengths.numel() != feats.shape[0]:
-        raise ValueError(f"got {lengths.numel()} lengths for a batch of {feats.shape[0]} utterances.")
-    if bool((lengths < 1).any()) or bool((lengths > num_frames).any()):
-        raise ValueError(
-            f"lengths must be frame counts between 1 and {num_frames}, got {lengths.tolist()}."
-        )
+    # The checks read values, which a TorchScript trace would freeze as constants: a trace (the inference
+    # encoder's, whose callers pass valid lengths) goes without them.
+    if not torch.jit.is_tracing():
+        if lengths.numel() != feats.shape[0]:
+            raise ValueError(f"got {lengths.numel()} lengths for a batch of {feats.shape[0]} utterances.")
+        if bool((lengths < 1).any()) or bool((lengths > num_frames).any()):
+            raise ValueError(
+                f"lengths must be frame counts between 1 and {num_frames}, got {lengths.tolist()}."
+            )
     valid = (torch.arange(num_frames, device=feats.device) < lengths.unsqueeze(1)).unsqueeze(-1)
     valid = valid.to(feats.dtype)
     mean = (feats * valid).sum(dim=-2, keepdim=True) / lengths.to(feats.dtype).view(-1, 1, 1)

@@ -134,21 +134,33 @@ class EncodeModule(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(feats)
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.encode(feats, lengths)
 
 
 def trace_encoder(model: EmbeddingModel, tolerance: float = 1e-4):
-    """Frozen, inference-optimised trace of ``model.encode``, or None when it does not match eager."""
+    """Frozen, inference-optimised trace of ``model.encode``, or None when it does not match eager.
+
+    For an encoder with ``exact_padding`` the trace takes ``(feats, lengths)``, as the sliding-window
+    embedder then calls it, and is checked on padded segments too.
+    """
     dim = model.frontend.dim if hasattr(model.frontend, "dim") else model.frontend.n_mels
     generator = torch.Generator().manual_seed(0)
+    padded = model.exact_padding
+
+    def inputs(frames: int, lengths: list[int]) -> tuple[torch.Tensor, ...]:
+        feats = torch.randn(len(lengths), frames, dim, generator=generator)
+        if not padded:
+            return (feats,)
+        valid = torch.tensor(lengths)
+        return feats * (torch.arange(frames)[None, :, None] < valid[:, None, None]), valid
+
     with torch.no_grad():
-        example = torch.randn(1, 300, dim, generator=generator)
-        trace = torch.jit.trace(EncodeModule(model).eval(), example)
+        trace = torch.jit.trace(EncodeModule(model).eval(), inputs(300, [300, 280]))
         traced = torch.jit.optimize_for_inference(torch.jit.freeze(trace))
-        for frames in (30, 777):
-            probe = torch.randn(2, frames, dim, generator=generator)
-            if (traced(probe) - model.encode(probe)).abs().max() > tolerance:
+        for frames, lengths in ((30, [30, 30]), (777, [777, 500])):
+            probe = inputs(frames, lengths if padded else [frames, frames])
+            if (traced(*probe) - model.encode(*probe)).abs().max() > tolerance:
                 return None
     return traced
 

@@ -26,7 +26,16 @@ import torch
 
 from voxprint.windowing import WindowEmbeddings, window_starts
 
-__all__ = ["LazyFeatures", "SlidingWindowEmbedder", "WindowEmbeddings", "window_starts"]
+__all__ = ["PAD_FRACTION", "LazyFeatures", "SlidingWindowEmbedder", "WindowEmbeddings", "window_starts"]
+
+#: Padding allowed in an encoder call that joins windows of different lengths (see
+#: :class:`SlidingWindowEmbedder`).
+PAD_FRACTION = 0.25
+#: The most frames of a padded call on the CPU: a few windows, whose activations stay in cache. On this
+#: project's 2-core machine such calls on 2 threads embedded dev recordings 1.1-1.25x faster than one call per
+#: recording (docs/benchmarks.md, "Bulk extraction"); calls of 16,384 frames gained less or lost, and on one
+#: thread joining windows did not pay (the padding cost what the larger calls saved).
+CPU_PADDED_FRAMES = 2048
 
 
 class LazyFeatures:
@@ -88,15 +97,27 @@ class SlidingWindowEmbedder:
             bounds memory.
         chunk_seconds: audio per front-end call (bounds memory on long audio); a short last chunk
             joins the one before it, so no call sees less than half a chunk.
-        encode: replaces ``model.encode`` (e.g. a frozen TorchScript trace of it).
+        encode: replaces ``model.encode`` (e.g. a frozen TorchScript trace of it); given ``lengths`` as its
+            second argument when windows are padded.
         device: where the model runs.
+        pad_fraction: windows of different lengths share an encoder call, zero-padded, while padding is at
+            most this fraction of it, when the encoder embeds padded windows exactly (``exact_padding``) and
+            the calls run on a GPU or on several torch threads (larger calls use them better; on one CPU
+            thread they do not pay), on the CPU in calls of at most :data:`CPU_PADDED_FRAMES` frames;
+            0 batches only windows of one length.
     """
 
     def __init__(self, model: torch.nn.Module, window_frames: int, overlap: float, batch_frames: int = 16384,
-                 chunk_seconds: float = 60.0, encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 device: str | torch.device = "cpu"):
+                 chunk_seconds: float = 60.0, encode: Callable[..., torch.Tensor] | None = None,
+                 device: str | torch.device = "cpu", pad_fraction: float = PAD_FRACTION):
         if window_frames < 1 or not 0 <= overlap < 1 or batch_frames < 1 or chunk_seconds <= 0:
             raise ValueError("window_frames, batch_frames and chunk_seconds must be positive and overlap in [0, 1)")
+        if not 0 <= pad_fraction < 1:
+            raise ValueError(f"pad_fraction must be in [0, 1), not {pad_fraction}")
+        # An encoder that embeds padded windows exactly is always called with the windows' lengths (its trace
+        # takes them); windows of different lengths then share calls within ``pad_fraction``.
+        self.pads = bool(getattr(model, "exact_padding", False))
+        self.pad_fraction = float(pad_fraction) if self.pads else 0.0
         self.model = model
         self.window_frames = int(window_frames)
         self.overlap = float(overlap)
@@ -131,6 +152,42 @@ class SlidingWindowEmbedder:
         """The window embeddings of one waveform (at the model's sample rate)."""
         return self.embed_many([wave])[0]
 
+    def _batches(self, lengths: Sequence[int], counts: Sequence[int]) -> list[list[tuple[int, int]]]:
+        """Windows ``(recording, window)`` grouped into encoder calls of at most :attr:`batch_frames` frames
+        (padded frames counted). Without padding a call holds windows of one length (within a recording all
+        windows have one length); with it (see ``pad_fraction``), windows sorted by length share a call while
+        the shortest is at least ``1 - pad_fraction`` of the longest, so padding stays under that fraction.
+
+        Example:
+            >>> embedder = SlidingWindowEmbedder.__new__(SlidingWindowEmbedder)
+            >>> embedder.batch_frames, embedder.pad_fraction, embedder.device = 1200, 0.25, torch.device("cuda")
+            >>> embedder._batches([300, 280, 200, 300], [1, 1, 1, 2])  # 200 frames: over 25 % padding
+            [[(0, 0), (3, 0), (3, 1), (1, 0)], [(2, 0)]]
+            >>> embedder.pad_fraction = 0.0
+            >>> embedder._batches([300, 280, 200, 300], [1, 1, 1, 2])
+            [[(0, 0), (3, 0), (3, 1)], [(1, 0)], [(2, 0)]]
+        """
+        pad_fraction, limit = self.pad_fraction, self.batch_frames
+        if self.device.type == "cpu":
+            pad_fraction = pad_fraction if torch.get_num_threads() > 1 else 0.0
+            limit = min(limit, CPU_PADDED_FRAMES) if pad_fraction > 0 else limit
+        if pad_fraction == 0:
+            by_length: dict[int, list[tuple[int, int]]] = {}
+            for index, (count, length) in enumerate(zip(counts, lengths)):
+                by_length.setdefault(length, []).extend((index, w) for w in range(count))
+            return [members[begin:begin + max(1, self.batch_frames // length)]
+                    for length, members in by_length.items()
+                    for begin in range(0, len(members), max(1, self.batch_frames // length))]
+        windows = sorted(((i, w) for i, count in enumerate(counts) for w in range(count)), key=lambda e: -lengths[e[0]])
+        batches: list[list[tuple[int, int]]] = []
+        longest = 0
+        for i, w in windows:
+            if not batches or (len(batches[-1]) + 1) * longest > limit or lengths[i] < (1 - pad_fraction) * longest:
+                batches.append([])
+                longest = lengths[i]
+            batches[-1].append((i, w))
+        return batches
+
     def embed_many(self, waves: Sequence[np.ndarray]) -> list[WindowEmbeddings]:
         """Window embeddings of several waveforms; windows of equal length share encoder batches."""
         return self.embed_features([self.features(w) for w in waves])
@@ -141,20 +198,19 @@ class SlidingWindowEmbedder:
         starts = [window_starts(f.shape[0], self.window_frames, self.overlap) for f in features]
         lengths = [min(self.window_frames, f.shape[0]) for f in features]
         outputs = [np.empty((len(s), 0), dtype=np.float32) for s in starts]
-        # Windows of one length batch together; within a recording all windows have one length.
-        by_length: dict[int, list[tuple[int, int]]] = {}
-        for index, (first_frames, length) in enumerate(zip(starts, lengths)):
-            by_length.setdefault(length, []).extend((index, w) for w in range(len(first_frames)))
-        for length, members in by_length.items():
-            per_call = max(1, self.batch_frames // length)
-            for begin in range(0, len(members), per_call):
-                batch = members[begin:begin + per_call]
-                stacked = torch.stack([features[i][starts[i][w]:starts[i][w] + length] for i, w in batch])
-                embs = torch.nn.functional.normalize(self.encode(stacked), dim=-1).cpu().numpy()
-                for (i, w), row in zip(batch, embs):
-                    if outputs[i].shape[1] == 0:
-                        outputs[i] = np.empty((len(starts[i]), row.shape[0]), dtype=np.float32)
-                    outputs[i][w] = row
+        for batch in self._batches(lengths, [len(s) for s in starts]):
+            windows = [features[i][starts[i][w]:starts[i][w] + lengths[i]] for i, w in batch]
+            if self.pads:  # zero-padded to the batch's longest window (if any is longer), with each window's length
+                stacked = torch.nn.utils.rnn.pad_sequence(windows, batch_first=True)
+                valid = torch.tensor([lengths[i] for i, _ in batch], device=stacked.device)
+                embs = self.encode(stacked, valid)
+            else:
+                embs = self.encode(torch.stack(windows))
+            embs = torch.nn.functional.normalize(embs, dim=-1).cpu().numpy()
+            for (i, w), row in zip(batch, embs):
+                if outputs[i].shape[1] == 0:
+                    outputs[i] = np.empty((len(starts[i]), row.shape[0]), dtype=np.float32)
+                outputs[i][w] = row
         frontend = self.model.frontend
         results = []
         for output, first_frames, length in zip(outputs, starts, lengths):

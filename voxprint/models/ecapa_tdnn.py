@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxprint.models.pooling import build_pooling
+from voxprint.models.pooling import build_pooling, length_mask
 from voxprint.registry import MODELS
 
 
@@ -62,17 +62,22 @@ class Res2Conv(nn.Module):
         # The first group passes through unchanged, as in Res2Net.
         self.convs = nn.ModuleList(ConvReluBN(width, width, kernel_size, dilation) for _ in range(scale - 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return res2_cascade(self.convs, x.chunk(self.scale, dim=1))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return res2_cascade(self.convs, x.chunk(self.scale, dim=1), mask)
 
 
-def res2_cascade(convs: nn.ModuleList, groups: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def res2_cascade(convs: nn.ModuleList, groups: tuple[torch.Tensor, ...], mask: torch.Tensor | None = None) -> torch.Tensor:
     """Res2Net's hierarchical convolutions over channel groups: the first passes through, each next one is
-    convolved after adding the previous output, and all are concatenated again."""
+    convolved after adding the previous output, and all are concatenated again.
+
+    ``mask`` (batch, 1, frames; 1 on valid frames, 0 on padding) zeroes each convolution's input beyond a
+    segment's end: its "same" padding then sees the zeros it sees at the end of an unpadded segment.
+    """
     outputs = [groups[0]]
     y = None
     for conv, group in zip(convs, groups[1:]):
-        y = conv(group if y is None else group + y)
+        x = group if y is None else group + y
+        y = conv(x if mask is None else x * mask)
         outputs.append(y)
     return torch.cat(outputs, dim=1)
 
@@ -86,8 +91,10 @@ class SqueezeExcitation(nn.Module):
             nn.Linear(channels, bottleneck), nn.ReLU(), nn.Linear(bottleneck, channels), nn.Sigmoid()
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x.mean(dim=-1)).unsqueeze(-1)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Gate ``x`` (batch, channels, frames) by its mean over the valid frames of ``mask`` (all when None)."""
+        mean = x.mean(dim=-1) if mask is None else (x * mask).sum(dim=-1) / mask.sum(dim=-1)
+        return x * self.gate(mean).unsqueeze(-1)
 
 
 class SERes2Block(nn.Module):
@@ -105,8 +112,10 @@ class SERes2Block(nn.Module):
             SqueezeExcitation(channels, se_bottleneck),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The block on (batch, channels, frames); ``mask`` as :func:`res2_cascade` and the SE gate take it."""
+        reduce, res2, expand, gate = self.body
+        return gate(expand(res2(reduce(x), mask)), mask)
 
 
 @MODELS.register("ecapa_tdnn")
@@ -139,6 +148,10 @@ class ECAPATDNN(nn.Module):
 
     #: Safe to trace for inference (no data-dependent Python control flow in forward).
     traceable = True
+    #: With ``lengths``, a padded segment's embedding is its unpadded one (to float rounding): every
+    #: convolution wider than one frame and every mean over time leaves the padding out, so segments of
+    #: different lengths can share one call (:class:`~voxprint.inference.SlidingWindowEmbedder`).
+    exact_padding = True
 
     def __init__(self, input_dim: int = 80, channels: int = 512, embedding_dim: int = 192, scale: int = 8,
                  se_bottleneck: int = 128, attention_dim: int = 128, pooling: str = "ASTP",
@@ -161,14 +174,18 @@ class ECAPATDNN(nn.Module):
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Embed ``feats`` (batch, frames, bins) into (batch, embedding_dim).
 
-        ``lengths`` (valid frames per row) keeps padding out of the pooling; convolutions still see it
-        within their receptive field of the last valid frames, and the SE gates average over it.
+        ``lengths`` (valid frames per row) keeps the padding beyond them out of every result: the input's
+        padding must be zeros (the stem's "same" padding then sees what it sees at the end of an unpadded
+        segment), the later convolutions wider than one frame get their inputs zeroed there, and the SE
+        gates and the pooling average over the valid frames only (:attr:`exact_padding`).
         """
         x = self.stem(feats.transpose(1, 2))
+        valid = length_mask(lengths, x)
+        mask = None if valid is None else valid.to(x.dtype)
         residual = x
         outputs = []
         for block in self.blocks:
-            x = block(x) + residual
+            x = block(x, mask) + residual
             outputs.append(x)
             residual = residual + x
         x = self.aggregate(torch.cat(outputs, dim=1))

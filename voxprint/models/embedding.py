@@ -24,7 +24,8 @@ class EmbeddingModel(nn.Module):
       ``frame_shift``, ``num_frames(samples)`` and ``num_samples(frames)`` (raw-waveform models have one
       "frame" per sample).
     - ``encode(frames)``: frames (B, F, D) of B segments of equal length F (a training crop or an
-      inference window; no padding and no length mask, so no padding can change an embedding) ->
+      inference window; no padding, so no padding can change an embedding; only an encoder that
+      declares ``exact_padding`` also takes zero-padded segments with their lengths) ->
       (B, E) float32 embeddings with ``E == encoder.embedding_dim``, each row depending on its own
       segment only (eval mode). The output is **not necessarily normalised**: the LSTM encoders return
       unit vectors, ECAPA-TDNN, the ResNets, the x-vector TDNN and RawNet2 return raw affine outputs (a
@@ -58,11 +59,28 @@ class EmbeddingModel(nn.Module):
             feats = sliding_mean_normalize(feats, self.sliding_window_frames)
         return feats
 
-    def encode(self, feats: torch.Tensor) -> torch.Tensor:
-        """Embeddings (B, E) of equal-length segments of frames (B, F, D); see the class contract."""
+    @property
+    def exact_padding(self) -> bool:
+        """Whether :meth:`encode` takes padded segments with their ``lengths`` (the encoder's ``exact_padding``)."""
+        return bool(getattr(self.encoder, "exact_padding", False))
+
+    def encode(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings (B, E) of equal-length segments of frames (B, F, D); see the class contract.
+
+        An encoder with ``exact_padding`` also takes segments of different lengths, zero-padded to F, with
+        ``lengths`` (B,) their valid frames: each row's embedding is then that of its unpadded segment.
+
+        Raises:
+            ValueError: ``lengths`` for an encoder without ``exact_padding``.
+        """
+        if lengths is None:
+            return self.encoder(mean_normalize(feats) if self.normalize == "segment" else feats)
+        if not self.exact_padding:
+            raise ValueError(f"{type(self.encoder).__name__} cannot embed padded segments exactly; "
+                             "give segments of equal length")
         if self.normalize == "segment":
-            feats = mean_normalize(feats)
-        return self.encoder(feats)
+            feats = mean_normalize(feats, lengths)  # the padding stays zero
+        return self.encoder(feats, lengths)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         return self.encode(self.features(waves))
