@@ -40,9 +40,12 @@ def run(data: Path, out: Path, world_size: int, decode_workers: int = 0, threads
     return time.perf_counter() - start
 
 
-def encoder_calls(files: list[str], repeats: int = 3) -> list[list[str]]:
-    """x real time of the bundled model's windows in this process (audio decoded beforehand, best of
-    ``repeats``): one encoder call per recording on one and two threads, and shared padded calls on two."""
+def encoder_calls(files: list[str], repeats: int = 5) -> list[list[str]]:
+    """x real time of the bundled model's windows in this process (audio decoded beforehand): one encoder
+    call per recording on one and two threads, and shared padded calls on two. The ways take turns, run
+    after run (this machine's speed drifts with other jobs), and each reports its median run."""
+    import statistics
+
     import torch
 
     import voxprint
@@ -50,22 +53,23 @@ def encoder_calls(files: list[str], repeats: int = 3) -> list[list[str]]:
 
     waves = [load_audio(f) for f in files]
     seconds = sum(len(w) for w in waves) / 16000
-    model = voxprint.load_model("default").optimize()  # the trace `embed --data` runs
-    rows = []
-    for threads, pad_fraction, label in ((1, 0.0, "one call per recording"), (2, 0.0, "one call per recording"),
-                                         (2, None, "shared padded calls (the default on several threads)")):
-        torch.set_num_threads(threads)
-        embedder = model.windows
-        embedder.pad_fraction = embedder.pad_fraction if pad_fraction is None else pad_fraction
-        embedder.embed_many(waves[:8])
-        best = float("inf")
-        for _ in range(repeats):
+    model = voxprint.load_model("default").optimize()  # the traces `embed --data` runs
+    ways = [(1, 0.0, "one call per recording"), (2, 0.0, "one call per recording"),
+            (2, None, "shared padded calls (the default on several threads)")]
+    embedder = model.windows
+    default_fraction = embedder.pad_fraction
+    speeds: dict[int, list[float]] = {index: [] for index in range(len(ways))}
+    for run in range(repeats + 1):  # the first run of each way warms it up (and makes the padded trace)
+        for index, (threads, pad_fraction, _) in enumerate(ways):
+            torch.set_num_threads(threads)
+            embedder.pad_fraction = default_fraction if pad_fraction is None else pad_fraction
             start = time.perf_counter()
             embedder.embed_many(waves)
-            best = min(best, time.perf_counter() - start)
-        rows.append([str(threads), label, f"{seconds / best:.0f}x"])
+            if run:
+                speeds[index].append(seconds / (time.perf_counter() - start))
     torch.set_num_threads(1)
-    return rows
+    return [[str(threads), label, f"{statistics.median(speeds[index]):.0f}x"]
+            for index, (threads, _, label) in enumerate(ways)]
 
 
 def main() -> None:
@@ -99,7 +103,8 @@ def main() -> None:
         "lengths share encoder calls, zero-padded (at most 25 % padding, 2,048 frames a call; ECAPA-TDNN",
         "leaves the padding out of every convolution and mean, so each embedding is its unpadded one), since",
         "larger calls spread better over threads (on one thread they do not pay). The second table times the model alone",
-        "(features, windows, encoder; 96 recordings decoded beforehand, best of 3) with each way of calling it.",
+        "(features, windows, encoder; 96 recordings decoded beforehand; the ways take turns, median of 5 runs)",
+        "with each way of calling it.",
     ], table + "\n" + calls)
 
 

@@ -254,10 +254,17 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "window-batch", "voxprint/inference/windows.py",
-        old="            per_call = max(1, self.batch_frames // length)\n",
-        new="            per_call = len(members)\n",
+        old="                per_call = max(1, self.batch_frames // length)\n",
+        new="                per_call = len(members)\n",
         tests=("tests/test_windows.py::test_encoder_batches_are_bounded_and_do_not_change_the_result",),
         bug="the sliding-window embedder sends every window in one encoder call",
+    ),
+    Mutation(
+        "padding-leaks", "voxprint/models/ecapa_tdnn.py",
+        old="        y = conv(x if mask is None else x * mask)\n",
+        new="        y = conv(x)\n",
+        tests=("tests/test_windows.py::test_an_encoder_that_claims_exact_padding_embeds_padded_segments_as_unpadded_ones",),
+        bug="ECAPA-TDNN's Res2Net convolutions see a padded segment's padding",
     ),
     Mutation(
         "prepare-overwrite", "voxprint/data/folder.py",

@@ -97,8 +97,8 @@ class SlidingWindowEmbedder:
             bounds memory.
         chunk_seconds: audio per front-end call (bounds memory on long audio); a short last chunk
             joins the one before it, so no call sees less than half a chunk.
-        encode: replaces ``model.encode`` (e.g. a frozen TorchScript trace of it); given ``lengths`` as its
-            second argument when windows are padded.
+        encode: replaces ``model.encode`` (e.g. a frozen TorchScript trace of it) for windows of one length.
+        encode_padded: replaces ``model.encode`` for zero-padded windows with their lengths.
         device: where the model runs.
         pad_fraction: windows of different lengths share an encoder call, zero-padded, while padding is at
             most this fraction of it, when the encoder embeds padded windows exactly (``exact_padding``) and
@@ -109,15 +109,15 @@ class SlidingWindowEmbedder:
 
     def __init__(self, model: torch.nn.Module, window_frames: int, overlap: float, batch_frames: int = 16384,
                  chunk_seconds: float = 60.0, encode: Callable[..., torch.Tensor] | None = None,
-                 device: str | torch.device = "cpu", pad_fraction: float = PAD_FRACTION):
+                 device: str | torch.device = "cpu", pad_fraction: float = PAD_FRACTION,
+                 encode_padded: Callable[..., torch.Tensor] | None = None):
         if window_frames < 1 or not 0 <= overlap < 1 or batch_frames < 1 or chunk_seconds <= 0:
             raise ValueError("window_frames, batch_frames and chunk_seconds must be positive and overlap in [0, 1)")
         if not 0 <= pad_fraction < 1:
             raise ValueError(f"pad_fraction must be in [0, 1), not {pad_fraction}")
-        # An encoder that embeds padded windows exactly is always called with the windows' lengths (its trace
-        # takes them); windows of different lengths then share calls within ``pad_fraction``.
-        self.pads = bool(getattr(model, "exact_padding", False))
-        self.pad_fraction = float(pad_fraction) if self.pads else 0.0
+        # Only an encoder that embeds padded windows exactly gets windows of different lengths in one call.
+        self.pad_fraction = float(pad_fraction) if getattr(model, "exact_padding", False) else 0.0
+        self.encode_padded = encode_padded or model.encode
         self.model = model
         self.window_frames = int(window_frames)
         self.overlap = float(overlap)
@@ -175,11 +175,13 @@ class SlidingWindowEmbedder:
             by_length: dict[int, list[tuple[int, int]]] = {}
             for index, (count, length) in enumerate(zip(counts, lengths)):
                 by_length.setdefault(length, []).extend((index, w) for w in range(count))
-            return [members[begin:begin + max(1, self.batch_frames // length)]
-                    for length, members in by_length.items()
-                    for begin in range(0, len(members), max(1, self.batch_frames // length))]
+            batches = []
+            for length, members in by_length.items():
+                per_call = max(1, self.batch_frames // length)
+                batches.extend(members[begin:begin + per_call] for begin in range(0, len(members), per_call))
+            return batches
         windows = sorted(((i, w) for i, count in enumerate(counts) for w in range(count)), key=lambda e: -lengths[e[0]])
-        batches: list[list[tuple[int, int]]] = []
+        batches = []
         longest = 0
         for i, w in windows:
             if not batches or (len(batches[-1]) + 1) * longest > limit or lengths[i] < (1 - pad_fraction) * longest:
@@ -200,12 +202,12 @@ class SlidingWindowEmbedder:
         outputs = [np.empty((len(s), 0), dtype=np.float32) for s in starts]
         for batch in self._batches(lengths, [len(s) for s in starts]):
             windows = [features[i][starts[i][w]:starts[i][w] + lengths[i]] for i, w in batch]
-            if self.pads:  # zero-padded to the batch's longest window (if any is longer), with each window's length
-                stacked = torch.nn.utils.rnn.pad_sequence(windows, batch_first=True)
-                valid = torch.tensor([lengths[i] for i, _ in batch], device=stacked.device)
-                embs = self.encode(stacked, valid)
-            else:
+            sizes = [lengths[i] for i, _ in batch]
+            if min(sizes) == max(sizes):
                 embs = self.encode(torch.stack(windows))
+            else:  # zero-padded to the longest window, with each window's length
+                stacked = torch.nn.utils.rnn.pad_sequence(windows, batch_first=True)
+                embs = self.encode_padded(stacked, torch.tensor(sizes, device=stacked.device))
             embs = torch.nn.functional.normalize(embs, dim=-1).cpu().numpy()
             for (i, w), row in zip(batch, embs):
                 if outputs[i].shape[1] == 0:
