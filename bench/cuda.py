@@ -222,11 +222,10 @@ def main() -> None:
         "",
         train_table,
         "**Bulk extraction** (`voxprint embed --data`, a fresh process each: start, model loading, decoding and "
-        "embedding of the dev set four times over, 1,920 recordings, 2 h of audio). One process is bound by its own "
-        "per-recording work, not by the GPU nor by decoding (decode workers do not speed it up): recordings of "
-        "different lengths do not batch, so each is one encoder call of a few hundred small kernels launched from "
-        "one CPU thread. Ranks sharing the GPU (`torchrun --nproc_per_node=N -m voxprint embed --data ... --device "
-        "cuda`; on a machine with several GPUs each rank takes its own) scale it:",
+        "embedding of the dev set four times over, 1,920 recordings, 2 h of audio; on the GPU recordings of "
+        "different lengths share zero-padded encoder calls, `voxprint.inference.windows`). Ranks share the GPU "
+        "(`torchrun --nproc_per_node=N -m voxprint embed --data ... --device cuda`; on a machine with several GPUs "
+        "each rank takes its own):",
     ]
     if args.dry_run:
         print("\n".join(notes))
