@@ -26,7 +26,7 @@ import torch
 
 from voxprint.windowing import WindowEmbeddings, window_starts
 
-__all__ = ["PAD_FRACTION", "LazyFeatures", "SlidingWindowEmbedder", "WindowEmbeddings", "window_starts"]
+__all__ = ["CPU_PADDED_FRAMES", "PAD_FRACTION", "LazyFeatures", "SlidingWindowEmbedder", "WindowEmbeddings", "window_starts"]
 
 #: Padding allowed in an encoder call that joins windows of different lengths (see
 #: :class:`SlidingWindowEmbedder`).
@@ -191,7 +191,7 @@ class SlidingWindowEmbedder:
         return batches
 
     def embed_many(self, waves: Sequence[np.ndarray]) -> list[WindowEmbeddings]:
-        """Window embeddings of several waveforms; windows of equal length share encoder batches."""
+        """Window embeddings of several waveforms; windows share encoder calls (see ``pad_fraction``)."""
         return self.embed_features([self.features(w) for w in waves])
 
     @torch.inference_mode()
