@@ -244,10 +244,10 @@ def cross_likelihood_ratios(labels: np.ndarray, frames: np.ndarray, ubm: Diagona
 def _speech_alignment(given: FrameAlignment | None, labels: np.ndarray, frames: np.ndarray, ubm: DiagonalGMM,
                       top_c: int) -> FrameAlignment:
     """The alignment of the speech frames of ``labels`` (the usable ones): ``given`` once checked, else a new one."""
-    speech = labels >= 0
     if given is None:
-        return FrameAlignment(ubm, np.asarray(frames[:len(labels)], dtype=np.float64)[speech], top_c)
-    if len(given.frames) != int(speech.sum()):
-        raise ValueError(f"the alignment covers {len(given.frames)} frames, the labels {int(speech.sum())} speech "
+        return FrameAlignment.of_speech(labels, frames, ubm, top_c)
+    speech = int((labels >= 0).sum())
+    if len(given.frames) != speech:
+        raise ValueError(f"the alignment covers {len(given.frames)} frames, the labels {speech} speech "
                          "frames; make it with FrameAlignment.of_speech from labels with the same speech")
     return given

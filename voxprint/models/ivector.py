@@ -54,13 +54,21 @@ class IVectorExtractor(StatisticalEncoder):
 
     def reset_cache(self) -> None:
         super().reset_cache()
+        self._host_total_variability: np.ndarray | None = None
         self._grams: np.ndarray | None = None
+
+    @property
+    def host_total_variability(self) -> np.ndarray:
+        """T as a numpy array, made once per T (on a GPU the buffer is copied to the host, not on every call)."""
+        if self._host_total_variability is None:
+            self._host_total_variability = host_array(self.total_variability)
+        return self._host_total_variability
 
     @property
     def grams(self) -> np.ndarray:
         """``T_c' T_c`` of every component, computed once per T (the bulk of one extraction otherwise)."""
         if self._grams is None:
-            self._grams = component_grams(host_array(self.total_variability))
+            self._grams = component_grams(self.host_total_variability)
         return self._grams
 
     def fit(self, recordings: list[np.ndarray], options: dict[str, Any], seed: int = 0,
@@ -76,4 +84,4 @@ class IVectorExtractor(StatisticalEncoder):
         return BaumWelch.of(self.ubm, segments, top_c=self.top_c)
 
     def embed_frames(self, segments: list[np.ndarray]) -> np.ndarray:
-        return extract_ivectors(self.statistics(segments), host_array(self.total_variability), grams=self.grams)
+        return extract_ivectors(self.statistics(segments), self.host_total_variability, grams=self.grams)
