@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,8 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = REPO_ROOT / "bench" / "peers"
 BENCH_VENV = REPO_ROOT / ".venv-bench"
 
-__all__ = ["BENCH_VENV", "PEERS_DIR", "REPO_ROOT", "bench_python", "ensure_backend", "mean_se", "parameter_count",
-           "run_peer", "training_minutes"]
+__all__ = ["BENCH_VENV", "PEERS_DIR", "REPO_ROOT", "bench_python", "dev_evaluation", "ensure_backend", "mean_se",
+           "parameter_count", "run_peer", "training_minutes"]
 
 
 def bench_python() -> Path:
@@ -113,3 +114,25 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     """Mean and standard error of the mean (0 for a single value)."""
     a = np.asarray(values, dtype=np.float64)
     return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
+
+
+def dev_evaluation(model: Any, dev: Path, trials: Any, reference: np.ndarray | None = None) -> dict[str, Any]:
+    """EER, minDCF, false-accept rate at the stored threshold, cosine EER and seconds of embedding on the full
+    dev set, the embeddings, and with ``reference`` (embeddings of the same recordings) each one's cosine to it."""
+    from voxprint.backends.scoring import cosine_score_trials
+    from voxprint.metrics import evaluate_scores
+
+    start = time.perf_counter()
+    embedded = model.embed_folder(dev, progress=False)
+    seconds = time.perf_counter() - start
+    scores = model.backend.score_trials(embedded.ids, embedded.embeddings, trials)
+    result = evaluate_scores(scores, trials.labels).to_dict()
+    result["far"] = float(np.mean(scores[trials.labels == 0] >= model.threshold))
+    result["cosine_eer"] = evaluate_scores(cosine_score_trials(embedded.ids, embedded.embeddings, trials),
+                                           trials.labels).eer
+    result["seconds"] = seconds
+    if reference is not None:
+        agreement = (embedded.embeddings * reference).sum(axis=1)
+        result["cos_min"], result["cos_mean"] = float(agreement.min()), float(agreement.mean())
+    result["embeddings"] = embedded.embeddings
+    return result

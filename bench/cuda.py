@@ -27,7 +27,6 @@ Writes docs/benchmarks.md, section "CUDA".
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import subprocess
@@ -40,21 +39,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import dev_evaluation  # bench/common.py: `python bench/cuda.py` puts bench/ on the path
 
 SECTION = "CUDA"
 MODELS = ("default", "ivector", "fused")
-
-
-def dev_run(model: Any, dev: Path, trials: Any) -> dict[str, Any]:
-    """Embeddings, EER, false-accept rate at the stored threshold and x real time on the dev set."""
-    from voxprint.metrics import evaluate_scores
-
-    start = time.perf_counter()
-    embedded = model.embed_folder(dev, progress=False)
-    seconds = time.perf_counter() - start
-    scores = model.backend.score_trials(embedded.ids, embedded.embeddings, trials)
-    return {"embeddings": embedded.embeddings, "eer": evaluate_scores(scores, trials.labels).eer,
-            "far": float(np.mean(scores[trials.labels == 0] >= model.threshold)), "seconds": seconds}
 
 
 def diarization_run(model: Any, sample: Path) -> dict[str, Any]:
@@ -80,7 +68,6 @@ def training_run(device: str, dev: Path, epochs: int, out: Path) -> dict[str, An
     from voxprint.training.trainer import train
 
     config = load_config(Path(voxprint.__file__).parent / "pretrained" / "default" / "config.yaml")
-    config = copy.deepcopy(config)
     config["data"]["train"] = str(dev)
     config["optim"]["epochs"] = epochs
     # Reverberation's impulse responses are simulated (pyroomacoustics) when no bank is cached; the
@@ -158,18 +145,18 @@ def main() -> None:
     sample = data_root() / "pyannote-sample"
     trials = read_trials(dev / "trials.txt")
     dev_seconds = sum(float(line.split("\t")[3]) for line in (dev / "utterances.tsv").read_text().splitlines()[1:])
+    first_file = next(iter(sorted(dev.glob("*/*.flac"))))
     gpu = torch.cuda.get_device_name(torch.device(args.device)) if args.device != "cpu" else "none (--device cpu)"
 
     rows = []
     for name in MODELS if not args.skip_models else ():
         results = {}
-        for device in dict.fromkeys(("cpu", args.device)):
+        for side, device in (("cpu", "cpu"), ("gpu", args.device)):
             model = voxprint.load_model(name, device=device)
-            model.extract_embedding(next(iter(sorted(dev.glob("*/*.flac")))))  # CUDA start-up, kernels' warm-up
-            results[device] = dev_run(model, dev, trials)
-        cpu, gpu_run = results["cpu"], results[args.device]
-        agreement = (cpu["embeddings"] * gpu_run["embeddings"]).sum(axis=1)
-        rows.append([name, f"{agreement.min():.6f} / {agreement.mean():.6f}",
+            model.extract_embedding(first_file)  # CUDA start-up, kernels' warm-up
+            results[side] = dev_evaluation(model, dev, trials, results["cpu"]["embeddings"] if results else None)
+        cpu, gpu_run = results["cpu"], results["gpu"]
+        rows.append([name, f"{gpu_run['cos_min']:.6f} / {gpu_run['cos_mean']:.6f}",
                      f"{100 * cpu['eer']:.3f}", f"{100 * gpu_run['eer']:.3f}",
                      f"{100 * cpu['far']:.3f}", f"{100 * gpu_run['far']:.3f}",
                      f"{dev_seconds / cpu['seconds']:.0f}x", f"{dev_seconds / gpu_run['seconds']:.0f}x"])

@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from common import dev_evaluation  # bench/common.py: `python bench/export.py` puts bench/ on the path
 
 SECTION = "Deployment: inference speed"
 REPO = Path(__file__).resolve().parent.parent
@@ -201,27 +202,6 @@ def streaming_latency(model: Any, stream: np.ndarray, chunk: int) -> dict[str, f
     offline = model.extract_embedding(stream, sample_rate=model.sample_rate)
     return {"mean": float(np.mean(latencies)), "p95": float(np.percentile(latencies, 95)),
             "max": float(np.max(latencies)), "cosine": float(final @ offline)}
-
-
-def dev_evaluation(model: Any, dev: Path, trials: Any, reference: np.ndarray | None) -> dict[str, Any]:
-    """EER, minDCF, false-accept rate at the stored threshold and cosine EER on the full dev set."""
-    from voxprint.backends.scoring import cosine_score_trials
-    from voxprint.metrics import evaluate_scores
-
-    start = time.perf_counter()
-    embedded = model.embed_folder(dev, progress=False)
-    seconds = time.perf_counter() - start
-    scores = model.backend.score_trials(embedded.ids, embedded.embeddings, trials)
-    result = evaluate_scores(scores, trials.labels).to_dict()
-    result["far"] = float(np.mean(scores[trials.labels == 0] >= model.threshold))
-    result["cosine_eer"] = evaluate_scores(cosine_score_trials(embedded.ids, embedded.embeddings, trials),
-                                           trials.labels).eer
-    result["seconds"] = seconds
-    if reference is not None:
-        agreement = (embedded.embeddings * reference).sum(axis=1)
-        result["cos_min"], result["cos_mean"] = float(agreement.min()), float(agreement.mean())
-    result["embeddings"] = embedded.embeddings
-    return result
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ import torch
 
 from voxprint.cli import main
 from voxprint.data.embeddings import load_embeddings
+from voxprint.inference import load_model
+from voxprint.runs import BUILTIN_MODELS
 from conftest import make_subset_folder
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -25,6 +27,15 @@ def dev_subset(tmp_path_factory, dev_dir) -> Path:
 
 def json_lines(capsys) -> list[dict]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_MODELS))
+def test_bundled_models_embed_on_a_gpu_as_on_the_cpu(name, dev_dir):
+    """The EM models compute in numpy: on a GPU their buffers must come back to the host (they once raised)."""
+    files = sorted((dev_dir / "SPEAKER5017").glob("*.flac"))[:3]
+    on_cpu = load_model(name).extract_embeddings(files)
+    on_gpu = load_model(name, device="cuda").extract_embeddings(files)
+    assert np.sum(on_cpu * on_gpu, axis=1).min() > 0.9999
 
 
 @pytest.mark.parametrize("model", ["default", "fused"])
