@@ -110,7 +110,7 @@ class StatisticalEncoder(nn.Module):
 
     def frames(self, cepstra: torch.Tensor | np.ndarray) -> np.ndarray:
         """The frames the UBM models, from one segment's cepstra (F, input_dim)."""
-        array = cepstra.detach().cpu().numpy() if isinstance(cepstra, torch.Tensor) else np.asarray(cepstra)
+        array = host_array(cepstra) if isinstance(cepstra, torch.Tensor) else np.asarray(cepstra)
         return classical_frames(array, self.deltas)
 
     def embed_frames(self, segments: list[np.ndarray]) -> np.ndarray:
