@@ -263,7 +263,10 @@ class StandaloneWindows:
         # One batch of windows at a time: stacking every window of a long recording first would copy its
         # frames 1 / (1 - overlap) times over.
         for i in range(0, len(starts), per_call):
-            batch = np.stack([frames[s:s + length] for s in starts[i:i + per_call]])
+            chosen = starts[i:i + per_call]
+            # A lone window is a view of the frames (no copy unless the normalisation makes its own).
+            batch = (frames[None, chosen[0]:chosen[0] + length] if len(chosen) == 1
+                     else np.stack([frames[s:s + length] for s in chosen]))
             if e.normalize == "segment":
                 batch = batch - batch.mean(axis=1, keepdims=True)
             outputs.append(e.session.run(None, {e.input_name: np.ascontiguousarray(batch)})[0])
