@@ -12,7 +12,8 @@ One run, one thread everywhere (torch and onnxruntime):
 3. embeds dev recordings (decoded beforehand; features, windows and encoder timed) with PyTorch
    eager, PyTorch traced (``SpeakerModel.optimize``), onnxruntime float32 and int8 (through
    ``load_model``: torch front-end and windows), and both exports again on the torch-free path the CLI
-   takes (``StandaloneEmbedder``: numpy filterbanks): x real time, and GFLOP/s from the operations
+   takes (``StandaloneEmbedder``: numpy filterbanks), timed as the CLI runs it, in a fresh process that
+   never imports torch (``TORCH_FREE_TIMER``): x real time, and GFLOP/s from the operations
    torch's FlopCounterMode counts on the same work (matrix products and convolutions: encoder and mel
    filterbank; the FFT is not counted), as a fraction of the peak of the matching precision, and the
    ceiling that peak sets (the speed if every counted operation ran at it). Best of ``--repeats`` (the
@@ -181,6 +182,44 @@ def operator_shares(folder: Path, waves: list[np.ndarray]) -> dict[str, float]:
     return {group: value / whole for group, value in totals.items()}
 
 
+#: Run by :func:`torch_free_seconds` in a fresh process: times a StandaloneEmbedder as the CLI runs it, in a
+#: process that never imports torch (whose allocator state differs from one that has: see KaldiFbank.BLOCK_FRAMES).
+TORCH_FREE_TIMER = """
+import json, sys, time
+import numpy as np
+from voxprint.export.standalone import StandaloneEmbedder
+folder, waves_file, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with np.load(waves_file) as stored:
+    waves = [stored[f"wave_{i}"] for i in range(len(stored.files))]
+windows = StandaloneEmbedder(folder, threads=1).windows
+def best(run):
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+embed = best(lambda: windows.embed_many(waves))
+features = best(lambda: [windows.features(w) for w in waves])
+print(json.dumps({"embed": embed, "features": features, "torch_imported": "torch" in sys.modules}))
+"""
+
+
+def torch_free_seconds(folder: Path, waves_file: Path, repeats: int) -> dict[str, float]:
+    """Best times of the torch-free embedder over the stored waves, measured in a fresh process without torch:
+    ``embed`` (windows and encoder, front-end included) and ``features`` (the front-end alone)."""
+    import json
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VOXPRINT_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", TORCH_FREE_TIMER, str(folder), str(waves_file), str(repeats)],
+                          check=True, capture_output=True, text=True, env=env, cwd=REPO)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result.pop("torch_imported"):
+        raise RuntimeError("the torch-free timing process imported torch")
+    return result
+
+
 def child_seconds(code: list[str], repeats: int = 3) -> float:
     """Median wall time of a fresh process running ``code`` (argv), from spawn to exit."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VOXPRINT_THREADS": "1"}
@@ -220,7 +259,6 @@ def main() -> None:
     from voxprint.data import read_data_folder
     from voxprint.data.trials import read_trials
     from voxprint.export import export_model, load_exported
-    from voxprint.export.standalone import StandaloneEmbedder
     from voxprint.paths import data_root
     from voxprint.report import format_table, publish_benchmark
 
@@ -246,14 +284,21 @@ def main() -> None:
                "PyTorch traced bfloat16": bfloat16_model(),
                "onnxruntime float32": load_exported(scratch / "float32"),
                "onnxruntime int8": load_exported(scratch / "int8")}
-    torch_free = {"onnxruntime float32, torch-free (CLI)": StandaloneEmbedder(scratch / "float32", threads=1),
-                  "onnxruntime int8, torch-free (CLI)": StandaloneEmbedder(scratch / "int8", threads=1)}
+    torch_free = {"onnxruntime float32, torch-free (CLI)": scratch / "float32",
+                  "onnxruntime int8, torch-free (CLI)": scratch / "int8"}
+    waves_file = scratch / "waves.npz"
+    np.savez(waves_file, **{f"wave_{i}": wave for i, wave in enumerate(waves)})
     flops = counted_flops(systems["PyTorch eager"], waves)
-    speed_rows, row_seconds = [], {}
+    speed_rows, row_seconds, front_end_seconds = [], {}, {}
     for name, model in {**systems, **torch_free}.items():
         peak = (peaks.measure("onnxruntime int8") if "int8" in name else
                 peaks.measure("torch bfloat16") if "bfloat16" in name else peaks.fp32())
-        seconds = row_seconds[name] = best_time(lambda: model.windows.embed_many(waves), args.repeats)
+        if name in torch_free:
+            timed = torch_free_seconds(model, waves_file, args.repeats)
+            seconds = row_seconds[name] = timed["embed"]
+            front_end_seconds[name] = timed["features"]
+        else:
+            seconds = row_seconds[name] = best_time(lambda: model.windows.embed_many(waves), args.repeats)
         rate = flops / seconds / 1e9
         ceiling = peak / (flops / audio_seconds / 1e9)
         speed_rows.append([name, f"{audio_seconds / seconds:.0f}x", f"{rate:.1f}", f"{peak:.0f}",
@@ -262,9 +307,10 @@ def main() -> None:
 
     # Where the time goes: the front-end's share of the int8 rows, and the graphs' node time by operator group.
     front_end = []
+    front_end_seconds["onnxruntime int8"] = best_time(
+        lambda: [systems["onnxruntime int8"].windows.features(w) for w in waves], args.repeats)
     for name in ("onnxruntime int8", "onnxruntime int8, torch-free (CLI)"):
-        model = {**systems, **torch_free}[name]
-        seconds = best_time(lambda: [model.windows.features(w) for w in waves], args.repeats)
+        seconds = front_end_seconds[name]
         front_end.append([f"front-end of the \"{name}\" row", f"{100 * seconds / row_seconds[name]:.0f} %"])
     shares = {precision: operator_shares(scratch / precision, waves) for precision in ("float32", "int8")}
     groups = sorted({g for share in shares.values() for g in share}, key=lambda g: -shares["int8"].get(g, 0.0))
@@ -378,8 +424,10 @@ def main() -> None:
         "kept in earlier runs: Res2Net groups cut by one constant Split (fewer graph nodes), a filterbank with",
         "preallocated buffers (bit for bit the same frames), and numpy filterbanks on the torch-free path",
         "(kaldi-native-fbank's frame-by-frame OnlineFbank cost more than the int8 encoder), computed in float32",
-        "with scipy's FFT and one pre-emphasis pass over the waveform (numpy's FFT works in float64: 1.5x",
-        "slower). Measured and not kept: QDQ instead of QOperator, quantizing ReLU/Add/Mul/Concat, leaving the",
+        "with scipy's FFT (numpy's was slower) and one pre-emphasis pass over the waveform, in blocks of 48 frames",
+        "whose arrays stay below glibc's mmap threshold (in a process that has not imported torch, as the CLI,",
+        "blocks of 128 frames had their spectra faulted in afresh: the torch-free rows are timed in such a",
+        "process). Measured and not kept: QDQ instead of QOperator, quantizing ReLU/Add/Mul/Concat, leaving the",
         "small Gemms or Res2Net's 24-channel group convolutions in float32 (more accurate, slower), session",
         "options other than onnxruntime's defaults, and bfloat16 in PyTorch",
         f"(oneDNN's AVX-512 BF16 kernels: {speed['PyTorch traced bfloat16']:.0f}x in this run, against "

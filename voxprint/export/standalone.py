@@ -107,10 +107,11 @@ class KaldiFbank:
     """
 
     #: Frames per block. Every array a block allocates (the zero-padded frames, the spectrum) stays under
-    #: glibc's 128 KiB threshold for serving an allocation with fresh pages from the kernel: at 128 frames the
-    #: spectrum (257 complex bins a frame) was new memory on every block, and faulting it in cost more than
-    #: the transform (48 frames: 0.23 ms per second of audio, 128: 0.32-0.38 on one thread). Blocks of a
-    #: minute of audio also spilled out of the caches, which made long recordings markedly slower.
+    #: glibc's default 128 KiB mmap threshold: larger ones may be fresh pages from the kernel on every block.
+    #: In a process that has not imported torch, as the torch-free CLI, blocks of 128 frames spent longer
+    #: faulting in their spectra than transforming them (0.37-0.39 ms per second of audio on one thread, against
+    #: 0.24 with 48 frames); where the allocator's thresholds have grown, as after torch, both ran at about
+    #: 0.22. Blocks of a minute of audio also spilled out of the caches (long recordings ran markedly slower).
     BLOCK_FRAMES = 48
 
     def __init__(self, frontend: dict[str, Any], threads: int = 1):
