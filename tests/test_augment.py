@@ -64,10 +64,10 @@ def crop(wave: np.ndarray, rng: np.random.Generator, length: int) -> np.ndarray:
     return wave[start:start + length]
 
 
-@pytest.mark.parametrize("effect", ["noise", "babble", "reverb", "speed", "all"])
+@pytest.mark.parametrize("effect", ["noise", "babble", "reverb", "speed", "narrowband", "all"])
 def test_every_effect_keeps_length_dtype_and_finiteness(effect, speech, others, bank):
     probs = {f"{name}_prob": 1.0 if effect in (name, "all") else 0.0
-             for name in ("noise", "babble", "reverb", "speed")}
+             for name in ("noise", "babble", "reverb", "speed", "narrowband")}
     augmenter = Augmenter(AugmentConfig(**probs), RATE,
                           babble_source=lambda rng: others[int(rng.integers(len(others)))], rir_bank=bank)
     rng = np.random.default_rng(1)
@@ -236,6 +236,36 @@ def test_speed_changes_duration_and_pitch(speed, speech):
     augmenter = Augmenter(AugmentConfig(speed_prob=1.0, speeds=(speed,)), RATE)
     out, index = augmenter.augment(clean, np.random.default_rng(0))
     assert index == 1 and out.shape == clean.shape and out.dtype == np.float32
+
+
+def band_energy_db(wave: np.ndarray, low: float, high: float) -> float:
+    """Energy of ``wave`` between ``low`` and ``high`` Hz relative to its whole energy, in dB."""
+    freqs, power = welch(wave, fs=RATE, nperseg=1024)
+    return float(10 * np.log10(power[(freqs >= low) & (freqs < high)].sum() / power.sum()))
+
+
+def test_narrowband_leaves_the_telephone_band_and_only_it(speech):
+    """Real speech through the telephone channel: its energy above 4 kHz is gone (speechocean762 has a
+    few percent there), the band below is the same signal, and a config without the effect draws what
+    it drew before the effect existed (the decision is drawn last, and only when enabled)."""
+    clean = speech[:2 * RATE]
+    assert band_energy_db(clean, 4200, 8000) > -30.0
+    config = AugmentConfig(narrowband_prob=1.0)
+    out = Augmenter(config, RATE)(clean, np.random.default_rng(0))
+    assert band_energy_db(out, 4200, 8000) < -60.0
+    spectrum_in, spectrum_out = np.fft.rfft(clean), np.fft.rfft(out)
+    low = slice(int(300 * len(clean) / RATE), int(3000 * len(clean) / RATE))
+    assert np.abs(spectrum_out[low] - spectrum_in[low]).sum() < 0.05 * np.abs(spectrum_in[low]).sum()
+    assert np.array_equal(signal.band_limit(clean, RATE, 8000), out)
+    # 12 kHz is a narrower band than 16 kHz too: the cut follows the configured rate.
+    wider = Augmenter(AugmentConfig(narrowband_prob=1.0, narrowband_rate=12000), RATE)(clean, np.random.default_rng(0))
+    assert band_energy_db(wider, 4200, 5800) > -30.0 and band_energy_db(wider, 6200, 8000) < -60.0
+    plain = AugmentConfig(noise_prob=0.5, speed_prob=0.5)
+    with_band = AugmentConfig(noise_prob=0.5, speed_prob=0.5, narrowband_prob=0.0, narrowband_rate=8000)
+    draws = [Augmenter(c, RATE).augment(clean, np.random.default_rng(3)) for c in (plain, with_band)]
+    assert np.array_equal(draws[0][0], draws[1][0]) and draws[0][1] == draws[1][1]
+    with pytest.raises(ConfigError, match="narrowband_rate"):
+        AugmentConfig(narrowband_rate=8)
 
 
 def test_speed_as_new_speakers_labels():

@@ -1,4 +1,4 @@
-"""Waveform augmentation for speaker-embedding training: noise, babble, reverberation, speed.
+"""Waveform augmentation for speaker-embedding training: noise, babble, reverberation, speed, telephone band.
 
 The recipe follows the x-vector/ECAPA practice (Snyder et al., 2018; Ko et al., 2015 for speed
 perturbation, 2017 for simulated RIRs), with everything generated or simulated locally, so nothing
@@ -8,7 +8,9 @@ is downloaded:
 - babble: the sum of a few other training utterances;
 - reverberation with room impulse responses simulated by pyroomacoustics (image source method),
   simulated once and cached in an ``.npz`` file (:class:`~voxprint.data.rir.RIRBank`);
-- speed perturbation by resampling (changes duration and pitch, like ``sox speed``).
+- speed perturbation by resampling (changes duration and pitch, like ``sox speed``);
+- a telephone band: the crop resampled to a narrow rate (8 kHz by default) and back, so everything
+  above 4 kHz is gone, as in telephone and many meeting recordings.
 
 The signal primitives live in :mod:`voxprint.data.signal` and the RIR bank in
 :mod:`voxprint.data.rir`; both stay importable from here. Every effect returns a float32 waveform
@@ -34,7 +36,8 @@ import numpy as np
 
 from voxprint.config import check_keys
 from voxprint.data.rir import RIRBank
-from voxprint.data.signal import _unit_power, add_at_snr, coloured_noise, fit_length, reverberate, speed_perturb
+from voxprint.data.signal import (_unit_power, add_at_snr, band_limit, coloured_noise, fit_length, reverberate,
+                                  speed_perturb)
 from voxprint.errors import ConfigError
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "Augmenter",
     "RIRBank",
     "add_at_snr",
+    "band_limit",
     "coloured_noise",
     "fit_length",
     "num_speed_classes",
@@ -59,8 +63,8 @@ class AugmentConfig:
     """Augmentation settings, e.g. the ``augment:`` section of a training config.
 
     Every probability is per crop and per effect; effects are drawn independently, so several can
-    apply to one crop (in the order speed, reverberation, babble, noise: additive noise is recorded
-    in the room after the talker's speech has been reverberated).
+    apply to one crop (in the order speed, reverberation, babble, noise, telephone band: additive noise
+    is recorded in the room after the talker's speech has been reverberated, and the channel carries both).
 
     Attributes:
         noise_prob: Probability of adding coloured noise.
@@ -76,6 +80,10 @@ class AugmentConfig:
         babble_max_speakers: Most summed utterances.
         reverb_prob: Probability of convolving with a simulated room impulse response.
         speed_prob: Probability of speed perturbation.
+        narrowband_prob: Probability of passing the crop through a channel sampled at
+            ``narrowband_rate`` (:func:`~voxprint.data.signal.band_limit`). Drawn only when above 0, so
+            configs without it replay their augmentations unchanged.
+        narrowband_rate: That channel's sample rate in Hz (8000: telephone).
         speeds: Speed factors drawn uniformly when speed perturbation applies (1.1 = 10 %
             faster/shorter).
         speed_as_new_speakers: Treat each speed as a different speaker (Kaldi/WeSpeaker practice);
@@ -107,6 +115,8 @@ class AugmentConfig:
     babble_max_speakers: int = 7
     reverb_prob: float = 0.0
     speed_prob: float = 0.0
+    narrowband_prob: float = 0.0
+    narrowband_rate: int = 8000
     speeds: tuple[float, ...] = (0.9, 1.1)
     speed_as_new_speakers: bool = False
     rir_bank_size: int = 200
@@ -115,7 +125,7 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         self.speeds = tuple(float(s) for s in self.speeds)
-        for name in ("noise_prob", "babble_prob", "reverb_prob", "speed_prob"):
+        for name in ("noise_prob", "babble_prob", "reverb_prob", "speed_prob", "narrowband_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"augment.{name} must be a probability in [0, 1], got {value}")
@@ -131,6 +141,9 @@ class AugmentConfig:
             raise ConfigError("augment.speeds is empty but augment.speed_prob > 0; list at least one speed")
         if any(not 0.0 < s < 10.0 for s in self.speeds):
             raise ConfigError(f"augment.speeds must be factors in (0, 10), got {list(self.speeds)}")
+        if self.narrowband_rate < 1000:
+            raise ConfigError(f"augment.narrowband_rate must be a sample rate in Hz (8000 for telephone), "
+                              f"got {self.narrowband_rate}")
         if self.reverb_prob > 0 and self.rir_bank_size < 1:
             raise ConfigError(f"augment.rir_bank_size must be at least 1, got {self.rir_bank_size}")
 
@@ -160,7 +173,7 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         """Whether any effect can apply."""
-        return max(self.noise_prob, self.babble_prob, self.reverb_prob, self.speed_prob) > 0.0
+        return max(self.noise_prob, self.babble_prob, self.reverb_prob, self.speed_prob, self.narrowband_prob) > 0.0
 
 
 def speed_label(label: int, speed_index: int, num_speakers: int) -> int:
@@ -299,6 +312,9 @@ class Augmenter:
             beta = float(rng.uniform(c.noise_beta_low, c.noise_beta_high))
             out = add_at_snr(out, coloured_noise(length, beta, rng, self.sample_rate),
                              float(rng.uniform(c.snr_low, c.snr_high)))
+        # Drawn last, and only when enabled: the draws above stay those of a config without it.
+        if c.narrowband_prob > 0 and rng.random() < c.narrowband_prob and c.narrowband_rate < self.sample_rate:
+            out = band_limit(out, self.sample_rate, c.narrowband_rate)
         if out is wave:
             # Never hand back the caller's array (often a view of a cached utterance) to be mutated.
             out = wave.copy()

@@ -86,6 +86,33 @@ def coloured_noise(num_samples: int, beta: float, rng: np.random.Generator, samp
     return noise.astype(np.float32)
 
 
+def band_limit(wave: np.ndarray, sample_rate: int, narrow_rate: int) -> np.ndarray:
+    """``wave`` as it sounds after a channel sampled at ``narrow_rate`` (e.g. a telephone line at 8 kHz):
+    resampled down and back up with soxr, so nothing above ``narrow_rate / 2`` is left.
+
+    Args:
+        wave: 1-D float waveform.
+        sample_rate: Its sample rate in Hz.
+        narrow_rate: The channel's sample rate, below ``sample_rate``.
+
+    Returns:
+        The float32 waveform, same length.
+
+    Example:
+        >>> t = np.arange(16000) / 16000
+        >>> tones = (np.sin(2 * np.pi * 500 * t) + np.sin(2 * np.pi * 6000 * t)).astype(np.float32)
+        >>> spectrum = np.abs(np.fft.rfft(band_limit(tones, 16000, 8000)))
+        >>> bool(spectrum[6000] < 1e-3 * spectrum[500])
+        True
+    """
+    wave = np.asarray(wave, dtype=np.float32)
+    narrow = soxr.resample(wave, sample_rate, narrow_rate, quality="HQ")
+    back = soxr.resample(narrow, narrow_rate, sample_rate, quality="HQ")
+    out = np.zeros(len(wave), dtype=np.float32)  # the round trip may gain or lose a sample at the end
+    out[:min(len(out), len(back))] = back[:len(out)]
+    return out
+
+
 def speed_perturb(wave: np.ndarray, speed: float, sample_rate: int) -> np.ndarray:
     """Plays ``wave`` ``speed`` times faster (duration / speed, pitch * speed), like ``sox speed``.
 
