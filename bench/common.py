@@ -12,7 +12,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -20,8 +20,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = REPO_ROOT / "bench" / "peers"
 BENCH_VENV = REPO_ROOT / ".venv-bench"
 
-__all__ = ["BENCH_VENV", "PEERS_DIR", "REPO_ROOT", "bench_python", "dev_evaluation", "ensure_backend", "mean_se",
+__all__ = ["BENCH_VENV", "PEERS_DIR", "REPO_ROOT", "bench_python", "best_time", "dev_evaluation", "ensure_backend", "mean_se",
            "parameter_count", "run_peer", "training_minutes"]
+
+
+def best_time(run: Callable[[], Any], repeats: int) -> float:
+    """Least wall time of ``repeats`` calls after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def bench_python() -> Path:

@@ -39,25 +39,14 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from common import dev_evaluation  # bench/common.py: `python bench/export.py` puts bench/ on the path
+from common import best_time, dev_evaluation  # bench/common.py: `python bench/export.py` puts bench/ on the path
 
 SECTION = "Deployment: inference speed"
 REPO = Path(__file__).resolve().parent.parent
-
-
-def best_time(run: Callable[[], Any], repeats: int) -> float:
-    """Least wall time of ``repeats`` calls after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 class GemmPeaks:
@@ -185,23 +174,17 @@ def operator_shares(folder: Path, waves: list[np.ndarray]) -> dict[str, float]:
 #: Run by :func:`torch_free_seconds` in a fresh process: times a StandaloneEmbedder as the CLI runs it, in a
 #: process that never imports torch (whose allocator state differs from one that has: see KaldiFbank.BLOCK_FRAMES).
 TORCH_FREE_TIMER = """
-import json, sys, time
+import json, sys
 import numpy as np
 from voxprint.export.standalone import StandaloneEmbedder
-folder, waves_file, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
+folder, waves_file, repeats, bench = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, bench)
+from common import best_time
 with np.load(waves_file) as stored:
     waves = [stored[f"wave_{i}"] for i in range(len(stored.files))]
 windows = StandaloneEmbedder(folder, threads=1).windows
-def best(run):
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
-embed = best(lambda: windows.embed_many(waves))
-features = best(lambda: [windows.features(w) for w in waves])
+embed = best_time(lambda: windows.embed_many(waves), repeats)
+features = best_time(lambda: [windows.features(w) for w in waves], repeats)
 print(json.dumps({"embed": embed, "features": features, "torch_imported": "torch" in sys.modules}))
 """
 
@@ -212,7 +195,8 @@ def torch_free_seconds(folder: Path, waves_file: Path, repeats: int) -> dict[str
     import json
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VOXPRINT_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", TORCH_FREE_TIMER, str(folder), str(waves_file), str(repeats)],
+    done = subprocess.run([sys.executable, "-c", TORCH_FREE_TIMER, str(folder), str(waves_file), str(repeats),
+                           str(Path(__file__).resolve().parent)],
                           check=True, capture_output=True, text=True, env=env, cwd=REPO)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if result.pop("torch_imported"):
