@@ -50,6 +50,7 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) bench/identification.py --model fused
 	$(PY) bench/fused.py
 	$(PY) bench/diarization.py
+	$(PY) bench/voice_separation.py
 
 # Retrain the bundled default model from scratch on CPU (time: docs/benchmarks.md).
 default-model: $(STAMP)
