@@ -302,6 +302,21 @@ MUTATIONS: tuple[Mutation, ...] = (
         bug="the batched GMM-UBM scorer forgets the adapted means' quadratic term",
     ),
     Mutation(
+        "narrowband-drawn-first", "voxprint/data/augment.py",
+        old="        use_speed, use_reverb, use_babble, use_noise = rng.random(4) < (",
+        new="        rng.random() if c.narrowband_prob > 0 else None\n"
+            "        use_speed, use_reverb, use_babble, use_noise = rng.random(4) < (",
+        tests=("tests/test_augment.py::test_narrowband_leaves_the_telephone_band_and_only_it",),
+        bug="the telephone band's draw comes first and reshuffles the other effects' draws",
+    ),
+    Mutation(
+        "fbank-unscaled", "voxprint/export/standalone.py",
+        old="            mel = power @ self._scaled_banks",
+        new="            mel = power @ self.banks",
+        tests=("tests/test_export.py::test_the_standalone_filterbank_matches_kaldi_native_fbank",),
+        bug="the torch-free filterbank forgets Kaldi's 16-bit scaling of the samples",
+    ),
+    Mutation(
         "tv-minimum-divergence", "voxprint/classical/ivector.py",
         old="total_variability = total_variability @ np.linalg.cholesky(moment)",
         new="total_variability = total_variability @ moment",
