@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from voxprint.data import read_data_folder
+from voxprint.inference.windows import CPU_PADDED_FRAMES, PAD_FRACTION
 from voxprint.paths import data_root
 from voxprint.report import format_table, publish_benchmark
 
@@ -100,7 +101,8 @@ def main() -> None:
         "A decode worker (`--decode-workers 1`) decodes, resamples and trims the audio in a spawned process",
         f"while the rank's own thread runs the model. The machine has {os.cpu_count()} cores; 2 ranks, 1 rank",
         "and its worker, or 1 rank on 2 threads use two of them. On several threads, recordings of different",
-        "lengths share encoder calls, zero-padded (at most 25 % padding, 2,048 frames a call; ECAPA-TDNN",
+        f"lengths share encoder calls, zero-padded (at most {100 * PAD_FRACTION:.0f} % padding, "
+        f"{CPU_PADDED_FRAMES:,} frames a call; ECAPA-TDNN",
         "leaves the padding out of every convolution and mean, so each embedding is its unpadded one), since",
         "larger calls spread better over threads (on one thread they do not pay). The second table times the model alone",
         "(features, windows, encoder; 96 recordings decoded beforehand; the ways take turns, median of 5 runs)",

@@ -264,6 +264,7 @@ def main() -> None:
     from voxprint.data import read_data_folder
     from voxprint.data.trials import read_trials
     from voxprint.export import export_model, load_exported
+    from voxprint.export.standalone import KaldiFbank
     from voxprint.paths import data_root
     from voxprint.report import format_table, publish_benchmark
 
@@ -422,10 +423,10 @@ def main() -> None:
         f"float32 speed of 500x would need {100 * 500 * gflop_per_second / ort_peak:.0f} % of onnxruntime's float32 "
         "peak over the whole",
         "pipeline, and the float32 graph's time is mostly its convolutions (conv + ReLU fused, at small",
-        "sizes: 24-channel Res2Net groups, a few hundred frames; \"Where the time goes\" below), which already",
-        (f"run at {convolution_rate:.0f} GFLOP/s, {100 * convolution_rate / ort_peak:.0f} % of that peak "
-         if convolution_rate else "run near that peak ")
-        + "(their operations over their kernel time in onnxruntime's profiler). In int8 the",
+        "sizes: 24-channel Res2Net groups, a few hundred frames; \"Where the time goes\" below)"
+        + (f", which already run at {convolution_rate:.0f} GFLOP/s, {100 * convolution_rate / ort_peak:.0f} % of "
+           "that peak (their operations over their kernel time in onnxruntime's profiler)" if convolution_rate else "")
+        + ". In int8 the",
         "quantized convolutions are a smaller share; the rest is float work between them that int8 cannot",
         "remove: the attention softmax and weighted statistics, squeeze-excitation products, batch norms",
         "after ReLU (they cannot fold into the convolution before them; moving their scale into it leaves an",
@@ -434,7 +435,8 @@ def main() -> None:
         "kept in earlier runs: Res2Net groups cut by one constant Split (fewer graph nodes), a filterbank with",
         "preallocated buffers (bit for bit the same frames), and numpy filterbanks on the torch-free path",
         "(kaldi-native-fbank's frame-by-frame OnlineFbank cost more than the int8 encoder), computed in float32",
-        "with scipy's FFT (numpy's was slower) and one pre-emphasis pass over the waveform, in blocks of 48 frames",
+        "with scipy's FFT (numpy's was slower) and one pre-emphasis pass over the waveform, in blocks of "
+        f"{KaldiFbank.BLOCK_FRAMES} frames",
         "whose arrays stay below glibc's mmap threshold (in a process that has not imported torch, as the CLI,",
         "blocks of 128 frames had their spectra faulted in afresh: the torch-free rows are timed in such a",
         "process). Measured and not kept: QDQ instead of QOperator, quantizing ReLU/Add/Mul/Concat, leaving the",
